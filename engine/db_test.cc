@@ -1,0 +1,441 @@
+// The DB through its public API: reads and writes, snapshots, iterators,
+// reopen, locking, limits, group commit, and the failure paths (torn tails,
+// corruption, failed fsync, a full disk) through the fault-injecting Env.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "engine/env/fault_injection_env.h"
+#include "engine/filename.h"
+#include "engine/wal/log_format.h"
+#include "kvstore/db.h"
+
+namespace kvstore {
+namespace {
+
+class DBTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (std::filesystem::temp_directory_path() /
+            ("kvstore_db_test_" + std::to_string(::getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name()))
+               .string();
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override {
+    db_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  Status Open() {
+    db_.reset();
+    return DB::Open(options_, dir_, &db_);
+  }
+  void Reopen() { ASSERT_TRUE(Open().ok()); }
+  std::string Get(std::string_view key, const Snapshot* snap = nullptr) {
+    std::string v;
+    ReadOptions ro;
+    ro.snapshot = snap;
+    Status s = db_->Get(ro, key, &v);
+    if (s.IsNotFound()) return "NOT_FOUND";
+    if (!s.ok()) return s.ToString();
+    return v;
+  }
+  std::string Contents(const Snapshot* snap = nullptr) {
+    ReadOptions ro;
+    ro.snapshot = snap;
+    auto it = db_->NewIterator(ro);
+    std::string out;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      out += std::string(it->key()) + "=" + std::string(it->value()) + ";";
+    }
+    return out;
+  }
+  std::vector<std::string> LogFiles() {
+    std::vector<std::string> out;
+    for (auto& e : std::filesystem::directory_iterator(dir_)) {
+      uint64_t n;
+      if (ParseLogFileName(e.path().filename().string(), &n)) out.push_back(e.path().string());
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+  std::string dir_;
+  Options options_;
+  WriteOptions wo_;
+  std::unique_ptr<DB> db_;
+};
+
+TEST_F(DBTest, PutGetDelete) {
+  Reopen();
+  EXPECT_EQ(Get("a"), "NOT_FOUND");
+  ASSERT_TRUE(db_->Put(wo_, "a", "1").ok());
+  ASSERT_TRUE(db_->Put(wo_, "b", "2").ok());
+  EXPECT_EQ(Get("a"), "1");
+  ASSERT_TRUE(db_->Put(wo_, "a", "3").ok());
+  EXPECT_EQ(Get("a"), "3");
+  ASSERT_TRUE(db_->Delete(wo_, "a").ok());
+  EXPECT_EQ(Get("a"), "NOT_FOUND");
+  ASSERT_TRUE(db_->Delete(wo_, "never").ok());
+  ASSERT_TRUE(db_->Put(wo_, "", "empty key").ok());
+  ASSERT_TRUE(db_->Put(wo_, std::string("\0\xff", 2), std::string("\0", 1)).ok());
+  EXPECT_EQ(Get(std::string("\0\xff", 2)), std::string("\0", 1));
+  EXPECT_EQ(Get(""), "empty key");
+}
+
+TEST_F(DBTest, WriteBatchIsAtomicAndOrdered) {
+  Reopen();
+  WriteBatch b;
+  b.Put("k", "first");
+  b.Put("k", "second");
+  b.Put("x", "1");
+  b.Delete("x");
+  ASSERT_TRUE(db_->Write(wo_, &b).ok());
+  EXPECT_EQ(Get("k"), "second");
+  EXPECT_EQ(Get("x"), "NOT_FOUND");
+  WriteBatch empty;
+  ASSERT_TRUE(db_->Write(wo_, &empty).ok());
+}
+
+TEST_F(DBTest, SurvivesReopen) {
+  Reopen();
+  for (int i = 0; i < 1000; i++) {
+    ASSERT_TRUE(db_->Put(WriteOptions{.sync = i % 2 == 0}, "key" + std::to_string(i),
+                         "value" + std::to_string(i)).ok());
+  }
+  ASSERT_TRUE(db_->Delete(wo_, "key7").ok());
+  uint64_t seq = db_->GetStats().sequence;
+  Reopen();
+  EXPECT_EQ(Get("key0"), "value0");
+  EXPECT_EQ(Get("key999"), "value999");
+  EXPECT_EQ(Get("key7"), "NOT_FOUND");
+  EXPECT_EQ(db_->GetStats().sequence, seq);
+  EXPECT_EQ(db_->GetStats().live_keys_estimate, 999u);
+  ASSERT_TRUE(db_->Put(wo_, "after", "reopen").ok());
+  Reopen();
+  EXPECT_EQ(Get("after"), "reopen");
+  EXPECT_EQ(Get("key1"), "value1");
+}
+
+TEST_F(DBTest, IteratorSeekAndPrefixScan) {
+  Reopen();
+  for (const char* k : {"user:1", "user:2", "user:3", "usez", "apple", "zebra"}) {
+    ASSERT_TRUE(db_->Put(wo_, k, std::string("v-") + k).ok());
+  }
+  ASSERT_TRUE(db_->Delete(wo_, "user:2").ok());
+  auto it = db_->NewIterator(ReadOptions{});
+  std::vector<std::string> prefix;
+  for (it->Seek("user:"); it->Valid() && it->key().starts_with("user:"); it->Next()) {
+    prefix.emplace_back(it->key());
+  }
+  EXPECT_EQ(prefix, (std::vector<std::string>{"user:1", "user:3"}));
+  it->Seek("zz");
+  EXPECT_FALSE(it->Valid());
+  it->Seek("");
+  ASSERT_TRUE(it->Valid());
+  EXPECT_EQ(it->key(), "apple");
+  EXPECT_TRUE(it->status().ok());
+  // Range [user:1, usez): end exclusive.
+  std::vector<std::string> range;
+  for (it->Seek("user:1"); it->Valid() && it->key() < "usez"; it->Next()) range.emplace_back(it->key());
+  EXPECT_EQ(range, (std::vector<std::string>{"user:1", "user:3"}));
+}
+
+TEST_F(DBTest, IteratorIsAStableView) {
+  Reopen();
+  ASSERT_TRUE(db_->Put(wo_, "a", "1").ok());
+  ASSERT_TRUE(db_->Put(wo_, "c", "3").ok());
+  auto it = db_->NewIterator(ReadOptions{});
+  ASSERT_TRUE(db_->Put(wo_, "b", "2").ok());
+  ASSERT_TRUE(db_->Delete(wo_, "c").ok());
+  std::string seen;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) seen += std::string(it->key()) + std::string(it->value());
+  EXPECT_EQ(seen, "a1c3");
+  EXPECT_EQ(Contents(), "a=1;b=2;");
+}
+
+TEST_F(DBTest, Snapshots) {
+  Reopen();
+  ASSERT_TRUE(db_->Put(wo_, "k", "v1").ok());
+  const Snapshot* s1 = db_->GetSnapshot();
+  ASSERT_TRUE(db_->Put(wo_, "k", "v2").ok());
+  ASSERT_TRUE(db_->Put(wo_, "new", "x").ok());
+  const Snapshot* s2 = db_->GetSnapshot();
+  ASSERT_TRUE(db_->Delete(wo_, "k").ok());
+  EXPECT_EQ(Get("k", s1), "v1");
+  EXPECT_EQ(Get("new", s1), "NOT_FOUND");
+  EXPECT_EQ(Get("k", s2), "v2");
+  EXPECT_EQ(Get("k"), "NOT_FOUND");
+  EXPECT_EQ(Contents(s1), "k=v1;");
+  EXPECT_EQ(Contents(s2), "k=v2;new=x;");
+  EXPECT_EQ(db_->GetStats().snapshots, 2u);
+  db_->ReleaseSnapshot(s1);
+  db_->ReleaseSnapshot(s2);
+  EXPECT_EQ(db_->GetStats().snapshots, 0u);
+}
+
+TEST_F(DBTest, OneOwnerPerDirectory) {
+  Reopen();
+  std::unique_ptr<DB> second;
+  Status s = DB::Open(options_, dir_, &second);
+  EXPECT_TRUE(s.IsBusy()) << s.ToString();
+  EXPECT_NE(s.ToString().find("LOCK"), std::string::npos);
+  db_.reset();
+  EXPECT_TRUE(DB::Open(options_, dir_, &second).ok());
+}
+
+TEST_F(DBTest, CreateAndExistFlags) {
+  options_.create_if_missing = false;
+  EXPECT_TRUE(Open().IsInvalidArgument());
+  options_.create_if_missing = true;
+  Reopen();
+  db_.reset();
+  options_.error_if_exists = true;
+  EXPECT_TRUE(Open().IsInvalidArgument());
+}
+
+TEST_F(DBTest, SizeLimits) {
+  Reopen();
+  EXPECT_TRUE(db_->Put(wo_, std::string(kMaxKeySize + 1, 'k'), "v").IsInvalidArgument());
+  EXPECT_TRUE(db_->Put(wo_, "k", std::string(kMaxValueSize + 1, 'v')).IsInvalidArgument());
+  EXPECT_TRUE(db_->Delete(wo_, std::string(kMaxKeySize + 1, 'k')).IsInvalidArgument());
+  ASSERT_TRUE(db_->Put(wo_, std::string(kMaxKeySize, 'k'), std::string(1 << 20, 'v')).ok());
+  Reopen();
+  EXPECT_EQ(Get(std::string(kMaxKeySize, 'k')).size(), 1u << 20);
+}
+
+TEST_F(DBTest, WriteAsyncCallsBackOnceDurable) {
+  Reopen();
+  constexpr int kWrites = 2000;
+  std::atomic<int> ok{0}, calls{0};
+  for (int i = 0; i < kWrites; i++) {
+    WriteBatch b;
+    b.Put("async" + std::to_string(i), std::to_string(i));
+    db_->WriteAsync(wo_, std::move(b), [&](Status s) {
+      calls++;
+      if (s.ok()) ok++;
+    });
+  }
+  db_.reset();  // waits for every callback
+  EXPECT_EQ(calls.load(), kWrites);
+  EXPECT_EQ(ok.load(), kWrites);
+  Reopen();
+  EXPECT_EQ(Get("async0"), "0");
+  EXPECT_EQ(Get("async1999"), "1999");
+  // Async writes share fsyncs: far fewer syncs than writes.
+  WriteBatch bad;
+  bad.Put(std::string(kMaxKeySize + 1, 'k'), "");
+  Status seen;
+  db_->WriteAsync(wo_, std::move(bad), [&](Status s) { seen = s; });
+  EXPECT_TRUE(seen.IsInvalidArgument());
+}
+
+TEST_F(DBTest, GroupCommitSharesFsyncs) {
+  Reopen();
+  constexpr int kThreads = 16, kPerThread = 100;
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; i++) {
+        if (!db_->Put(wo_, "t" + std::to_string(t) + "-" + std::to_string(i), "v").ok()) failures++;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  DBStats st = db_->GetStats();
+  EXPECT_EQ(st.writes, static_cast<uint64_t>(kThreads * kPerThread));
+  EXPECT_LT(st.wal_syncs, st.writes);  // with 16 writers at once, groups form
+  EXPECT_EQ(st.live_keys_estimate, static_cast<uint64_t>(kThreads * kPerThread));
+}
+
+TEST_F(DBTest, MemtableRotationKeepsEverything) {
+  options_.memtable_budget = 64 * 1024;
+  Reopen();
+  for (int i = 0; i < 5000; i++) {
+    ASSERT_TRUE(db_->Put(WriteOptions{.sync = false}, "key" + std::to_string(i % 1500),
+                         std::string(100, 'a' + i % 26)).ok());
+  }
+  DBStats st = db_->GetStats();
+  EXPECT_GT(st.immutable_memtables, 2u);
+  EXPECT_GT(st.wal_segments, 3u);
+  std::string before = Contents();
+  EXPECT_EQ(Get("key1499"), std::string(100, 'a' + 4499 % 26));
+  Reopen();
+  EXPECT_EQ(Contents(), before);
+}
+
+TEST_F(DBTest, StatsAndProperties) {
+  Reopen();
+  ASSERT_TRUE(db_->Put(wo_, "a", "1").ok());
+  DBStats st = db_->GetStats();
+  EXPECT_EQ(st.sequence, 1u);
+  EXPECT_GT(st.wal_bytes, 0u);
+  EXPECT_GT(st.memtable_bytes, 0u);
+  EXPECT_EQ(st.live_keys_estimate, 1u);
+  EXPECT_FALSE(st.read_only);
+  std::string v;
+  ASSERT_TRUE(db_->GetProperty("kvstore.wal_bytes", &v));
+  EXPECT_EQ(v, std::to_string(st.wal_bytes));
+  ASSERT_TRUE(db_->GetProperty("kvstore.stats", &v));
+  EXPECT_NE(v.find("live_keys_estimate: 1"), std::string::npos);
+  EXPECT_FALSE(db_->GetProperty("kvstore.nope", &v));
+  EXPECT_FALSE(db_->GetProperty("other", &v));
+}
+
+// --- recovery from damaged WAL segments -----------------------------------
+
+TEST_F(DBTest, TornTailIsTruncatedAndOpens) {
+  Reopen();
+  for (int i = 0; i < 100; i++) ASSERT_TRUE(db_->Put(wo_, "k" + std::to_string(i), "v").ok());
+  db_.reset();
+  std::string log = LogFiles().back();
+  uint64_t size = std::filesystem::file_size(log);
+  std::filesystem::resize_file(log, size - 3);  // cut the last record
+  Reopen();
+  EXPECT_EQ(Get("k98"), "v");
+  EXPECT_EQ(Get("k99"), "NOT_FOUND");
+  // The truncation is durable and the segment is clean when no longer last.
+  Reopen();
+  EXPECT_EQ(Get("k98"), "v");
+}
+
+TEST_F(DBTest, CorruptionBeforeTheTailFailsOpen) {
+  Reopen();
+  for (int i = 0; i < 100; i++) ASSERT_TRUE(db_->Put(wo_, "k" + std::to_string(i), "v").ok());
+  db_.reset();
+  std::string log = LogFiles().back();
+  {
+    std::fstream f(log, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(wal::kFileHeaderSize + 30);
+    f.put('\x7f');
+  }
+  Status s = Open();
+  ASSERT_TRUE(s.IsCorruption()) << s.ToString();
+  EXPECT_NE(s.ToString().find(log), std::string::npos);
+  EXPECT_NE(s.ToString().find("offset"), std::string::npos);
+
+  options_.best_effort_recovery = true;
+  Reopen();  // keeps what precedes the damage
+  EXPECT_EQ(Get("k0"), "v");
+  EXPECT_EQ(Get("k99"), "NOT_FOUND");
+  ASSERT_TRUE(db_->Put(wo_, "later", "ok").ok());
+  options_.best_effort_recovery = false;
+  Reopen();  // the damage was cut off
+  EXPECT_EQ(Get("later"), "ok");
+}
+
+TEST_F(DBTest, DamageInOlderSegmentIsCorruption) {
+  Reopen();
+  ASSERT_TRUE(db_->Put(wo_, "a", "1").ok());
+  db_.reset();
+  std::string first = LogFiles().back();
+  Reopen();
+  ASSERT_TRUE(db_->Put(wo_, "b", "2").ok());
+  db_.reset();
+  std::filesystem::resize_file(first, std::filesystem::file_size(first) - 1);
+  EXPECT_TRUE(Open().IsCorruption());
+  options_.best_effort_recovery = true;
+  Reopen();
+  EXPECT_EQ(Get("a"), "NOT_FOUND");
+  EXPECT_EQ(Get("b"), "NOT_FOUND");  // set aside: it came after the gap
+  bool skipped = false;
+  for (auto& e : std::filesystem::directory_iterator(dir_)) {
+    skipped |= e.path().string().ends_with(".skipped");
+  }
+  EXPECT_TRUE(skipped);
+}
+
+TEST_F(DBTest, NewerFormatVersionIsRefused) {
+  Reopen();
+  ASSERT_TRUE(db_->Put(wo_, "a", "1").ok());
+  db_.reset();
+  std::string log = LogFiles().back();
+  {
+    std::fstream f(log, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(0);
+    f.write("NOTAWAL!", 8);
+  }
+  Status s = Open();
+  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+}
+
+// --- injected faults ------------------------------------------------------
+
+TEST_F(DBTest, FailedFsyncMakesTheStoreReadOnly) {
+  FaultInjectionEnv env(Env::Default());
+  options_.env = &env;
+  Reopen();
+  ASSERT_TRUE(db_->Put(wo_, "before", "1").ok());
+  env.FailSyncAfter(1);
+  Status s = db_->Put(wo_, "failing", "1");
+  EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  EXPECT_EQ(Get("failing"), "NOT_FOUND");  // never acknowledged, never visible
+  s = db_->Put(wo_, "after", "1");
+  EXPECT_TRUE(s.IsReadOnly()) << s.ToString();
+  DBStats st = db_->GetStats();
+  EXPECT_TRUE(st.read_only);
+  EXPECT_NE(st.read_only_reason.find("fdatasync"), std::string::npos);
+  EXPECT_EQ(Get("before"), "1");  // reads go on
+  Status async_status;
+  WriteBatch b;
+  b.Put("x", "y");
+  db_->WriteAsync(wo_, std::move(b), [&](Status st2) { async_status = st2; });
+  EXPECT_TRUE(async_status.IsReadOnly());
+  Reopen();  // a fresh open is writable again
+  EXPECT_EQ(Get("before"), "1");
+  ASSERT_TRUE(db_->Put(wo_, "after", "1").ok());
+}
+
+TEST_F(DBTest, FullDiskFailsWritesThenRecovers) {
+  FaultInjectionEnv env(Env::Default());
+  options_.env = &env;
+  Reopen();
+  ASSERT_TRUE(db_->Put(wo_, "before", "1").ok());
+  env.SetSpaceLeft(10);  // the next record does not fit: a short write
+  Status s = db_->Put(wo_, "big", std::string(1000, 'x'));
+  EXPECT_TRUE(s.IsNoSpace()) << s.ToString();
+  EXPECT_EQ(Get("big"), "NOT_FOUND");
+  EXPECT_FALSE(db_->GetStats().read_only);
+  env.SetSpaceLeft(-1);  // space is back
+  ASSERT_TRUE(db_->Put(wo_, "after", "2").ok());
+  Reopen();  // the partial append was cut off: the log replays cleanly
+  EXPECT_EQ(Get("before"), "1");
+  EXPECT_EQ(Get("big"), "NOT_FOUND");
+  EXPECT_EQ(Get("after"), "2");
+}
+
+TEST_F(DBTest, ShortWriteWithIOErrorIsReadOnlyAndRecoverable) {
+  FaultInjectionEnv env(Env::Default());
+  options_.env = &env;
+  Reopen();
+  ASSERT_TRUE(db_->Put(wo_, "before", "1").ok());
+  env.FailAppendAfter(1);
+  EXPECT_TRUE(db_->Put(wo_, "torn", std::string(500, 't')).IsIOError());
+  EXPECT_TRUE(db_->Put(wo_, "x", "y").IsReadOnly());
+  Reopen();
+  EXPECT_EQ(Get("before"), "1");
+  EXPECT_EQ(Get("torn"), "NOT_FOUND");
+}
+
+TEST_F(DBTest, CrashDropsOnlyUnsyncedWrites) {
+  FaultInjectionEnv env(Env::Default());
+  options_.env = &env;
+  Reopen();
+  ASSERT_TRUE(db_->Put(WriteOptions{.sync = true}, "synced", "1").ok());
+  ASSERT_TRUE(db_->Put(WriteOptions{.sync = false}, "unsynced", "2").ok());
+  env.SetActive(false);  // power cut
+  db_.reset();
+  ASSERT_TRUE(env.DropUnsyncedData().ok());
+  env.SetActive(true);
+  Reopen();
+  EXPECT_EQ(Get("synced"), "1");
+  EXPECT_EQ(Get("unsynced"), "NOT_FOUND");
+}
+
+}  // namespace
+}  // namespace kvstore

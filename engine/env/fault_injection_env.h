@@ -1,0 +1,106 @@
+// FaultInjectionEnv: an Env over another Env that fails on request, for
+// tests of the failure paths. It can
+//   - fail the Nth fdatasync from now (and every one after, if sticky),
+//   - run out of space after a byte budget: the append that crosses it
+//     writes the bytes that fit, then fails with NoSpace (a short write),
+//   - fail the Nth append after writing half of it (an I/O error mid-write),
+//   - simulate a machine crash: DropUnsyncedData cuts every file written
+//     through it back to its last synced size and removes files whose
+//     directory entry was never synced.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "kvstore/env.h"
+
+namespace kvstore {
+
+class FaultInjectionEnv final : public Env {
+ public:
+  explicit FaultInjectionEnv(Env* base) : base_(base) {}
+
+  // The nth Sync from now fails (n = 1: the next one); 0 disables.
+  void FailSyncAfter(int n, bool sticky = false) {
+    std::lock_guard lock(mu_);
+    syncs_until_failure_ = n;
+    sticky_sync_failure_ = sticky;
+  }
+  // Appends may write this many more bytes in total before NoSpace; < 0 means
+  // unlimited.
+  void SetSpaceLeft(int64_t bytes) {
+    std::lock_guard lock(mu_);
+    space_left_ = bytes;
+  }
+  // The nth Append from now writes half its bytes and fails with IOError.
+  void FailAppendAfter(int n) {
+    std::lock_guard lock(mu_);
+    appends_until_failure_ = n;
+  }
+  // From now on every write, sync and namespace change fails: the "power"
+  // is off. Call before deleting the DB to simulate a crash, then
+  // DropUnsyncedData.
+  void SetActive(bool active) { active_ = active; }
+  Status DropUnsyncedData();
+
+  int sync_count() const { return sync_count_; }
+
+  Status NewSequentialFile(const std::string& path,
+                           std::unique_ptr<SequentialFile>* result) override {
+    return base_->NewSequentialFile(path, result);
+  }
+  Status NewWritableFile(const std::string& path, std::unique_ptr<WritableFile>* result) override;
+  Status NewAppendableFile(const std::string& path,
+                           std::unique_ptr<WritableFile>* result) override;
+  bool FileExists(const std::string& path) override { return base_->FileExists(path); }
+  Status GetChildren(const std::string& dir, std::vector<std::string>* names) override {
+    return base_->GetChildren(dir, names);
+  }
+  Status GetFileSize(const std::string& path, uint64_t* size) override {
+    return base_->GetFileSize(path, size);
+  }
+  Status RemoveFile(const std::string& path) override;
+  Status RenameFile(const std::string& from, const std::string& to) override;
+  Status TruncateFile(const std::string& path, uint64_t size) override;
+  Status CreateDir(const std::string& dir) override {
+    if (!active_) return Status::IOError("fault injection: file system inactive");
+    return base_->CreateDir(dir);
+  }
+  Status SyncDir(const std::string& dir) override;
+  Status LockFile(const std::string& path, std::unique_ptr<FileLock>* lock) override {
+    return base_->LockFile(path, lock);
+  }
+
+ private:
+  friend class FaultInjectionWritableFile;
+  struct FileState {
+    uint64_t size = 0;
+    uint64_t synced_size = 0;
+  };
+
+  // Hooks called by the file wrapper.
+  Status BeforeAppend(size_t n, size_t* allowed);
+  void AfterAppend(const std::string& path, uint64_t new_size);
+  Status BeforeSync();
+  void AfterSync(const std::string& path);
+  void AfterTruncate(const std::string& path, uint64_t size);
+
+  Env* const base_;
+  std::atomic<bool> active_{true};
+  std::atomic<int> sync_count_{0};
+
+  std::mutex mu_;
+  int syncs_until_failure_ = 0;
+  bool sticky_sync_failure_ = false;
+  bool sync_failed_ = false;
+  int appends_until_failure_ = 0;
+  int64_t space_left_ = -1;
+  std::map<std::string, FileState> files_;
+  std::set<std::string> unsynced_new_files_;  // created, directory not yet synced
+};
+
+}  // namespace kvstore

@@ -1,0 +1,35 @@
+// File names inside a data directory (docs/format/wal.md lists them).
+#pragma once
+
+#include <cinttypes>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+namespace kvstore {
+
+inline std::string LogFileName(const std::string& dbname, uint64_t number) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "/%06" PRIu64 ".log", number);
+  return dbname + buf;
+}
+inline std::string LockFileName(const std::string& dbname) { return dbname + "/LOCK"; }
+
+// Parses "NNNNNN.log" into its number.
+inline bool ParseLogFileName(std::string_view name, uint64_t* number) {
+  constexpr std::string_view kSuffix = ".log";
+  if (name.size() <= kSuffix.size() || name.substr(name.size() - kSuffix.size()) != kSuffix) {
+    return false;
+  }
+  name.remove_suffix(kSuffix.size());
+  uint64_t n = 0;
+  for (char c : name) {
+    if (c < '0' || c > '9' || n > (UINT64_MAX - 9) / 10) return false;
+    n = n * 10 + static_cast<uint64_t>(c - '0');
+  }
+  *number = n;
+  return true;
+}
+
+}  // namespace kvstore

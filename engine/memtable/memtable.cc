@@ -1,0 +1,113 @@
+#include "engine/memtable/memtable.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace kvstore {
+
+namespace {
+// Entries were encoded by Add, so their varints need no bounds checks.
+inline std::string_view LengthPrefixedAt(const char* p) {
+  uint32_t len = static_cast<unsigned char>(*p);
+  if (len < 0x80) return {p + 1, len};
+  len &= 0x7f;
+  for (uint32_t shift = 7;; shift += 7) {
+    uint32_t byte = static_cast<unsigned char>(*++p);
+    len |= (byte & 0x7f) << shift;
+    if (byte < 0x80) return {p + 1, len};
+  }
+}
+// The internal key of the entry at p.
+inline std::string_view GetInternalKey(const char* p) { return LengthPrefixedAt(p); }
+inline std::string_view GetValueAfter(std::string_view internal_key) {
+  return LengthPrefixedAt(internal_key.data() + internal_key.size());
+}
+}  // namespace
+
+int MemTable::KeyComparator::operator()(const char* a, const char* b) const {
+  return CompareInternalKeys(GetInternalKey(a), GetInternalKey(b));
+}
+
+MemTable::MemTable(uint64_t wal_number, size_t budget)
+    : wal_number_(wal_number),
+      arena_(std::clamp<size_t>(budget / 8, 4096, Arena::kDefaultBlockSize)),
+      table_(KeyComparator{}, &arena_) {}
+
+void MemTable::Add(SequenceNumber seq, ValueType type, std::string_view key,
+                   std::string_view value) {
+  const size_t internal_size = key.size() + 8;
+  const size_t value_size = type == ValueType::kValue ? value.size() : 0;
+  const size_t encoded = VarintLength(internal_size) + internal_size + VarintLength(value_size) +
+                         value_size;
+  char* buf = arena_.Allocate(encoded);
+  char* p = EncodeVarint32(buf, static_cast<uint32_t>(internal_size));
+  std::memcpy(p, key.data(), key.size());
+  p += key.size();
+  EncodeFixed64(p, PackTag(seq, type));
+  p += 8;
+  p = EncodeVarint32(p, static_cast<uint32_t>(value_size));
+  if (value_size > 0) std::memcpy(p, value.data(), value_size);
+
+  // The entry that follows the new one is this key's previous newest version
+  // when the key was already here, which keeps live_keys exact for free.
+  const char* const* next = table_.Insert(buf);
+  bool had_value = false;
+  if (next != nullptr) {
+    std::string_view next_key = GetInternalKey(*next);
+    if (ExtractUserKey(next_key) == key) had_value = TagType(ExtractTag(next_key)) == ValueType::kValue;
+  }
+  bool has_value = type == ValueType::kValue;
+  if (has_value != had_value) live_keys_.fetch_add(has_value ? 1 : -1, std::memory_order_relaxed);
+  entries_.fetch_add(1, std::memory_order_relaxed);
+}
+
+MemTable::Lookup MemTable::Get(std::string_view key, SequenceNumber seq, std::string* value) const {
+  // Encode the lookup key on the stack when it is small.
+  char stack[256];
+  std::string heap;
+  const size_t internal_size = key.size() + 8;
+  const size_t needed = VarintLength(internal_size) + internal_size;
+  char* buf = stack;
+  if (needed > sizeof(stack)) {
+    heap.resize(needed);
+    buf = heap.data();
+  }
+  char* p = EncodeVarint32(buf, static_cast<uint32_t>(internal_size));
+  std::memcpy(p, key.data(), key.size());
+  EncodeFixed64(p + key.size(), PackTag(seq, kValueTypeForSeek));
+
+  Table::Iterator it(&table_);
+  it.Seek(buf);
+  if (!it.Valid()) return Lookup::kAbsent;
+  std::string_view found = GetInternalKey(it.key());
+  if (ExtractUserKey(found) != key) return Lookup::kAbsent;
+  if (TagType(ExtractTag(found)) == ValueType::kDeletion) return Lookup::kDeleted;
+  std::string_view v = GetValueAfter(found);
+  value->assign(v.data(), v.size());
+  return Lookup::kFound;
+}
+
+class MemTable::Iter final : public InternalIterator {
+ public:
+  explicit Iter(const Table* table) : it_(table) {}
+  bool Valid() const override { return it_.Valid(); }
+  void SeekToFirst() override { it_.SeekToFirst(); }
+  void Seek(std::string_view target) override {
+    scratch_.clear();
+    PutLengthPrefixed(&scratch_, target);
+    it_.Seek(scratch_.data());
+  }
+  void Next() override { it_.Next(); }
+  std::string_view key() const override { return GetInternalKey(it_.key()); }
+  std::string_view value() const override { return GetValueAfter(key()); }
+
+ private:
+  Table::Iterator it_;
+  std::string scratch_;
+};
+
+std::unique_ptr<InternalIterator> MemTable::NewIterator() const {
+  return std::make_unique<Iter>(&table_);
+}
+
+}  // namespace kvstore

@@ -1,0 +1,60 @@
+// MemTable: the in-memory write buffer, a skiplist of internal keys over an
+// arena. Entries are encoded as
+//   varint32 internal_key_size | user_key | tag fixed64 | varint32 value_size | value
+//
+// Thread safety: one writer at a time (the DB's write leader) calls Add;
+// Get, iterators and the accessors run concurrently with it, lock-free.
+// Shared through std::shared_ptr so that readers and iterators keep it alive
+// after it is retired.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "engine/coding/internal_key.h"
+#include "engine/memtable/arena.h"
+#include "engine/memtable/skiplist.h"
+
+namespace kvstore {
+
+class MemTable {
+ public:
+  // wal_number: the first WAL segment holding this memtable's writes.
+  // budget: the bytes it may grow to, which sizes its arena blocks so that a
+  // small budget is not used up by one block.
+  explicit MemTable(uint64_t wal_number, size_t budget = 64 << 20);
+  MemTable(const MemTable&) = delete;
+  MemTable& operator=(const MemTable&) = delete;
+
+  void Add(SequenceNumber seq, ValueType type, std::string_view key, std::string_view value);
+
+  enum class Lookup { kFound, kDeleted, kAbsent };
+  // The newest version of key with sequence <= seq.
+  Lookup Get(std::string_view key, SequenceNumber seq, std::string* value) const;
+
+  std::unique_ptr<InternalIterator> NewIterator() const;
+
+  size_t MemoryUsage() const { return arena_.MemoryUsage(); }
+  uint64_t entries() const { return entries_.load(std::memory_order_relaxed); }
+  // Keys whose newest version here is a value (not a deletion).
+  int64_t live_keys() const { return live_keys_.load(std::memory_order_relaxed); }
+  uint64_t wal_number() const { return wal_number_; }
+
+ private:
+  struct KeyComparator {
+    int operator()(const char* a, const char* b) const;
+  };
+  using Table = SkipList<const char*, KeyComparator>;
+  class Iter;
+
+  const uint64_t wal_number_;
+  Arena arena_;
+  Table table_;
+  std::atomic<uint64_t> entries_{0};
+  std::atomic<int64_t> live_keys_{0};
+};
+
+}  // namespace kvstore

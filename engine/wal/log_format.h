@@ -1,0 +1,35 @@
+// WAL segment format constants. This is the on-disk format specified in
+// docs/format/wal.md: changing any value here changes the format.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace kvstore::wal {
+
+// File header: magic (8) | version fixed32 | checksum32 of the first 12 bytes.
+inline constexpr std::string_view kMagic = "KVSTWAL\x01";
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr size_t kFileHeaderSize = 16;
+
+// The body is a sequence of blocks; a physical record never straddles one.
+inline constexpr size_t kBlockSize = 32 * 1024;
+
+// Physical record header: checksum32 (4) | length fixed16 (2) | type (1).
+// checksum32 = low 32 bits of XXH3_64(payload, seed = type << 16 | length).
+inline constexpr size_t kHeaderSize = 4 + 2 + 1;
+
+enum RecordType : uint8_t {
+  kZeroType = 0,  // never written; zeros pad the tail of a block
+  kFullType = 1,
+  kFirstType = 2,
+  kMiddleType = 3,
+  kLastType = 4,
+};
+inline constexpr uint8_t kMaxRecordType = kLastType;
+
+inline uint64_t RecordChecksumSeed(uint8_t type, uint32_t length) {
+  return (static_cast<uint64_t>(type) << 16) | length;
+}
+
+}  // namespace kvstore::wal

@@ -1,0 +1,106 @@
+// DB: the embedded key-value store.
+//
+//   std::unique_ptr<kvstore::DB> db;
+//   kvstore::Status s = kvstore::DB::Open(kvstore::Options{}, "/path/to/dir", &db);
+//   s = db->Put(kvstore::WriteOptions{}, "key", "value");
+//
+// Thread safety: any number of threads may call any method of one DB at
+// once, with no external locking. Reads never wait for writes. Concurrent
+// writes are committed in groups that share one WAL write and one fdatasync.
+//
+// Ownership: one process owns a data directory at a time. Open takes a lock
+// (flock on <dir>/LOCK); a second Open of the same directory, from this
+// process or another, fails with Status::Busy until the first DB is deleted.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "kvstore/iterator.h"
+#include "kvstore/options.h"
+#include "kvstore/status.h"
+#include "kvstore/write_batch.h"
+
+namespace kvstore {
+
+// A consistent read view, from DB::GetSnapshot. Opaque; release it with
+// DB::ReleaseSnapshot.
+class Snapshot {
+ public:
+  uint64_t sequence() const { return sequence_; }
+
+ protected:
+  explicit Snapshot(uint64_t sequence) : sequence_(sequence) {}
+  ~Snapshot() = default;
+
+ private:
+  const uint64_t sequence_;
+};
+
+// Counters and sizes, as of the call.
+struct DBStats {
+  uint64_t sequence = 0;           // sequence number of the newest visible write
+  uint64_t memtable_bytes = 0;     // all memtables, active and immutable
+  uint64_t immutable_memtables = 0;  // waiting for a flush
+  uint64_t wal_bytes = 0;          // all live WAL segments
+  uint64_t wal_segments = 0;
+  uint64_t live_keys_estimate = 0;  // exact while one memtable holds everything
+  uint64_t writes = 0;             // batches committed since Open
+  uint64_t write_groups = 0;       // WAL appends (one per group of batches)
+  uint64_t wal_syncs = 0;          // fdatasync calls on the WAL
+  uint64_t snapshots = 0;          // currently held
+  bool read_only = false;          // writes refused after an unrecoverable error
+  std::string read_only_reason;    // why, when read_only
+};
+
+class DB {
+ public:
+  // Opens (or, with options.create_if_missing, creates) the store in the
+  // directory at path, replaying its WAL. On success *db owns the store.
+  static Status Open(const Options& options, const std::string& path, std::unique_ptr<DB>* db);
+
+  DB() = default;
+  DB(const DB&) = delete;
+  DB& operator=(const DB&) = delete;
+  // Waits for writes in flight (their callbacks run), then closes. Every
+  // iterator must be deleted and every snapshot released first.
+  virtual ~DB() = default;
+
+  virtual Status Put(const WriteOptions& options, std::string_view key, std::string_view value) = 0;
+  // Deleting a missing key is not an error.
+  virtual Status Delete(const WriteOptions& options, std::string_view key) = 0;
+  // Applies every entry of the batch, or none. Blocks until the batch is
+  // durable (options.sync) or at least handed to the operating system.
+  // The DB stamps the batch with its sequence number.
+  virtual Status Write(const WriteOptions& options, WriteBatch* batch) = 0;
+
+  // Queues the batch and returns at once. The callback runs exactly once,
+  // with OK when the batch is durable (as Write) and visible to readers, or
+  // with the error that failed it. It runs on a DB thread, possibly with
+  // other writes waiting on it, so it must be quick and must not block on
+  // another write of this DB.
+  using WriteCallback = std::function<void(Status)>;
+  virtual void WriteAsync(const WriteOptions& options, WriteBatch batch, WriteCallback callback) = 0;
+
+  // On success fills *value. Status::NotFound when the key has no value.
+  virtual Status Get(const ReadOptions& options, std::string_view key, std::string* value) = 0;
+
+  // The caller owns the iterator and must delete it before the DB.
+  virtual std::unique_ptr<Iterator> NewIterator(const ReadOptions& options) = 0;
+
+  // A view that later writes do not change. Release it when done; a held
+  // snapshot keeps old versions alive.
+  virtual const Snapshot* GetSnapshot() = 0;
+  virtual void ReleaseSnapshot(const Snapshot* snapshot) = 0;
+
+  virtual DBStats GetStats() = 0;
+  // Named properties as text: "kvstore.stats" (all of DBStats, one per
+  // line), or any one field as "kvstore.<field>", e.g. "kvstore.wal_bytes".
+  // Returns false for an unknown name.
+  virtual bool GetProperty(std::string_view name, std::string* value) = 0;
+};
+
+}  // namespace kvstore
