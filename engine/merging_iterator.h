@@ -34,9 +34,13 @@ class MergingIterator final : public InternalIterator {
  private:
   void FindSmallest() {
     current_ = nullptr;
+    std::string_view smallest;
     for (auto& c : children_) {
-      if (c->Valid() && (current_ == nullptr || CompareInternalKeys(c->key(), current_->key()) < 0)) {
+      if (!c->Valid()) continue;
+      std::string_view k = c->key();
+      if (current_ == nullptr || CompareInternalKeys(k, smallest) < 0) {
         current_ = c.get();
+        smallest = k;
       }
     }
   }
