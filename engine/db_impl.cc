@@ -1,6 +1,8 @@
 #include "engine/db_impl.h"
 
 #include <algorithm>
+#include <chrono>
+#include <semaphore>
 
 #include "engine/db_iter.h"
 #include "engine/filename.h"
@@ -11,15 +13,25 @@
 
 namespace kvstore {
 
+namespace {
+// Group commit waits for stragglers only when a group's I/O takes longer
+// than this (that is, when it includes an fsync), and never longer than the
+// second bound.
+constexpr uint64_t kGroupWaitMinIoNs = 20'000;
+constexpr uint64_t kGroupWaitMaxNs = 200'000;
+}  // namespace
+
 struct DBImpl::Writer {
   WriteBatch* batch = nullptr;
   WriteBatch owned;        // an async writer's batch lives here
   bool sync = true;
   WriteCallback callback;  // empty for a synchronous writer
   Status status;
-  bool done = false;  // guarded by queue_mu_
-  bool lead = false;  // guarded by queue_mu_: this writer is now the leader
-  std::condition_variable cv;
+  // A synchronous writer sleeps on this until its group is done. It is
+  // released after queue_mu_ is dropped, so the writer does not wake up only
+  // to block on the mutex its waker still holds; and the writer returns only
+  // once it has been released, so the release never outlives it.
+  std::binary_semaphore done_signal{0};
 };
 
 class DBImpl::SnapshotImpl final : public Snapshot {
@@ -248,12 +260,14 @@ Status DBImpl::Write(const WriteOptions& options, WriteBatch* batch) {
   w.sync = options.sync;
   std::unique_lock lock(queue_mu_);
   writers_.push_back(&w);
+  if (leader_waiting_ && writers_.size() >= last_group_size_) group_cv_.notify_one();
   if (!leader_active_) {
     leader_active_ = true;
-    w.lead = true;
+    LeadLocked(lock, &w);  // w is at the front, so in the first group
+  } else {
+    lock.unlock();
+    w.done_signal.acquire();
   }
-  while (!w.done && !w.lead) w.cv.wait(lock);
-  if (!w.done) LeadLocked(lock, &w);
   return w.status;
 }
 
@@ -272,6 +286,7 @@ void DBImpl::WriteAsync(const WriteOptions& options, WriteBatch batch, WriteCall
   w->callback = callback ? std::move(callback) : [](Status) {};
   std::lock_guard lock(queue_mu_);
   writers_.push_back(w);
+  if (leader_waiting_ && writers_.size() >= last_group_size_) group_cv_.notify_one();
   if (!leader_active_) {
     leader_active_ = true;
     committer_should_lead_ = true;
@@ -292,32 +307,34 @@ void DBImpl::CommitterLoop() {
   }
 }
 
-// A synchronous leader (self != nullptr) commits the group holding its own
-// batch, then hands leadership on: to the next synchronous writer, or to the
-// committer thread when the next writer is asynchronous. The committer
-// (self == nullptr) leads until the queue is empty.
+// A synchronous writer that finds no leader leads itself (self != nullptr):
+// with one writer at a time it commits its own batch with no thread handoff.
+// When others queued up meanwhile, it hands leadership to the committer
+// thread and returns. The committer (self == nullptr) leads until the queue
+// is empty: under load one thread runs group after group back to back, and
+// the writers only enqueue and wait, so no leader handoff (a wakeup on the
+// critical path) sits between two fsyncs.
 void DBImpl::LeadLocked(std::unique_lock<std::mutex>& lock, Writer* self) {
   std::vector<Writer*> finished;
   for (;;) {
     CommitGroupLocked(lock, &finished);
+    if (self != nullptr) std::erase(finished, self);  // the leader is not waiting
     const bool more = !writers_.empty();
     if (!more) {
       leader_active_ = false;
     } else if (self != nullptr) {
-      Writer* next = writers_.front();
-      if (!next->callback) {
-        next->lead = true;
-        next->cv.notify_one();
-      } else {
-        committer_should_lead_ = true;
-        committer_cv_.notify_one();
-      }
+      committer_should_lead_ = true;
+      committer_cv_.notify_one();
     }
     if (!finished.empty()) {
       lock.unlock();
       for (Writer* w : finished) {
-        w->callback(w->status);
-        delete w;
+        if (w->callback) {
+          w->callback(w->status);
+          delete w;
+        } else {
+          w->done_signal.release();
+        }
       }
       finished.clear();
       lock.lock();
@@ -332,6 +349,17 @@ void DBImpl::CommitGroupLocked(std::unique_lock<std::mutex>& lock, std::vector<W
   // behind a large group (the same bound LevelDB uses).
   constexpr size_t kSmallWrite = 128 << 10;
   constexpr size_t kMaxGroupBytes = 1 << 20;
+  // When fsyncs are slow and the last group was larger than what is queued
+  // now, the writers just acknowledged are probably on their way back: wait
+  // a fraction of an fsync for them, rather than paying a whole fsync for a
+  // short group and making them wait for the next one.
+  if (writers_.size() < last_group_size_ && group_io_ewma_ns_ > kGroupWaitMinIoNs) {
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::nanoseconds(std::min(group_io_ewma_ns_ / 4, kGroupWaitMaxNs));
+    leader_waiting_ = true;
+    group_cv_.wait_until(lock, deadline, [this] { return writers_.size() >= last_group_size_; });
+    leader_waiting_ = false;
+  }
   group_.clear();
   size_t bytes = writers_.front()->batch->ByteSize();
   const size_t max_bytes = bytes <= kSmallWrite ? bytes + kSmallWrite : kMaxGroupBytes;
@@ -345,17 +373,17 @@ void DBImpl::CommitGroupLocked(std::unique_lock<std::mutex>& lock, std::vector<W
     sync |= w->sync;
   }
   lock.unlock();
+  const auto start = std::chrono::steady_clock::now();
   Status s = WriteGroup(group_, sync);
+  const auto io_ns = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
   lock.lock();
+  group_io_ewma_ns_ = (group_io_ewma_ns_ * 7 + io_ns) / 8;
+  last_group_size_ = group_.size();
   for (Writer* w : group_) {
     writers_.pop_front();
     w->status = s;
-    w->done = true;
-    if (w->callback) {
-      finished->push_back(w);
-    } else {
-      w->cv.notify_one();
-    }
+    finished->push_back(w);
   }
 }
 
@@ -406,9 +434,10 @@ Status DBImpl::WriteGroup(const std::vector<Writer*>& group, bool sync) {
 Status DBImpl::MakeRoomForWrite() {
   if (mem_->MemoryUsage() < options_.memtable_budget) return Status::OK();
   // The full memtable becomes immutable and a new segment takes the writes.
-  // Sync the old segment first: then only the newest segment can ever end
-  // in a torn write, which is what recovery relies on.
-  Status s = log_->Sync();
+  // Finish (trim and sync) the old segment first: then only the newest
+  // segment can ever end in a torn write or prefilled zeros, which is what
+  // recovery relies on.
+  Status s = log_->Finish();
   stat_syncs_.fetch_add(1, std::memory_order_relaxed);
   if (!s.ok()) {
     SetReadOnly(s);

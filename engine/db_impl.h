@@ -68,6 +68,8 @@ class DBImpl final : public DB {
 
   Status Enqueue(Writer* w);  // sync path; returns when w is done
   void LeadLocked(std::unique_lock<std::mutex>& lock, Writer* self);
+  // Commits one group; *finished receives its writers, to be signalled (or
+  // called back) once queue_mu_ is released.
   void CommitGroupLocked(std::unique_lock<std::mutex>& lock, std::vector<Writer*>* finished);
   Status WriteGroup(const std::vector<Writer*>& group, bool sync);  // leader only, no locks
   Status MakeRoomForWrite();                                          // leader only
@@ -91,6 +93,10 @@ class DBImpl final : public DB {
   bool committer_stop_ = false;           // guarded by queue_mu_
   std::condition_variable committer_cv_;  // committer waits for leadership
   std::condition_variable idle_cv_;       // shutdown waits for an empty queue
+  std::condition_variable group_cv_;      // a leader waits for its group to fill
+  bool leader_waiting_ = false;           // guarded by queue_mu_
+  size_t last_group_size_ = 0;            // guarded by queue_mu_
+  uint64_t group_io_ewma_ns_ = 0;         // guarded by queue_mu_: WAL append (+ sync) time
   std::thread committer_;
 
   // Leader only (and Open, before any writer exists).

@@ -64,6 +64,7 @@ class DBTest : public ::testing::Test {
   }
 
   std::string dir_;
+  FaultInjectionEnv fault_env_{Env::Default()};  // outlives db_ (reset in TearDown)
   Options options_;
   WriteOptions wo_;
   std::unique_ptr<DB> db_;
@@ -367,7 +368,7 @@ TEST_F(DBTest, NewerFormatVersionIsRefused) {
 // --- injected faults ------------------------------------------------------
 
 TEST_F(DBTest, FailedFsyncMakesTheStoreReadOnly) {
-  FaultInjectionEnv env(Env::Default());
+  FaultInjectionEnv& env = fault_env_;
   options_.env = &env;
   Reopen();
   ASSERT_TRUE(db_->Put(wo_, "before", "1").ok());
@@ -392,7 +393,7 @@ TEST_F(DBTest, FailedFsyncMakesTheStoreReadOnly) {
 }
 
 TEST_F(DBTest, FullDiskFailsWritesThenRecovers) {
-  FaultInjectionEnv env(Env::Default());
+  FaultInjectionEnv& env = fault_env_;
   options_.env = &env;
   Reopen();
   ASSERT_TRUE(db_->Put(wo_, "before", "1").ok());
@@ -410,7 +411,7 @@ TEST_F(DBTest, FullDiskFailsWritesThenRecovers) {
 }
 
 TEST_F(DBTest, ShortWriteWithIOErrorIsReadOnlyAndRecoverable) {
-  FaultInjectionEnv env(Env::Default());
+  FaultInjectionEnv& env = fault_env_;
   options_.env = &env;
   Reopen();
   ASSERT_TRUE(db_->Put(wo_, "before", "1").ok());
@@ -423,7 +424,7 @@ TEST_F(DBTest, ShortWriteWithIOErrorIsReadOnlyAndRecoverable) {
 }
 
 TEST_F(DBTest, CrashDropsOnlyUnsyncedWrites) {
-  FaultInjectionEnv env(Env::Default());
+  FaultInjectionEnv& env = fault_env_;
   options_.env = &env;
   Reopen();
   ASSERT_TRUE(db_->Put(WriteOptions{.sync = true}, "synced", "1").ok());

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -52,7 +53,7 @@ class PosixSequentialFile final : public SequentialFile {
 class PosixWritableFile final : public WritableFile {
  public:
   PosixWritableFile(std::string path, int fd, uint64_t offset)
-      : path_(std::move(path)), fd_(fd), offset_(offset) {}
+      : path_(std::move(path)), fd_(fd), offset_(offset), end_(offset) {}
   ~PosixWritableFile() override {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -70,6 +71,21 @@ class PosixWritableFile final : public WritableFile {
       left -= static_cast<size_t>(w);
       offset_ += static_cast<uint64_t>(w);
     }
+    end_ = std::max(end_, offset_);
+    return Status::OK();
+  }
+
+  Status Prefill(uint64_t size) override {
+    static const std::string zeros(64 * 1024, '\0');
+    while (end_ < size) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), size - end_));
+      ssize_t w = ::pwrite(fd_, zeros.data(), n, static_cast<off_t>(end_));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return PosixError(path_, errno);
+      }
+      end_ += static_cast<uint64_t>(w);
+    }
     return Status::OK();
   }
 
@@ -81,6 +97,7 @@ class PosixWritableFile final : public WritableFile {
   Status Truncate(uint64_t size) override {
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return PosixError(path_, errno);
     offset_ = size;
+    end_ = size;
     return Status::OK();
   }
 
@@ -95,7 +112,8 @@ class PosixWritableFile final : public WritableFile {
  private:
   const std::string path_;
   int fd_;
-  uint64_t offset_;
+  uint64_t offset_;  // where the next Append goes
+  uint64_t end_;     // the file's size, past offset_ when prefilled
 };
 
 class PosixFileLock final : public FileLock {
