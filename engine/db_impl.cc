@@ -373,10 +373,15 @@ void DBImpl::CommitGroupLocked(std::unique_lock<std::mutex>& lock, std::vector<W
     sync |= w->sync;
   }
   lock.unlock();
-  const auto start = std::chrono::steady_clock::now();
+  // Only synced groups are timed: their fsync is what the wait for
+  // stragglers above is weighed against.
+  const auto start = sync ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   Status s = WriteGroup(group_, sync);
-  const auto io_ns = static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
+  const uint64_t io_ns =
+      sync ? static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                       std::chrono::steady_clock::now() - start)
+                                       .count())
+           : 0;
   lock.lock();
   group_io_ewma_ns_ = (group_io_ewma_ns_ * 7 + io_ns) / 8;
   last_group_size_ = group_.size();

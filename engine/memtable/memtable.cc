@@ -39,7 +39,7 @@ void MemTable::Add(SequenceNumber seq, ValueType type, std::string_view key,
   const size_t value_size = type == ValueType::kValue ? value.size() : 0;
   const size_t encoded = VarintLength(internal_size) + internal_size + VarintLength(value_size) +
                          value_size;
-  char* buf = arena_.Allocate(encoded);
+  char* buf = table_.AllocateEntry(encoded);
   char* p = EncodeVarint32(buf, static_cast<uint32_t>(internal_size));
   std::memcpy(p, key.data(), key.size());
   p += key.size();
@@ -50,10 +50,10 @@ void MemTable::Add(SequenceNumber seq, ValueType type, std::string_view key,
 
   // The entry that follows the new one is this key's previous newest version
   // when the key was already here, which keeps live_keys exact for free.
-  const char* const* next = table_.Insert(buf);
+  const char* next = table_.Insert(buf);
   bool had_value = false;
   if (next != nullptr) {
-    std::string_view next_key = GetInternalKey(*next);
+    std::string_view next_key = GetInternalKey(next);
     if (ExtractUserKey(next_key) == key) had_value = TagType(ExtractTag(next_key)) == ValueType::kValue;
   }
   bool has_value = type == ValueType::kValue;

@@ -47,7 +47,7 @@ class MemTable {
   struct KeyComparator {
     int operator()(const char* a, const char* b) const;
   };
-  using Table = SkipList<const char*, KeyComparator>;
+  using Table = SkipList<KeyComparator>;
   class Iter;
 
   const uint64_t wal_number_;

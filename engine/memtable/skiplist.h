@@ -1,8 +1,14 @@
-// SkipList: an ordered set over arena memory. One writer at a time (the
-// caller serializes inserts); any number of readers run concurrently with it
-// and without locks: a node is fully built before it is published with a
-// release store, and readers follow links with acquire loads. Nodes are never
-// removed, so a reader never sees freed memory while the list lives.
+// SkipList: an ordered set of encoded entries over arena memory, with each
+// entry stored inline right after its node's level-0 link, so that a hop
+// reads the link and the key from one cache line (the keys of a memtable are
+// what every insert and lookup compares). The links of higher levels sit
+// before the node, as in RocksDB's InlineSkipList.
+//
+// One writer at a time (the caller serializes inserts); any number of
+// readers run concurrently with it and without locks: a node is fully built
+// before it is published with a release store, and readers follow links
+// with acquire loads. Nodes are never removed, so a reader never sees freed
+// memory while the list lives.
 #pragma once
 
 #include <atomic>
@@ -13,26 +19,36 @@
 
 namespace kvstore {
 
-template <typename Key, class Comparator>
+// Comparator: int operator()(const char* a, const char* b) over entries.
+template <class Comparator>
 class SkipList {
  private:
   struct Node;
 
  public:
   SkipList(Comparator cmp, Arena* arena)
-      : compare_(cmp), arena_(arena), head_(NewNode(Key(), kMaxHeight)) {
+      : compare_(cmp), arena_(arena), head_(NewNode(0, kMaxHeight)) {
     for (int i = 0; i < kMaxHeight; i++) head_->SetNext(i, nullptr);
   }
   SkipList(const SkipList&) = delete;
   SkipList& operator=(const SkipList&) = delete;
 
-  // Inserts key, which must not compare equal to any key in the list.
-  // Returns the key that now follows it, or nullptr when it is last.
-  const Key* Insert(const Key& key) {
+  // Returns room for an entry of size bytes; fill it, then Insert it. Only
+  // the writer calls this, one entry at a time.
+  char* AllocateEntry(size_t size) {
+    pending_height_ = RandomHeight();
+    return const_cast<char*>(NewNode(size, pending_height_)->Key());
+  }
+
+  // Inserts the entry just filled in, which must not compare equal to any
+  // entry in the list. Returns the entry that now follows it, or nullptr.
+  const char* Insert(const char* entry) {
+    Node* x = Node::FromKey(entry);
+    const int height = pending_height_;
     Node* prev[kMaxHeight];
-    Node* x = FindGreaterOrEqual(key, prev);
-    assert(x == nullptr || !Equal(key, x->key));
-    int height = RandomHeight();
+    Node* next = FindGreaterOrEqual(entry, prev);
+    assert(next == nullptr || compare_(entry, next->Key()) != 0);
+    (void)next;
     int max_height = max_height_.load(std::memory_order_relaxed);
     if (height > max_height) {
       for (int i = max_height; i < height; i++) prev[i] = head_;
@@ -40,27 +56,21 @@ class SkipList {
       // null pointers at those levels and drop down: harmless.
       max_height_.store(height, std::memory_order_relaxed);
     }
-    x = NewNode(key, height);
     for (int i = 0; i < height; i++) {
       x->NoBarrierSetNext(i, prev[i]->NoBarrierNext(i));
       prev[i]->SetNext(i, x);  // release: publishes the node
     }
-    Node* next = x->NoBarrierNext(0);
-    return next == nullptr ? nullptr : &next->key;
-  }
-
-  bool Contains(const Key& key) const {
-    Node* x = FindGreaterOrEqual(key, nullptr);
-    return x != nullptr && Equal(key, x->key);
+    Node* after = x->NoBarrierNext(0);
+    return after == nullptr ? nullptr : after->Key();
   }
 
   class Iterator {
    public:
     explicit Iterator(const SkipList* list) : list_(list), node_(nullptr) {}
     bool Valid() const { return node_ != nullptr; }
-    const Key& key() const { return node_->key; }
+    const char* key() const { return node_->Key(); }
     void Next() { node_ = node_->Next(0); }
-    void Seek(const Key& target) { node_ = list_->FindGreaterOrEqual(target, nullptr); }
+    void Seek(const char* target) { node_ = list_->FindGreaterOrEqual(target, nullptr); }
     void SeekToFirst() { node_ = list_->head_->Next(0); }
 
    private:
@@ -71,23 +81,30 @@ class SkipList {
  private:
   static constexpr int kMaxHeight = 12;
   static constexpr unsigned kBranching = 4;
+  using Link = std::atomic<Node*>;
 
+  // In memory: [link of level h-1] … [link of level 1] | Node (link of
+  // level 0) | entry bytes.
   struct Node {
-    explicit Node(const Key& k) : key(k) {}
-    Key const key;
-    Node* Next(int n) { return next_[n].load(std::memory_order_acquire); }
-    void SetNext(int n, Node* x) { next_[n].store(x, std::memory_order_release); }
-    Node* NoBarrierNext(int n) { return next_[n].load(std::memory_order_relaxed); }
-    void NoBarrierSetNext(int n, Node* x) { next_[n].store(x, std::memory_order_relaxed); }
+    static Node* FromKey(const char* key) {
+      return reinterpret_cast<Node*>(const_cast<char*>(key) - sizeof(Node));
+    }
+    const char* Key() const { return reinterpret_cast<const char*>(this + 1); }
+    Node* Next(int n) { return LinkAt(n)->load(std::memory_order_acquire); }
+    void SetNext(int n, Node* x) { LinkAt(n)->store(x, std::memory_order_release); }
+    Node* NoBarrierNext(int n) { return LinkAt(n)->load(std::memory_order_relaxed); }
+    void NoBarrierSetNext(int n, Node* x) { LinkAt(n)->store(x, std::memory_order_relaxed); }
+    Link* LinkAt(int n) { return reinterpret_cast<Link*>(this) - n; }
 
-   private:
-    // Over-allocated to the node's height.
-    std::atomic<Node*> next_[1];
+    Link level0;
   };
+  static_assert(sizeof(Node) == sizeof(Link));
 
-  Node* NewNode(const Key& key, int height) {
-    char* mem = arena_->AllocateAligned(sizeof(Node) + sizeof(std::atomic<Node*>) * (height - 1));
-    return new (mem) Node(key);
+  Node* NewNode(size_t key_size, int height) {
+    const size_t upper = sizeof(Link) * static_cast<size_t>(height - 1);
+    char* mem = arena_->AllocateAligned(upper + sizeof(Node) + key_size);
+    for (int i = 1; i < height; i++) new (mem + upper - sizeof(Link) * static_cast<size_t>(i)) Link(nullptr);
+    return new (mem + upper) Node();
   }
 
   int RandomHeight() {
@@ -103,16 +120,18 @@ class SkipList {
     return rnd_;
   }
 
-  bool Equal(const Key& a, const Key& b) const { return compare_(a, b) == 0; }
-  bool KeyIsAfterNode(const Key& key, Node* n) const {
-    return n != nullptr && compare_(n->key, key) < 0;
+  bool KeyIsAfterNode(const char* key, Node* n) const {
+    return n != nullptr && compare_(n->Key(), key) < 0;
   }
 
-  Node* FindGreaterOrEqual(const Key& key, Node** prev) const {
+  Node* FindGreaterOrEqual(const char* key, Node** prev) const {
     Node* x = head_;
     int level = max_height_.load(std::memory_order_relaxed) - 1;
     for (;;) {
       Node* next = x->Next(level);
+      // The node after next is the likely next hop: start loading it while
+      // next's key is compared (a cache miss per hop dominates inserts).
+      if (next != nullptr) __builtin_prefetch(next->NoBarrierNext(level));
       if (KeyIsAfterNode(key, next)) {
         x = next;
       } else {
@@ -127,6 +146,7 @@ class SkipList {
   Arena* const arena_;
   Node* const head_;
   std::atomic<int> max_height_{1};
+  int pending_height_ = 0;
   uint32_t rnd_ = 0x9e3779b9u;
 };
 
