@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "engine/coding/coding.h"
+#include "kvstore/status.h"
 
 namespace kvstore {
 
@@ -67,6 +68,9 @@ class InternalIterator {
   virtual void Next() = 0;
   virtual std::string_view key() const = 0;  // the internal key
   virtual std::string_view value() const = 0;
+  // Not OK when iteration stopped early on an error (a damaged block, a
+  // failed read); the iterator is then not Valid.
+  virtual Status status() const { return Status::OK(); }
 };
 
 }  // namespace kvstore

@@ -53,6 +53,10 @@ class FaultInjectionEnv final : public Env {
                            std::unique_ptr<SequentialFile>* result) override {
     return base_->NewSequentialFile(path, result);
   }
+  Status NewRandomAccessFile(const std::string& path,
+                             std::unique_ptr<RandomAccessFile>* result) override {
+    return base_->NewRandomAccessFile(path, result);
+  }
   Status NewWritableFile(const std::string& path, std::unique_ptr<WritableFile>* result) override;
   Status NewAppendableFile(const std::string& path,
                            std::unique_ptr<WritableFile>* result) override;

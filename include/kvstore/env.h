@@ -25,6 +25,15 @@ class SequentialFile {
   virtual Status Read(size_t n, std::string_view* result, char* scratch) = 0;
 };
 
+// A file read at any offset, from many threads at once.
+class RandomAccessFile {
+ public:
+  virtual ~RandomAccessFile() = default;
+  // Reads up to n bytes at offset into scratch; *result may point into
+  // scratch or elsewhere, and is shorter than n only at the end of the file.
+  virtual Status Read(uint64_t offset, size_t n, std::string_view* result, char* scratch) const = 0;
+};
+
 // A file written at its end.
 class WritableFile {
  public:
@@ -64,6 +73,8 @@ class Env {
 
   virtual Status NewSequentialFile(const std::string& path,
                                    std::unique_ptr<SequentialFile>* result) = 0;
+  virtual Status NewRandomAccessFile(const std::string& path,
+                                     std::unique_ptr<RandomAccessFile>* result) = 0;
   // Creates the file, or truncates it if it exists.
   virtual Status NewWritableFile(const std::string& path,
                                  std::unique_ptr<WritableFile>* result) = 0;
