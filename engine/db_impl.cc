@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <semaphore>
 
 #include "engine/db_iter.h"
@@ -29,8 +30,11 @@ struct DBImpl::Writer {
   Status status;
   // A synchronous writer sleeps on this until its group is done. It is
   // released after queue_mu_ is dropped, so the writer does not wake up only
-  // to block on the mutex its waker still holds; and the writer returns only
-  // once it has been released, so the release never outlives it.
+  // to block on the mutex its waker still holds. The writer returns only
+  // after the release has made the count visible; the futex wake that
+  // release issues next may then land on a stack frame that is gone, which
+  // on Linux is at worst a spurious wakeup of nobody (the lifetime question
+  // of C++ paper P2616).
   std::binary_semaphore done_signal{0};
 };
 
@@ -56,7 +60,7 @@ DBImpl::DBImpl(const Options& options, std::string dbname)
 DBImpl::~DBImpl() {
   {
     std::unique_lock lock(queue_mu_);
-    idle_cv_.wait(lock, [this] { return writers_.empty() && !leader_active_; });
+    idle_cv_.wait(lock, [this] { return writers_.empty() && !leader_active_ && leaders_running_ == 0; });
     committer_stop_ = true;
     committer_cv_.notify_one();
   }
@@ -107,20 +111,40 @@ Status DBImpl::Recover() {
                                         options_.memtable_budget);
   mem_ = mem.get();
   SequenceNumber max_sequence = 0;
-  bool stop_replay = false;
   uint64_t older_bytes = 0;
   uint64_t segments = 0;
   for (size_t i = 0; i < logs.size(); i++) {
     const std::string path = LogFileName(dbname_, logs[i]);
-    if (stop_replay) {
-      // Best-effort recovery stopped at damage in an earlier segment: what
-      // follows would be a gap in history, so it is set aside, not replayed.
-      s = env_->RenameFile(path, path + ".skipped");
-      if (!s.ok()) return s;
-      continue;
-    }
-    s = ReplayLog(logs[i], i + 1 == logs.size(), &stop_replay, &max_sequence);
+    const bool is_last = i + 1 == logs.size();
+    std::optional<uint64_t> cut_at;
+    bool set_aside = false;
+    s = ReplayLog(logs[i], is_last, &max_sequence, &cut_at, &set_aside);
     if (!s.ok()) return s;
+    if (set_aside || (cut_at && !is_last)) {
+      // Best-effort recovery stops at damage before the newest segment's
+      // tail: what follows would be a gap in history, so it is set aside,
+      // and durably so before the damaged segment is cut, lest a crash in
+      // between leave later segments to be replayed after the cut.
+      for (size_t j = set_aside ? i : i + 1; j < logs.size(); j++) {
+        const std::string later = LogFileName(dbname_, logs[j]);
+        s = env_->RenameFile(later, later + ".skipped");
+        if (!s.ok()) return s;
+      }
+      s = env_->SyncDir(dbname_);
+      if (s.ok() && cut_at && !set_aside) s = TruncateDurably(path, *cut_at);
+      if (!s.ok()) return s;
+      if (!set_aside) {
+        older_bytes += *cut_at;
+        segments++;
+      }
+      break;
+    }
+    if (cut_at) {
+      // The torn tail of the newest segment: cut it off durably, so that the
+      // segment stays clean once a newer one follows it.
+      s = TruncateDurably(path, *cut_at);
+      if (!s.ok()) return s;
+    }
     uint64_t size = 0;
     if (env_->FileExists(path) && env_->GetFileSize(path, &size).ok()) {
       older_bytes += size;
@@ -138,8 +162,20 @@ Status DBImpl::Recover() {
   return Status::OK();
 }
 
-Status DBImpl::ReplayLog(uint64_t number, bool is_last, bool* stop_replay,
-                         SequenceNumber* max_sequence) {
+Status DBImpl::TruncateDurably(const std::string& path, uint64_t size) {
+  std::unique_ptr<WritableFile> out;
+  Status s = env_->NewAppendableFile(path, &out);
+  if (s.ok()) s = out->Truncate(size);
+  if (s.ok()) s = out->Sync();
+  if (out != nullptr) {
+    Status c = out->Close();
+    if (s.ok()) s = c;
+  }
+  return s;
+}
+
+Status DBImpl::ReplayLog(uint64_t number, bool is_last, SequenceNumber* max_sequence,
+                         std::optional<uint64_t>* cut_at, bool* set_aside) {
   const std::string path = LogFileName(dbname_, number);
   std::unique_ptr<SequentialFile> file;
   Status s = env_->NewSequentialFile(path, &file);
@@ -156,8 +192,8 @@ Status DBImpl::ReplayLog(uint64_t number, bool is_last, bool* stop_replay,
       return env_->RemoveFile(path);
     }
     if (s.IsCorruption() && options_.best_effort_recovery) {
-      *stop_replay = true;
-      return env_->RenameFile(path, path + ".skipped");
+      *set_aside = true;
+      return Status::OK();
     }
     return s;
   }
@@ -204,15 +240,8 @@ Status DBImpl::ReplayLog(uint64_t number, bool is_last, bool* stop_replay,
     // one is never a torn write.
     return Status::Corruption(path + " at offset " + std::to_string(damage_offset) + ": " + damage);
   }
-  if (!is_last) *stop_replay = true;
-  // Cut off the torn tail durably, so that the segment stays clean once a
-  // newer segment follows it.
-  std::unique_ptr<WritableFile> out;
-  s = env_->NewAppendableFile(path, &out);
-  if (s.ok()) s = out->Truncate(good_end);
-  if (s.ok()) s = out->Sync();
-  if (out != nullptr) (void)out->Close();
-  return s;
+  *cut_at = good_end;
+  return Status::OK();
 }
 
 Status DBImpl::NewLogSegment() {
@@ -222,10 +251,13 @@ Status DBImpl::NewLogSegment() {
   Status s = wal::LogWriter::Create(env_, path, &writer);
   if (s.ok()) s = env_->SyncDir(dbname_);
   if (!s.ok()) {
-    if (writer != nullptr) {
-      (void)writer->Close();
-      (void)env_->RemoveFile(path);
-    }
+    if (writer != nullptr) (void)writer->Close();
+    // Writing on into the current segment is safe only if no newer segment
+    // can turn up after a crash: recovery trusts that only the newest
+    // segment may end torn.
+    Status gone = env_->RemoveFile(path);
+    if (gone.ok() || gone.IsNotFound()) gone = env_->SyncDir(dbname_);
+    if (!gone.ok()) SetReadOnly(s);
     return s;
   }
   log_ = std::move(writer);
@@ -315,6 +347,7 @@ void DBImpl::CommitterLoop() {
 // the writers only enqueue and wait, so no leader handoff (a wakeup on the
 // critical path) sits between two fsyncs.
 void DBImpl::LeadLocked(std::unique_lock<std::mutex>& lock, Writer* self) {
+  leaders_running_++;
   std::vector<Writer*> finished;
   for (;;) {
     CommitGroupLocked(lock, &finished);
@@ -339,8 +372,12 @@ void DBImpl::LeadLocked(std::unique_lock<std::mutex>& lock, Writer* self) {
       finished.clear();
       lock.lock();
     }
-    if (!more) idle_cv_.notify_all();
-    if (!more || self != nullptr) return;
+    if (!more || self != nullptr) {
+      // The destructor waits for this too: a leader may still be running
+      // callbacks after it gave up leadership.
+      if (--leaders_running_ == 0) idle_cv_.notify_all();
+      return;
+    }
   }
 }
 
@@ -439,9 +476,8 @@ Status DBImpl::WriteGroup(const std::vector<Writer*>& group, bool sync) {
 Status DBImpl::MakeRoomForWrite() {
   if (mem_->MemoryUsage() < options_.memtable_budget) return Status::OK();
   // The full memtable becomes immutable and a new segment takes the writes.
-  // Finish (trim and sync) the old segment first: then only the newest
-  // segment can ever end in a torn write or prefilled zeros, which is what
-  // recovery relies on.
+  // Finish (sync) the old segment first: then only the newest segment can
+  // ever end in a torn write, which is what recovery relies on.
   Status s = log_->Finish();
   stat_syncs_.fetch_add(1, std::memory_order_relaxed);
   if (!s.ok()) {

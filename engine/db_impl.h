@@ -21,6 +21,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -63,7 +64,12 @@ class DBImpl final : public DB {
   };
 
   Status Recover();
-  Status ReplayLog(uint64_t number, bool is_last, bool* stop_replay, SequenceNumber* max_sequence);
+  // Replays one WAL segment into mem_. Damage it may survive is reported,
+  // not repaired: *cut_at is where a torn (or, best-effort, damaged) tail
+  // begins; *set_aside means best-effort recovery skips the whole segment.
+  Status ReplayLog(uint64_t number, bool is_last, SequenceNumber* max_sequence,
+                   std::optional<uint64_t>* cut_at, bool* set_aside);
+  Status TruncateDurably(const std::string& path, uint64_t size);
   Status NewLogSegment();
 
   Status Enqueue(Writer* w);  // sync path; returns when w is done
@@ -89,6 +95,7 @@ class DBImpl final : public DB {
   std::mutex queue_mu_;
   std::deque<Writer*> writers_;           // guarded by queue_mu_
   bool leader_active_ = false;            // guarded by queue_mu_
+  int leaders_running_ = 0;               // guarded by queue_mu_: threads inside LeadLocked
   bool committer_should_lead_ = false;    // guarded by queue_mu_
   bool committer_stop_ = false;           // guarded by queue_mu_
   std::condition_variable committer_cv_;  // committer waits for leadership

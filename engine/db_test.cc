@@ -410,6 +410,31 @@ TEST_F(DBTest, FullDiskFailsWritesThenRecovers) {
   EXPECT_EQ(Get("after"), "2");
 }
 
+TEST_F(DBTest, FullDiskDuringSegmentRotationFailsWritesThenRecovers) {
+  FaultInjectionEnv& env = fault_env_;
+  options_.env = &env;
+  options_.memtable_budget = 32 * 1024;
+  Reopen();
+  int i = 0;
+  while (db_->GetStats().wal_segments < 2) {
+    ASSERT_TRUE(db_->Put(wo_, "k" + std::to_string(i++), std::string(200, 'x')).ok());
+  }
+  // No space at all: appends fail, and so does the next rotation (its
+  // segment header does not fit and the half-made file is removed).
+  const uint64_t segments = db_->GetStats().wal_segments;
+  Status s;
+  env.SetSpaceLeft(0);
+  for (int tries = 0; tries < 1000 && s.ok(); tries++) s = db_->Put(wo_, "k" + std::to_string(i++), std::string(200, 'y'));
+  EXPECT_TRUE(s.IsNoSpace()) << s.ToString();
+  EXPECT_FALSE(db_->GetStats().read_only);  // the half-made segment was removed
+  EXPECT_EQ(db_->GetStats().wal_segments, segments);
+  env.SetSpaceLeft(-1);
+  ASSERT_TRUE(db_->Put(wo_, "after", "space").ok());
+  Reopen();
+  EXPECT_EQ(Get("after"), "space");
+  EXPECT_EQ(Get("k0"), std::string(200, 'x'));
+}
+
 TEST_F(DBTest, ShortWriteWithIOErrorIsReadOnlyAndRecoverable) {
   FaultInjectionEnv& env = fault_env_;
   options_.env = &env;

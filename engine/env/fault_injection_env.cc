@@ -1,7 +1,5 @@
 #include "engine/env/fault_injection_env.h"
 
-#include <algorithm>
-
 namespace kvstore {
 
 namespace {
@@ -15,7 +13,7 @@ class FaultInjectionWritableFile final : public WritableFile {
  public:
   FaultInjectionWritableFile(FaultInjectionEnv* env, std::string path,
                              std::unique_ptr<WritableFile> base, uint64_t size)
-      : env_(env), path_(std::move(path)), base_(std::move(base)), size_(size), end_(size) {}
+      : env_(env), path_(std::move(path)), base_(std::move(base)), size_(size) {}
 
   Status Append(std::string_view data) override {
     size_t allowed = data.size();
@@ -24,8 +22,7 @@ class FaultInjectionWritableFile final : public WritableFile {
       Status s = base_->Append(data.substr(0, allowed));
       if (!s.ok()) return s;
       size_ += allowed;
-      end_ = std::max(end_, size_);
-      env_->AfterAppend(path_, size_, end_);
+      env_->AfterAppend(path_, size_);
     }
     return fault;
   }
@@ -41,23 +38,9 @@ class FaultInjectionWritableFile final : public WritableFile {
     Status s = base_->Truncate(size);
     if (s.ok()) {
       size_ = size;
-      end_ = size;
       env_->AfterTruncate(path_, size);
     }
     return s;
-  }
-  Status Prefill(uint64_t size) override {
-    if (!env_->active_) return Status::IOError("fault injection: file system inactive");
-    if (size <= end_) return Status::OK();
-    size_t allowed = static_cast<size_t>(size - end_);
-    Status fault = env_->BeforeAppend(allowed, &allowed);
-    if (allowed > 0) {
-      Status s = base_->Prefill(end_ + allowed);
-      if (!s.ok()) return s;
-      end_ += allowed;
-      env_->AfterAppend(path_, size_, end_);
-    }
-    return fault;
   }
   Status Close() override { return base_->Close(); }
 
@@ -65,8 +48,7 @@ class FaultInjectionWritableFile final : public WritableFile {
   FaultInjectionEnv* const env_;
   const std::string path_;
   std::unique_ptr<WritableFile> base_;
-  uint64_t size_;  // the append position
-  uint64_t end_;   // the file's size, past size_ when prefilled
+  uint64_t size_;
 };
 
 Status FaultInjectionEnv::NewWritableFile(const std::string& path,
@@ -98,8 +80,10 @@ Status FaultInjectionEnv::NewAppendableFile(const std::string& path,
   if (!s.ok()) return s;
   {
     std::lock_guard lock(mu_);
-    files_.try_emplace(path, FileState{size, size, size, size});
+    auto [it, inserted] = files_.try_emplace(path, FileState{size, size});
+    (void)it;
     if (!existed) unsynced_new_files_.insert(path);
+    (void)inserted;
   }
   *result = std::make_unique<FaultInjectionWritableFile>(this, path, std::move(base), size);
   return Status::OK();
@@ -178,11 +162,9 @@ Status FaultInjectionEnv::BeforeAppend(size_t n, size_t* allowed) {
   return Status::OK();
 }
 
-void FaultInjectionEnv::AfterAppend(const std::string& path, uint64_t new_size, uint64_t new_end) {
+void FaultInjectionEnv::AfterAppend(const std::string& path, uint64_t new_size) {
   std::lock_guard lock(mu_);
-  FileState& f = files_[path];
-  f.size = new_size;
-  f.end = new_end;
+  files_[path].size = new_size;
 }
 
 Status FaultInjectionEnv::BeforeSync() {
@@ -203,16 +185,13 @@ void FaultInjectionEnv::AfterSync(const std::string& path) {
   std::lock_guard lock(mu_);
   FileState& f = files_[path];
   f.synced_size = f.size;
-  f.synced_end = f.end;
 }
 
 void FaultInjectionEnv::AfterTruncate(const std::string& path, uint64_t size) {
   std::lock_guard lock(mu_);
   if (auto it = files_.find(path); it != files_.end()) {
-    FileState& f = it->second;
-    f.size = f.end = size;
-    f.synced_size = std::min(f.synced_size, size);
-    f.synced_end = std::min(f.synced_end, size);
+    it->second.size = size;
+    if (it->second.synced_size > size) it->second.synced_size = size;
   }
 }
 
@@ -225,13 +204,11 @@ Status FaultInjectionEnv::DropUnsyncedData() {
   }
   unsynced_new_files_.clear();
   for (auto& [path, state] : files_) {
-    if (state.size == state.synced_size && state.end == state.synced_end) continue;
-    // Unsynced appends are gone; synced zeros past them stay.
-    Status s = base_->TruncateFile(path, state.synced_size);
-    if (s.ok() && state.synced_end > state.synced_size) s = base_->TruncateFile(path, state.synced_end);
-    if (!s.ok()) return s;
-    state.size = state.synced_size;
-    state.end = state.synced_end;
+    if (state.size > state.synced_size) {
+      Status s = base_->TruncateFile(path, state.synced_size);
+      if (!s.ok()) return s;
+      state.size = state.synced_size;
+    }
   }
   return Status::OK();
 }

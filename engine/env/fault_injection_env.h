@@ -81,19 +81,14 @@ class FaultInjectionEnv final : public Env {
 
  private:
   friend class FaultInjectionWritableFile;
-  // Appends land at size; prefilled zeros may reach further, to end. A
-  // crash keeps what the last sync covered: the appends up to synced_size,
-  // and zeros up to synced_end.
   struct FileState {
     uint64_t size = 0;
-    uint64_t end = 0;
     uint64_t synced_size = 0;
-    uint64_t synced_end = 0;
   };
 
   // Hooks called by the file wrapper.
   Status BeforeAppend(size_t n, size_t* allowed);
-  void AfterAppend(const std::string& path, uint64_t new_size, uint64_t new_end);
+  void AfterAppend(const std::string& path, uint64_t new_size);
   Status BeforeSync();
   void AfterSync(const std::string& path);
   void AfterTruncate(const std::string& path, uint64_t size);

@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -76,28 +75,17 @@ class PosixRandomAccessFile final : public RandomAccessFile {
   const int fd_;
 };
 
-// Appends that land in the prefilled region are copied into a shared
-// mapping of it instead of going through pwrite: the bytes are in the page
-// cache as soon as the copy ends, so they survive a crash of the process
-// just the same, and fdatasync writes them back like any dirty page, but
-// an append costs no system call. The prefilled blocks were written (as
-// zeros) with pwrite, so storing into them never needs a new block: a full
-// disk cannot surface as SIGBUS here.
 class PosixWritableFile final : public WritableFile {
  public:
   PosixWritableFile(std::string path, int fd, uint64_t offset)
-      : path_(std::move(path)), fd_(fd), offset_(offset), end_(offset) {}
+      : path_(std::move(path)), fd_(fd), offset_(offset) {}
   ~PosixWritableFile() override {
-    Unmap();
     if (fd_ >= 0) ::close(fd_);
   }
 
   Status Append(std::string_view data) override {
-    if (map_ != nullptr && offset_ >= map_offset_ && offset_ + data.size() <= map_offset_ + map_size_) {
-      std::memcpy(map_ + (offset_ - map_offset_), data.data(), data.size());
-      offset_ += data.size();
-      return Status::OK();
-    }
+    // One pwrite per call: the kernel copies in order, and a process killed
+    // during the call leaves a prefix of data in the file, never a hole.
     const char* p = data.data();
     size_t left = data.size();
     while (left > 0) {
@@ -110,22 +98,6 @@ class PosixWritableFile final : public WritableFile {
       left -= static_cast<size_t>(w);
       offset_ += static_cast<uint64_t>(w);
     }
-    end_ = std::max(end_, offset_);
-    return Status::OK();
-  }
-
-  Status Prefill(uint64_t size) override {
-    static const std::string zeros(64 * 1024, '\0');
-    while (end_ < size) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), size - end_));
-      ssize_t w = ::pwrite(fd_, zeros.data(), n, static_cast<off_t>(end_));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        return PosixError(path_, errno);
-      }
-      end_ += static_cast<uint64_t>(w);
-    }
-    Map();
     return Status::OK();
   }
 
@@ -135,15 +107,12 @@ class PosixWritableFile final : public WritableFile {
   }
 
   Status Truncate(uint64_t size) override {
-    Unmap();  // a mapping past the end of the file would fault on access
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return PosixError(path_, errno);
     offset_ = size;
-    end_ = size;
     return Status::OK();
   }
 
   Status Close() override {
-    Unmap();
     if (fd_ < 0) return Status::OK();
     int r = ::close(fd_);
     fd_ = -1;
@@ -152,32 +121,9 @@ class PosixWritableFile final : public WritableFile {
   }
 
  private:
-  // Maps [offset_ rounded down to a page, end_). Without a mapping, appends
-  // simply use pwrite.
-  void Map() {
-    Unmap();
-    static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
-    const uint64_t start = offset_ / page * page;
-    if (end_ <= start) return;
-    void* m = ::mmap(nullptr, end_ - start, PROT_WRITE, MAP_SHARED, fd_, static_cast<off_t>(start));
-    if (m == MAP_FAILED) return;
-    map_ = static_cast<char*>(m);
-    map_offset_ = start;
-    map_size_ = end_ - start;
-  }
-  void Unmap() {
-    if (map_ != nullptr) ::munmap(map_, map_size_);
-    map_ = nullptr;
-    map_size_ = 0;
-  }
-
   const std::string path_;
   int fd_;
   uint64_t offset_;  // where the next Append goes
-  uint64_t end_;     // the file's size, past offset_ when prefilled
-  char* map_ = nullptr;  // the prefilled region, [map_offset_, map_offset_ + map_size_)
-  uint64_t map_offset_ = 0;
-  uint64_t map_size_ = 0;
 };
 
 class PosixFileLock final : public FileLock {
@@ -211,8 +157,7 @@ class PosixEnv final : public Env {
   }
 
   Status NewWritableFile(const std::string& path, std::unique_ptr<WritableFile>* result) override {
-    // Read-write: a shared writable mapping needs it (see PosixWritableFile).
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return PosixError(path, errno);
     *result = std::make_unique<PosixWritableFile>(path, fd, 0);
     return Status::OK();
@@ -220,7 +165,7 @@ class PosixEnv final : public Env {
 
   Status NewAppendableFile(const std::string& path,
                            std::unique_ptr<WritableFile>* result) override {
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return PosixError(path, errno);
     struct stat st;
     if (::fstat(fd, &st) != 0) {

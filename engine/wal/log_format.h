@@ -19,10 +19,6 @@ inline constexpr size_t kBlockSize = 32 * 1024;
 // checksum32 = low 32 bits of XXH3_64(payload, seed = type << 16 | length).
 inline constexpr size_t kHeaderSize = 4 + 2 + 1;
 
-// Zeros are written this far ahead of the last record (see LogWriter). They
-// are not part of the format: a reader sees them as a torn tail.
-inline constexpr uint64_t kPrefillBytes = 1 << 20;
-
 enum RecordType : uint8_t {
   kZeroType = 0,  // never written; zeros pad the tail of a block
   kFullType = 1,

@@ -68,20 +68,10 @@ Status LogWriter::AddRecords(std::span<const std::string_view> records) {
   buffer_.clear();
   uint64_t offset = size_;
   for (std::string_view r : records) EncodeRecord(r, &offset);
-  if (offset > prefilled_) {
-    // Appends overwrite zeros written ahead of time, so a sync need not
-    // commit a new file size (docs/format/wal.md, "Writing"). The zeros are
-    // only an optimization: if they cannot be written, append anyway.
-    uint64_t target = offset + kPrefillBytes;
-    if (file_->Prefill(target).ok()) prefilled_ = target;
-  }
   Status s = file_->Append(buffer_);
   if (s.ok()) {
     size_ = offset;
-    prefilled_ = std::max(prefilled_, size_);
-  } else if (file_->Truncate(size_).ok()) {
-    prefilled_ = size_;
-  } else {
+  } else if (!file_->Truncate(size_).ok()) {
     // The tail now holds an unknown prefix of the group; only recovery can
     // sort that out.
     healthy_ = false;
@@ -95,19 +85,8 @@ Status LogWriter::Sync() {
   return file_->Sync();
 }
 
-Status LogWriter::Finish() {
-  if (!healthy_) return Status::IOError(path_ + ": WAL segment unusable after an earlier error");
-  if (prefilled_ > size_) {
-    Status s = file_->Truncate(size_);
-    if (!s.ok()) return s;
-    prefilled_ = size_;
-  }
-  return file_->Sync();
-}
+Status LogWriter::Finish() { return Sync(); }
 
-Status LogWriter::Close() {
-  if (healthy_ && prefilled_ > size_ && file_->Truncate(size_).ok()) prefilled_ = size_;
-  return file_->Close();
-}
+Status LogWriter::Close() { return file_->Close(); }
 
 }  // namespace kvstore::wal

@@ -28,11 +28,10 @@ class LogWriter {
 
   // fdatasync of everything appended so far.
   Status Sync();
-  // Cuts off the zeros prefilled past the last record and syncs: the segment
-  // is then exactly its records, as recovery expects of every segment but
-  // the newest. Call before a newer segment is created.
+  // Syncs a segment that is done: call before a newer segment is created,
+  // so that only the newest segment can ever end in a torn write, which is
+  // what recovery relies on.
   Status Finish();
-  // Cuts off the prefilled zeros (without a sync) and closes.
   Status Close();
 
   bool healthy() const { return healthy_; }
@@ -41,14 +40,13 @@ class LogWriter {
 
  private:
   LogWriter(std::string path, std::unique_ptr<WritableFile> file, uint64_t size)
-      : path_(std::move(path)), file_(std::move(file)), size_(size), prefilled_(size) {}
+      : path_(std::move(path)), file_(std::move(file)), size_(size) {}
   void EncodeRecord(std::string_view record, uint64_t* offset);
   void EmitPhysical(uint8_t type, const char* data, size_t length);
 
   const std::string path_;
   std::unique_ptr<WritableFile> file_;
   uint64_t size_;  // bytes durably appended or at least handed to the kernel
-  uint64_t prefilled_;  // the file's size: zeros from size_ up to here
   bool healthy_ = true;
   std::string buffer_;  // the encoded group, reused between calls
 };

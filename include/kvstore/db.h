@@ -65,8 +65,9 @@ class DB {
   DB() = default;
   DB(const DB&) = delete;
   DB& operator=(const DB&) = delete;
-  // Waits for writes in flight (their callbacks run), then closes. Every
-  // iterator must be deleted and every snapshot released first.
+  // Waits for queued asynchronous writes (their callbacks run), then closes.
+  // No other thread may be inside a call on this DB; every iterator must be
+  // deleted and every snapshot released first.
   virtual ~DB() = default;
 
   virtual Status Put(const WriteOptions& options, std::string_view key, std::string_view value) = 0;
@@ -79,9 +80,11 @@ class DB {
 
   // Queues the batch and returns at once. The callback runs exactly once,
   // with OK when the batch is durable (as Write) and visible to readers, or
-  // with the error that failed it. It runs on a DB thread, possibly with
-  // other writes waiting on it, so it must be quick and must not block on
-  // another write of this DB.
+  // with the error that failed it. It runs on whichever thread committed the
+  // batch's group: the DB's committer thread, or a thread inside a
+  // concurrent Write call; an invalid batch or a read-only store calls it at
+  // once, on the calling thread. Other writes may wait on it, so it must be
+  // quick, must not throw, and must not block on another write of this DB.
   using WriteCallback = std::function<void(Status)>;
   virtual void WriteAsync(const WriteOptions& options, WriteBatch batch, WriteCallback callback) = 0;
 

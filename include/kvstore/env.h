@@ -46,15 +46,6 @@ class WritableFile {
   // Cuts the file back to size bytes (used to undo a failed append); the
   // append position moves there too.
   virtual Status Truncate(uint64_t size) = 0;
-  // Writes zeros from the end of the file up to size bytes, leaving the
-  // append position where it is. Later appends then overwrite blocks that
-  // already exist, so fdatasync has no file-size change to commit to the
-  // file system journal: on ext4 that makes each sync about a quarter
-  // cheaper. An Env may ignore it.
-  virtual Status Prefill(uint64_t size) {
-    (void)size;
-    return Status::OK();
-  }
   virtual Status Close() = 0;
 };
 
