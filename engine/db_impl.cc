@@ -5,9 +5,9 @@
 #include <optional>
 #include <semaphore>
 
+#include "engine/coding/merging_iterator.h"
 #include "engine/db_iter.h"
 #include "engine/filename.h"
-#include "engine/merging_iterator.h"
 #include "engine/wal/log_format.h"
 #include "engine/wal/log_reader.h"
 #include "engine/write_batch_internal.h"
@@ -20,6 +20,31 @@ namespace {
 // second bound.
 constexpr uint64_t kGroupWaitMinIoNs = 20'000;
 constexpr uint64_t kGroupWaitMaxNs = 200'000;
+
+// Backpressure on L0 (the LevelDB thresholds): from kL0SlowdownFiles on,
+// each write group waits a millisecond, spreading the delay over many
+// writes instead of stopping them; at kL0StopFiles writes wait for
+// compaction.
+constexpr size_t kL0SlowdownFiles = 8;
+constexpr size_t kL0StopFiles = 12;
+
+// After a background failure that may pass (a full disk), retry after this.
+constexpr auto kBackgroundRetryDelay = std::chrono::milliseconds(500);
+
+CompactionOptions MakeCompactionOptions(const Options& o) {
+  CompactionOptions c;
+  // Tables about one memtable in size; L1 holds four memtables' worth.
+  c.target_file_size = std::clamp<uint64_t>(o.memtable_budget, 64 << 10, 64 << 20);
+  c.level1_bytes = std::max<uint64_t>(4 * static_cast<uint64_t>(o.memtable_budget), 1 << 20);
+  c.table.bloom_bits_per_key = o.bloom_bits_per_key;
+  c.table.compression = o.compression ? sstable::Compression::kLZ4 : sstable::Compression::kNone;
+  return c;
+}
+
+uint64_t MicrosSince(std::chrono::steady_clock::time_point start) {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
+}
 }  // namespace
 
 struct DBImpl::Writer {
@@ -27,6 +52,7 @@ struct DBImpl::Writer {
   WriteBatch owned;        // an async writer's batch lives here
   bool sync = true;
   WriteCallback callback;  // empty for a synchronous writer
+  bool force_rotate = false;  // Flush: rotate the memtable even if not full
   Status status;
   // A synchronous writer sleeps on this until its group is done. It is
   // released after queue_mu_ is dropped, so the writer does not wake up only
@@ -55,7 +81,12 @@ Status DB::Open(const Options& options, const std::string& path, std::unique_ptr
 DBImpl::DBImpl(const Options& options, std::string dbname)
     : options_(options),
       env_(options.env != nullptr ? options.env : Env::Default()),
-      dbname_(std::move(dbname)) {}
+      dbname_(std::move(dbname)),
+      compaction_options_(MakeCompactionOptions(options)),
+      block_cache_(std::make_unique<sstable::BlockCache>(options.block_cache_bytes)),
+      table_cache_(std::make_unique<TableCache>(env_, dbname_, block_cache_.get(),
+                                                static_cast<size_t>(std::max(options.max_open_files, 16)))),
+      versions_(std::make_unique<VersionSet>(env_, dbname_, table_cache_.get())) {}
 
 DBImpl::~DBImpl() {
   {
@@ -65,6 +96,13 @@ DBImpl::~DBImpl() {
     committer_cv_.notify_one();
   }
   if (committer_.joinable()) committer_.join();
+  {
+    std::unique_lock lock(mu_);
+    shutting_down_ = true;
+    bg_cv_.notify_all();
+    bg_done_cv_.notify_all();
+  }
+  if (background_.joinable()) background_.join();
   if (log_ != nullptr) (void)log_->Close();
   for (SnapshotImpl* s : snapshots_) delete s;  // unreleased: the caller's bug, but don't leak
 }
@@ -73,6 +111,7 @@ Status DBImpl::Open() {
   Status s = Recover();
   if (!s.ok()) return s;
   committer_ = std::thread([this] { CommitterLoop(); });
+  background_ = std::thread([this] { BackgroundLoop(); });
   return Status::OK();
 }
 
@@ -89,30 +128,52 @@ Status DBImpl::Recover() {
   Status s = env_->LockFile(LockFileName(dbname_), &db_lock_);
   if (!s.ok()) return s;
 
+  bool has_manifest = false;
+  s = versions_->Recover(&has_manifest);
+  if (!s.ok()) return s;
+
   std::vector<std::string> children;
   s = env_->GetChildren(dbname_, &children);
   if (!s.ok()) return s;
   std::vector<uint64_t> logs;
+  std::set<uint64_t> tables_on_disk;
   for (const std::string& name : children) {
     uint64_t number;
-    if (ParseLogFileName(name, &number)) logs.push_back(number);
+    if (ParseLogFileName(name, &number)) {
+      logs.push_back(number);
+      versions_->MarkFileNumberUsed(number);
+    } else if (ParseTableFileName(name, &number)) {
+      tables_on_disk.insert(number);
+      versions_->MarkFileNumberUsed(number);
+    }
   }
   std::sort(logs.begin(), logs.end());
-  if (logs.empty() && !options_.create_if_missing) {
+  const bool exists = has_manifest || !logs.empty();
+  if (!exists && !options_.create_if_missing) {
     return Status::InvalidArgument(dbname_ + ": no store here (create_if_missing is false)");
   }
-  if (!logs.empty() && options_.error_if_exists) {
+  if (exists && options_.error_if_exists) {
     return Status::InvalidArgument(dbname_ + ": a store exists here (error_if_exists is true)");
   }
-  if (!logs.empty()) next_file_number_ = logs.back() + 1;
+  std::shared_ptr<const Version> version = versions_->current();
+  for (const auto& level : version->files) {
+    for (const auto& f : level) {
+      if (tables_on_disk.count(f->number) == 0) {
+        return Status::Corruption(TableFileName(dbname_, f->number) +
+                                  ": named by the manifest but missing");
+      }
+    }
+  }
 
-  // Recovered writes all go to one memtable; it needs every old segment.
-  auto mem = std::make_shared<MemTable>(logs.empty() ? next_file_number_ : logs.front(),
-                                        options_.memtable_budget);
+  // Segments older than the manifest's log number are already in tables.
+  const uint64_t min_log = versions_->log_number();
+  std::erase_if(logs, [&](uint64_t n) { return n < min_log; });
+  const uint64_t new_log = versions_->NewFileNumber();
+  // Recovered writes all go to one memtable; it needs every replayed segment.
+  auto mem = std::make_shared<MemTable>(logs.empty() ? new_log : logs.front(), options_.memtable_budget);
   mem_ = mem.get();
-  SequenceNumber max_sequence = 0;
-  uint64_t older_bytes = 0;
-  uint64_t segments = 0;
+  SequenceNumber max_sequence = versions_->last_sequence();
+  std::map<uint64_t, uint64_t> wal_sizes;
   for (size_t i = 0; i < logs.size(); i++) {
     const std::string path = LogFileName(dbname_, logs[i]);
     const bool is_last = i + 1 == logs.size();
@@ -133,10 +194,7 @@ Status DBImpl::Recover() {
       s = env_->SyncDir(dbname_);
       if (s.ok() && cut_at && !set_aside) s = TruncateDurably(path, *cut_at);
       if (!s.ok()) return s;
-      if (!set_aside) {
-        older_bytes += *cut_at;
-        segments++;
-      }
+      if (!set_aside) wal_sizes[logs[i]] = *cut_at;
       break;
     }
     if (cut_at) {
@@ -146,19 +204,22 @@ Status DBImpl::Recover() {
       if (!s.ok()) return s;
     }
     uint64_t size = 0;
-    if (env_->FileExists(path) && env_->GetFileSize(path, &size).ok()) {
-      older_bytes += size;
-      segments++;
-    }
+    if (env_->FileExists(path) && env_->GetFileSize(path, &size).ok()) wal_sizes[logs[i]] = size;
   }
   last_sequence_.store(max_sequence, std::memory_order_release);
-  wal_bytes_older_.store(older_bytes);
-  wal_segments_.store(segments);
 
-  s = NewLogSegment();
+  s = NewLogSegment(new_log);
   if (!s.ok()) return s;
-  std::lock_guard lock(mu_);
-  view_ = std::make_shared<const MemView>(MemView{std::move(mem), {}});
+  // A fresh manifest holding the recovered state; its log number still
+  // covers the replayed segments, which the recovered memtable needs.
+  s = versions_->StartNewManifest();
+  if (!s.ok()) return s;
+  {
+    std::lock_guard lock(mu_);
+    closed_wal_sizes_ = std::move(wal_sizes);
+    view_ = std::make_shared<const View>(View{std::move(mem), {}, versions_->current()});
+  }
+  DeleteObsoleteFiles();
   return Status::OK();
 }
 
@@ -244,8 +305,7 @@ Status DBImpl::ReplayLog(uint64_t number, bool is_last, SequenceNumber* max_sequ
   return Status::OK();
 }
 
-Status DBImpl::NewLogSegment() {
-  const uint64_t number = next_file_number_++;
+Status DBImpl::NewLogSegment(uint64_t number) {
   const std::string path = LogFileName(dbname_, number);
   std::unique_ptr<wal::LogWriter> writer;
   Status s = wal::LogWriter::Create(env_, path, &writer);
@@ -262,7 +322,7 @@ Status DBImpl::NewLogSegment() {
   }
   log_ = std::move(writer);
   wal_bytes_current_.store(log_->size());
-  wal_segments_.fetch_add(1);
+  wal_number_current_.store(number);
   return Status::OK();
 }
 
@@ -285,11 +345,15 @@ Status DBImpl::Write(const WriteOptions& options, WriteBatch* batch) {
   if (batch == nullptr || batch->Count() == 0) return Status::OK();
   Status s = WriteBatchInternal::Validate(*batch);
   if (!s.ok()) return s;
-  if (read_only_.load(std::memory_order_acquire)) return ReadOnlyError();
+  return WriteInternal(options, batch, false);
+}
 
+Status DBImpl::WriteInternal(const WriteOptions& options, WriteBatch* batch, bool force_rotate) {
+  if (read_only_.load(std::memory_order_acquire)) return ReadOnlyError();
   Writer w;
   w.batch = batch;
   w.sync = options.sync;
+  w.force_rotate = force_rotate;
   std::unique_lock lock(queue_mu_);
   writers_.push_back(&w);
   if (leader_waiting_ && writers_.size() >= last_group_size_) group_cv_.notify_one();
@@ -431,16 +495,22 @@ void DBImpl::CommitGroupLocked(std::unique_lock<std::mutex>& lock, std::vector<W
 
 Status DBImpl::WriteGroup(const std::vector<Writer*>& group, bool sync) {
   if (read_only_.load(std::memory_order_acquire)) return ReadOnlyError();
-  Status s = MakeRoomForWrite();
+  bool force = false;
+  for (Writer* w : group) force |= w->force_rotate;
+  Status s = MakeRoomForWrite(force);
   if (!s.ok()) return s;
 
   SequenceNumber seq = last_sequence_.load(std::memory_order_relaxed) + 1;
   records_.clear();
+  uint64_t user_bytes = 0;
   for (Writer* w : group) {
+    if (w->batch->Count() == 0) continue;  // a Flush request
     WriteBatchInternal::SetSequence(w->batch, seq);
     seq += WriteBatchInternal::Count(*w->batch);
     records_.push_back(WriteBatchInternal::Contents(*w->batch));
+    user_bytes += w->batch->ByteSize();
   }
+  if (records_.empty()) return Status::OK();
   s = log_->AddRecords(records_);
   if (!s.ok()) {
     // A full disk is survivable when the partial append was cut off again:
@@ -461,6 +531,7 @@ Status DBImpl::WriteGroup(const std::vector<Writer*>& group, bool sync) {
     }
   }
   for (Writer* w : group) {
+    if (w->batch->Count() == 0) continue;
     s = WriteBatchInternal::InsertInto(*w->batch, mem_);
     if (!s.ok()) {
       SetReadOnly(s);  // validated on entry: only a bug gets here
@@ -468,45 +539,87 @@ Status DBImpl::WriteGroup(const std::vector<Writer*>& group, bool sync) {
     }
   }
   last_sequence_.store(seq - 1, std::memory_order_release);
-  stat_writes_.fetch_add(group.size(), std::memory_order_relaxed);
+  stat_writes_.fetch_add(records_.size(), std::memory_order_relaxed);
   stat_groups_.fetch_add(1, std::memory_order_relaxed);
+  stat_user_bytes_.fetch_add(user_bytes, std::memory_order_relaxed);
   return Status::OK();
 }
 
-Status DBImpl::MakeRoomForWrite() {
-  if (mem_->MemoryUsage() < options_.memtable_budget) return Status::OK();
-  // The full memtable becomes immutable and a new segment takes the writes.
-  // Finish (sync) the old segment first: then only the newest segment can
-  // ever end in a torn write, which is what recovery relies on.
-  Status s = log_->Finish();
+Status DBImpl::MakeRoomForWrite(bool force) {
+  std::unique_lock lock(mu_);
+  Status s = WaitForRoomLocked(lock, force);
+  if (!s.ok()) return s;
+  if (!force && mem_->MemoryUsage() < options_.memtable_budget) return Status::OK();
+  if (force && mem_->entries() == 0) return Status::OK();
+  lock.unlock();
+
+  // The memtable becomes immutable and a new segment takes the writes.
+  // Sync the old segment first: then only the newest segment can ever end
+  // in a torn write, which is what recovery relies on.
+  s = log_->Finish();
   stat_syncs_.fetch_add(1, std::memory_order_relaxed);
   if (!s.ok()) {
     SetReadOnly(s);
     return s;
   }
   std::unique_ptr<wal::LogWriter> old = std::move(log_);
-  const uint64_t new_number = next_file_number_;
-  s = NewLogSegment();
+  const uint64_t old_number = wal_number_current_.load();
+  const uint64_t new_number = versions_->NewFileNumber();
+  s = NewLogSegment(new_number);
   if (!s.ok()) {
     log_ = std::move(old);  // keep writing where we were
     return s;
   }
   (void)old->Close();
-  wal_bytes_older_.fetch_add(old->size(), std::memory_order_relaxed);
 
   auto mem = std::make_shared<MemTable>(new_number, options_.memtable_budget);
   mem_ = mem.get();
-  std::lock_guard lock(mu_);
-  auto view = std::make_shared<MemView>();
+  lock.lock();
+  closed_wal_sizes_[old_number] = old->size();
+  auto view = std::make_shared<View>();
   view->mem = std::move(mem);
   view->imm.reserve(view_->imm.size() + 1);
   view->imm.push_back(view_->mem);
   view->imm.insert(view->imm.end(), view_->imm.begin(), view_->imm.end());
+  view->version = view_->version;
   view_ = std::move(view);
-  // The flush hook: immutable memtables wait here until SSTables exist to
-  // flush them into (see the SSTable issue); reads and recovery already
-  // handle any number of them.
+  bg_cv_.notify_one();  // there is a memtable to flush
   return Status::OK();
+}
+
+// Waits while an earlier memtable is still being flushed (so at most two
+// exist) or L0 has too many tables; slows a write down once when L0 is
+// getting full. Leader only, with mu_ held.
+Status DBImpl::WaitForRoomLocked(std::unique_lock<std::mutex>& lock, bool force) {
+  bool delayed = false;
+  for (;;) {
+    if (shutting_down_) return Status::IOError("the DB is closing");
+    const size_t l0 = view_->version->files[0].size();
+    const bool memtable_full = force || mem_->MemoryUsage() >= options_.memtable_budget;
+    if (!delayed && l0 >= kL0SlowdownFiles) {
+      const auto start = std::chrono::steady_clock::now();
+      lock.unlock();
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      lock.lock();
+      stall_count_++;
+      stall_micros_ += MicrosSince(start);
+      delayed = true;
+      continue;
+    }
+    const bool must_wait = memtable_full && (!view_->imm.empty() || l0 >= kL0StopFiles);
+    if (!must_wait) return Status::OK();
+    if (!bg_error_.ok() && !bg_error_.IsNoSpace()) return bg_error_;
+    if (!bg_error_.ok()) {
+      // The flush that would make room keeps failing for lack of space:
+      // fail this write rather than hang; later writes try again.
+      return bg_error_;
+    }
+    const auto start = std::chrono::steady_clock::now();
+    bg_cv_.notify_one();
+    bg_done_cv_.wait(lock);
+    stall_count_++;
+    stall_micros_ += MicrosSince(start);
+  }
 }
 
 void DBImpl::SetReadOnly(const Status& reason) {
@@ -524,36 +637,334 @@ Status DBImpl::ReadOnlyError() {
 }
 
 // ---------------------------------------------------------------------------
+// Background work: flushes first, then compactions
+
+void DBImpl::BackgroundLoop() {
+  std::unique_lock lock(mu_);
+  while (!shutting_down_) {
+    const bool has_imm = !view_->imm.empty();
+    const bool manual = !manual_compactions_.empty();
+    if (read_only_.load() || (!has_imm && !manual && !NeedsCompactionLocked())) {
+      bg_cv_.wait(lock);
+      continue;
+    }
+    lock.unlock();
+    Status s;
+    ManualCompaction* m = nullptr;
+    if (has_imm) {
+      s = FlushOldestImmutable();
+    } else if (manual) {
+      {
+        std::lock_guard l(mu_);
+        m = manual_compactions_.front();
+      }
+      auto c = PickRangeCompaction(*versions_->current(), m->level, m->begin, m->end);
+      if (c != nullptr) s = RunOneCompaction(std::move(c));
+    } else {
+      auto c = PickCompaction(*versions_->current(), compaction_options_, &compact_pointers_);
+      if (c != nullptr) s = RunOneCompaction(std::move(c));
+    }
+    lock.lock();
+    if (m != nullptr) {
+      m->status = s;
+      m->done = true;
+      manual_compactions_.pop_front();
+    }
+    bg_error_ = s;
+    bg_done_cv_.notify_all();
+    if (!s.ok()) {
+      if (s.IsNoSpace()) {
+        // Space may come back: try again a little later.
+        bg_cv_.wait_for(lock, kBackgroundRetryDelay);
+      } else {
+        // A table that cannot be written or read is not something to retry
+        // blindly; writes stop, reads go on.
+        lock.unlock();
+        SetReadOnly(s);
+        lock.lock();
+      }
+    }
+  }
+  bg_running_ = false;
+  bg_done_cv_.notify_all();
+}
+
+bool DBImpl::NeedsCompactionLocked() const {
+  return MaxCompactionScore(*view_->version, compaction_options_) >= 1.0;
+}
+
+uint64_t DBImpl::NewOutputFileNumber() {
+  const uint64_t number = versions_->NewFileNumber();
+  std::lock_guard lock(mu_);
+  pending_outputs_.insert(number);
+  return number;
+}
+
+SequenceNumber DBImpl::SmallestSnapshot() {
+  std::lock_guard lock(mu_);
+  SequenceNumber smallest = last_sequence_.load(std::memory_order_acquire);
+  for (const SnapshotImpl* s : snapshots_) smallest = std::min(smallest, s->sequence());
+  return smallest;
+}
+
+void DBImpl::InstallVersionLocked(std::shared_ptr<const Version> version, bool drop_oldest_imm) {
+  auto view = std::make_shared<View>(*view_);
+  view->version = std::move(version);
+  if (drop_oldest_imm) view->imm.pop_back();
+  view_ = std::move(view);
+}
+
+Status DBImpl::FlushOldestImmutable() {
+  std::shared_ptr<MemTable> imm, next;
+  {
+    std::lock_guard lock(mu_);
+    imm = view_->imm.back();
+    next = view_->imm.size() >= 2 ? view_->imm[view_->imm.size() - 2] : view_->mem;
+  }
+  const uint64_t number = NewOutputFileNumber();
+  FileMeta meta;
+  std::unique_ptr<InternalIterator> iter = imm->NewIterator();
+  Status s = BuildTable(env_, dbname_, number, compaction_options_.table, iter.get(), &meta);
+  if (s.ok() && meta.file_size > 0) s = env_->SyncDir(dbname_);
+  VersionEdit edit;
+  if (s.ok()) {
+    if (meta.file_size > 0) edit.AddFile(0, meta);
+    // The WAL segments before the next memtable's first one hold nothing
+    // that is not now in a table.
+    edit.log_number = next->wal_number();
+    edit.last_sequence = last_sequence_.load(std::memory_order_acquire);
+    s = versions_->LogAndApply(&edit);
+  }
+  {
+    std::lock_guard lock(mu_);
+    pending_outputs_.erase(number);
+    if (s.ok()) {
+      InstallVersionLocked(versions_->current(), /*drop_oldest_imm=*/true);
+      flushes_++;
+      flush_bytes_ += meta.file_size;
+    }
+  }
+  if (!s.ok()) {
+    (void)env_->RemoveFile(TableFileName(dbname_, number));
+    return s;
+  }
+  DeleteObsoleteFiles();
+  return Status::OK();
+}
+
+Status DBImpl::RunOneCompaction(std::unique_ptr<Compaction> c) {
+  std::vector<uint64_t> outputs;
+  auto new_file_number = [&] {
+    uint64_t n = NewOutputFileNumber();
+    outputs.push_back(n);
+    return n;
+  };
+  std::shared_ptr<const Version> v = versions_->current();
+  VersionEdit edit;
+  CompactionStats st;
+  Status s = RunCompaction(*c, *v, env_, dbname_, table_cache_.get(), compaction_options_, SmallestSnapshot(),
+                           new_file_number, &edit, &st);
+  if (s.ok()) s = versions_->LogAndApply(&edit);
+  {
+    std::lock_guard lock(mu_);
+    for (uint64_t n : outputs) pending_outputs_.erase(n);
+    if (s.ok()) {
+      InstallVersionLocked(versions_->current(), /*drop_oldest_imm=*/false);
+      compactions_++;
+      compaction_bytes_read_ += st.bytes_read;
+      compaction_bytes_written_ += st.bytes_written;
+    }
+  }
+  if (!s.ok()) {
+    for (uint64_t n : outputs) (void)env_->RemoveFile(TableFileName(dbname_, n));
+    return s;
+  }
+  DeleteObsoleteFiles();
+  return Status::OK();
+}
+
+// Removes what no version and no WAL replay needs any more: tables dropped
+// by compactions (once no reader pins them), WAL segments already in tables,
+// old manifests, and leftovers of a crash (orphan tables of an unfinished
+// flush or compaction, a CURRENT.tmp).
+void DBImpl::DeleteObsoleteFiles() {
+  std::set<uint64_t> pending;
+  {
+    std::lock_guard lock(mu_);
+    if (checkpoints_in_progress_ > 0) return;
+    pending = pending_outputs_;
+  }
+  const std::set<uint64_t> live = versions_->LiveFiles();
+  const uint64_t min_log = versions_->log_number();
+  const uint64_t manifest = versions_->manifest_number();
+  std::vector<std::string> children;
+  if (!env_->GetChildren(dbname_, &children).ok()) return;
+  for (const std::string& name : children) {
+    uint64_t number;
+    bool remove = false;
+    if (ParseLogFileName(name, &number)) {
+      remove = number < min_log;
+      if (remove) {
+        std::lock_guard lock(mu_);
+        closed_wal_sizes_.erase(number);
+      }
+    } else if (ParseTableFileName(name, &number)) {
+      remove = live.count(number) == 0 && pending.count(number) == 0;
+      if (remove) table_cache_->Evict(number);
+    } else if (name.rfind("MANIFEST-", 0) == 0) {
+      remove = name != ManifestFileName("", manifest).substr(1);
+    } else if (name == "CURRENT.tmp") {
+      remove = true;  // only Open writes CURRENT, before this runs
+    }
+    if (remove) (void)env_->RemoveFile(dbname_ + "/" + name);
+  }
+}
+
+Status DBImpl::WaitForFlushLocked(std::unique_lock<std::mutex>& lock) {
+  while (!view_->imm.empty()) {
+    if (!bg_running_ || shutting_down_) return Status::IOError("the DB is closing");
+    if (!bg_error_.ok()) return bg_error_;
+    bg_cv_.notify_one();
+    bg_done_cv_.wait(lock);
+  }
+  return Status::OK();
+}
+
+Status DBImpl::Flush() {
+  WriteBatch empty;
+  Status s = WriteInternal(WriteOptions{}, &empty, /*force_rotate=*/true);
+  if (!s.ok()) return s;
+  std::unique_lock lock(mu_);
+  return WaitForFlushLocked(lock);
+}
+
+Status DBImpl::CompactRange(std::string_view begin, std::string_view end) {
+  Status s = Flush();
+  if (!s.ok()) return s;
+  int deepest = 0;
+  {
+    std::shared_ptr<const Version> v = versions_->current();
+    for (int level = 0; level < kNumLevels; level++) {
+      if (!v->files[level].empty()) deepest = level;
+    }
+  }
+  for (int level = 0; level < deepest; level++) {
+    ManualCompaction m;
+    m.level = level;
+    m.begin.assign(begin);
+    m.end.assign(end);
+    std::unique_lock lock(mu_);
+    manual_compactions_.push_back(&m);
+    bg_cv_.notify_one();
+    bg_done_cv_.wait(lock, [&] { return m.done || !bg_running_; });
+    if (!m.done) {
+      std::erase(manual_compactions_, &m);
+      return Status::IOError("the DB is closing");
+    }
+    if (!m.status.ok()) return m.status;
+  }
+  return Status::OK();
+}
+
+Status DBImpl::Checkpoint(const std::string& dir) {
+  if (env_->FileExists(dir)) return Status::InvalidArgument(dir + ": already exists");
+  Status s = env_->CreateDir(dir);
+  if (!s.ok()) return s;
+  {
+    std::lock_guard lock(mu_);
+    checkpoints_in_progress_++;  // no file is deleted until we are done
+  }
+  std::shared_ptr<const Version> version;
+  uint64_t log_number;
+  SequenceNumber last_sequence;
+  versions_->CurrentState(&version, &log_number, &last_sequence);
+  // Tables: hard links (they are immutable).
+  for (int level = 0; level < kNumLevels && s.ok(); level++) {
+    for (const auto& f : version->files[level]) {
+      s = env_->LinkFile(TableFileName(dbname_, f->number), TableFileName(dir, f->number));
+      if (!s.ok()) break;
+    }
+  }
+  // WAL segments the version does not cover: copies, since the newest is
+  // still being appended to. A copy may end in a torn record, which the
+  // checkpoint's recovery cuts off like any torn tail.
+  std::vector<std::string> children;
+  if (s.ok()) s = env_->GetChildren(dbname_, &children);
+  std::vector<uint64_t> logs;
+  for (const std::string& name : children) {
+    uint64_t number;
+    if (ParseLogFileName(name, &number) && number >= log_number) logs.push_back(number);
+  }
+  std::sort(logs.begin(), logs.end());
+  for (uint64_t number : logs) {
+    if (!s.ok()) break;
+    std::unique_ptr<SequentialFile> in;
+    std::unique_ptr<WritableFile> out;
+    s = env_->NewSequentialFile(LogFileName(dbname_, number), &in);
+    if (s.ok()) s = env_->NewWritableFile(LogFileName(dir, number), &out);
+    std::string buf(1 << 20, '\0');
+    while (s.ok()) {
+      std::string_view got;
+      s = in->Read(buf.size(), &got, buf.data());
+      if (!s.ok() || got.empty()) break;
+      s = out->Append(got);
+    }
+    if (s.ok()) s = out->Sync();
+    if (out != nullptr) (void)out->Close();
+  }
+  if (s.ok()) {
+    VersionEdit snapshot = versions_->SnapshotEdit(*version, log_number, last_sequence);
+    s = WriteManifest(env_, dir, versions_->NewFileNumber(), snapshot, nullptr);
+  }
+  if (s.ok()) s = env_->SyncDir(dir);
+  {
+    std::lock_guard lock(mu_);
+    checkpoints_in_progress_--;
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------
 // Reads
 
-std::shared_ptr<const DBImpl::MemView> DBImpl::CurrentView() {
+std::shared_ptr<const DBImpl::View> DBImpl::CurrentView() {
   std::lock_guard lock(mu_);
   return view_;
 }
 
 Status DBImpl::Get(const ReadOptions& options, std::string_view key, std::string* value) {
   // The sequence before the view: every write at or below it went into a
-  // memtable that this view (or a newer one) contains.
+  // memtable that this view (or a table of its version) contains.
   const SequenceNumber seq = options.snapshot != nullptr
                                  ? options.snapshot->sequence()
                                  : last_sequence_.load(std::memory_order_acquire);
-  std::shared_ptr<const MemView> view = CurrentView();
+  std::shared_ptr<const View> view = CurrentView();
+  stat_reads_.fetch_add(1, std::memory_order_relaxed);
   MemTable::Lookup r = view->mem->Get(key, seq, value);
   for (size_t i = 0; r == MemTable::Lookup::kAbsent && i < view->imm.size(); i++) {
     r = view->imm[i]->Get(key, seq, value);
   }
   if (r == MemTable::Lookup::kFound) return Status::OK();
-  return Status::NotFound();
+  if (r == MemTable::Lookup::kDeleted) return Status::NotFound();
+  std::string lookup;
+  AppendInternalKey(&lookup, key, seq, kValueTypeForSeek);
+  Version::Lookup vr;
+  int probed = 0;
+  Status s = view->version->Get(lookup, table_cache_.get(), &vr, value, &probed);
+  stat_tables_probed_.fetch_add(static_cast<uint64_t>(probed), std::memory_order_relaxed);
+  if (!s.ok()) return s;
+  return vr == Version::Lookup::kFound ? Status::OK() : Status::NotFound();
 }
 
 std::unique_ptr<Iterator> DBImpl::NewIterator(const ReadOptions& options) {
   const SequenceNumber seq = options.snapshot != nullptr
                                  ? options.snapshot->sequence()
                                  : last_sequence_.load(std::memory_order_acquire);
-  std::shared_ptr<const MemView> view = CurrentView();
+  std::shared_ptr<const View> view = CurrentView();
   std::vector<std::unique_ptr<InternalIterator>> children;
   children.push_back(view->mem->NewIterator());
   for (const auto& imm : view->imm) children.push_back(imm->NewIterator());
+  view->version->AddIterators(table_cache_.get(), &children);
   return std::make_unique<DBIter>(std::make_unique<MergingIterator>(std::move(children)), seq,
                                   std::move(view));
 }
@@ -580,13 +991,24 @@ void DBImpl::ReleaseSnapshot(const Snapshot* snapshot) {
 DBStats DBImpl::GetStats() {
   DBStats st;
   st.sequence = last_sequence_.load(std::memory_order_acquire);
-  std::shared_ptr<const MemView> view;
+  std::shared_ptr<const View> view;
   {
     std::lock_guard lock(mu_);
     view = view_;
     st.snapshots = snapshots_.size();
     st.read_only = read_only_.load();
     if (st.read_only) st.read_only_reason = read_only_reason_.ToString();
+    st.wal_bytes = wal_bytes_current_.load();
+    st.wal_segments = closed_wal_sizes_.size() + 1;
+    for (const auto& [number, bytes] : closed_wal_sizes_) st.wal_bytes += bytes;
+    st.flushes = flushes_;
+    st.compactions = compactions_;
+    st.flush_bytes_written = flush_bytes_;
+    st.compaction_bytes_read = compaction_bytes_read_;
+    st.compaction_bytes_written = compaction_bytes_written_;
+    st.stall_count = stall_count_;
+    st.stall_micros = stall_micros_;
+    if (!bg_error_.ok()) st.background_error = bg_error_.ToString();
   }
   int64_t live = view->mem->live_keys();
   st.memtable_bytes = view->mem->MemoryUsage();
@@ -595,12 +1017,31 @@ DBStats DBImpl::GetStats() {
     live += m->live_keys();
   }
   st.immutable_memtables = view->imm.size();
+  for (int level = 0; level < kNumLevels; level++) {
+    LevelStats ls;
+    ls.files = view->version->files[level].size();
+    ls.bytes = view->version->LevelBytes(level);
+    st.levels.push_back(ls);
+    for (const auto& f : view->version->files[level]) live += static_cast<int64_t>(f->entries);
+  }
+  // Table entries count every version and deletion: an upper estimate.
   st.live_keys_estimate = live > 0 ? static_cast<uint64_t>(live) : 0;
-  st.wal_bytes = wal_bytes_older_.load() + wal_bytes_current_.load();
-  st.wal_segments = wal_segments_.load();
   st.writes = stat_writes_.load();
   st.write_groups = stat_groups_.load();
   st.wal_syncs = stat_syncs_.load();
+  st.user_bytes_written = stat_user_bytes_.load();
+  st.write_amplification =
+      st.user_bytes_written == 0
+          ? 0
+          : static_cast<double>(st.flush_bytes_written + st.compaction_bytes_written) /
+                static_cast<double>(st.user_bytes_written);
+  st.reads = stat_reads_.load();
+  st.tables_probed = stat_tables_probed_.load();
+  st.block_cache_hits = block_cache_->hits();
+  st.block_cache_misses = block_cache_->misses();
+  st.block_cache_bytes = block_cache_->usage();
+  st.table_memory_bytes = table_cache_->MemoryUsage();
+  st.open_tables = table_cache_->open_tables();
   return st;
 }
 
@@ -609,6 +1050,14 @@ bool DBImpl::GetProperty(std::string_view name, std::string* value) {
   if (name.substr(0, kPrefix.size()) != kPrefix) return false;
   name.remove_prefix(kPrefix.size());
   const DBStats st = GetStats();
+  std::string levels;
+  for (size_t i = 0; i < st.levels.size(); i++) {
+    if (i > 0) levels += ' ';
+    levels += "L" + std::to_string(i) + ":" + std::to_string(st.levels[i].files) + "/" +
+              std::to_string(st.levels[i].bytes);
+  }
+  char wamp[32];
+  std::snprintf(wamp, sizeof(wamp), "%.2f", st.write_amplification);
   const std::pair<std::string_view, std::string> fields[] = {
       {"sequence", std::to_string(st.sequence)},
       {"memtable_bytes", std::to_string(st.memtable_bytes)},
@@ -622,6 +1071,24 @@ bool DBImpl::GetProperty(std::string_view name, std::string* value) {
       {"snapshots", std::to_string(st.snapshots)},
       {"read_only", st.read_only ? "true" : "false"},
       {"read_only_reason", st.read_only_reason},
+      {"levels", levels},
+      {"user_bytes_written", std::to_string(st.user_bytes_written)},
+      {"flush_bytes_written", std::to_string(st.flush_bytes_written)},
+      {"compaction_bytes_read", std::to_string(st.compaction_bytes_read)},
+      {"compaction_bytes_written", std::to_string(st.compaction_bytes_written)},
+      {"write_amplification", wamp},
+      {"flushes", std::to_string(st.flushes)},
+      {"compactions", std::to_string(st.compactions)},
+      {"reads", std::to_string(st.reads)},
+      {"tables_probed", std::to_string(st.tables_probed)},
+      {"block_cache_hits", std::to_string(st.block_cache_hits)},
+      {"block_cache_misses", std::to_string(st.block_cache_misses)},
+      {"block_cache_bytes", std::to_string(st.block_cache_bytes)},
+      {"table_memory_bytes", std::to_string(st.table_memory_bytes)},
+      {"open_tables", std::to_string(st.open_tables)},
+      {"stall_count", std::to_string(st.stall_count)},
+      {"stall_micros", std::to_string(st.stall_micros)},
+      {"background_error", st.background_error},
   };
   if (name == "stats") {
     value->clear();

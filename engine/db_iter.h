@@ -34,7 +34,7 @@ class DBIter final : public Iterator {
   }
   std::string_view key() const override { return ExtractUserKey(iter_->key()); }
   std::string_view value() const override { return iter_->value(); }
-  Status status() const override { return Status::OK(); }
+  Status status() const override { return iter_->status(); }
 
  private:
   // Moves to the first entry that is visible, not shadowed by a newer

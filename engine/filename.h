@@ -16,9 +16,8 @@ inline std::string LogFileName(const std::string& dbname, uint64_t number) {
 }
 inline std::string LockFileName(const std::string& dbname) { return dbname + "/LOCK"; }
 
-// Parses "NNNNNN.log" into its number.
-inline bool ParseLogFileName(std::string_view name, uint64_t* number) {
-  constexpr std::string_view kSuffix = ".log";
+// Parses "NNNNNN<suffix>" into its number.
+inline bool ParseNumberedFileName(std::string_view name, std::string_view kSuffix, uint64_t* number) {
   if (name.size() <= kSuffix.size() || name.substr(name.size() - kSuffix.size()) != kSuffix) {
     return false;
   }
@@ -30,6 +29,13 @@ inline bool ParseLogFileName(std::string_view name, uint64_t* number) {
   }
   *number = n;
   return true;
+}
+
+inline bool ParseLogFileName(std::string_view name, uint64_t* number) {
+  return ParseNumberedFileName(name, ".log", number);
+}
+inline bool ParseTableFileName(std::string_view name, uint64_t* number) {
+  return ParseNumberedFileName(name, ".sst", number);
 }
 
 }  // namespace kvstore

@@ -70,6 +70,10 @@ class FaultInjectionEnv final : public Env {
   Status RemoveFile(const std::string& path) override;
   Status RenameFile(const std::string& from, const std::string& to) override;
   Status TruncateFile(const std::string& path, uint64_t size) override;
+  Status LinkFile(const std::string& from, const std::string& to) override {
+    if (!active_) return Status::IOError("fault injection: file system inactive");
+    return base_->LinkFile(from, to);
+  }
   Status CreateDir(const std::string& dir) override {
     if (!active_) return Status::IOError("fault injection: file system inactive");
     return base_->CreateDir(dir);

@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "kvstore/iterator.h"
 #include "kvstore/options.h"
@@ -41,6 +42,11 @@ class Snapshot {
 };
 
 // Counters and sizes, as of the call.
+struct LevelStats {
+  uint64_t files = 0;
+  uint64_t bytes = 0;
+};
+
 struct DBStats {
   uint64_t sequence = 0;           // sequence number of the newest visible write
   uint64_t memtable_bytes = 0;     // all memtables, active and immutable
@@ -54,6 +60,25 @@ struct DBStats {
   uint64_t snapshots = 0;          // currently held
   bool read_only = false;          // writes refused after an unrecoverable error
   std::string read_only_reason;    // why, when read_only
+
+  std::vector<LevelStats> levels;  // one per level, L0 first
+  uint64_t user_bytes_written = 0;        // keys + values handed to Write
+  uint64_t flush_bytes_written = 0;       // tables written by flushes
+  uint64_t compaction_bytes_read = 0;
+  uint64_t compaction_bytes_written = 0;
+  double write_amplification = 0;         // (flush + compaction bytes) / user bytes
+  uint64_t flushes = 0;
+  uint64_t compactions = 0;
+  uint64_t reads = 0;                     // Get calls
+  uint64_t tables_probed = 0;             // tables read by Gets (past their filters)
+  uint64_t block_cache_hits = 0;
+  uint64_t block_cache_misses = 0;
+  uint64_t block_cache_bytes = 0;         // in use
+  uint64_t table_memory_bytes = 0;        // index and filter blocks of open tables
+  uint64_t open_tables = 0;
+  uint64_t stall_count = 0;               // writes slowed down or stopped
+  uint64_t stall_micros = 0;              // time writes spent stalled
+  std::string background_error;           // last flush/compaction failure, if any
 };
 
 class DB {
@@ -98,6 +123,17 @@ class DB {
   // snapshot keeps old versions alive.
   virtual const Snapshot* GetSnapshot() = 0;
   virtual void ReleaseSnapshot(const Snapshot* snapshot) = 0;
+
+  // Writes the memtable out as a table now and waits for it.
+  virtual Status Flush() = 0;
+  // Compacts every level's tables overlapping [begin, end] (empty strings:
+  // unbounded) down to the last level that has data, dropping overwritten
+  // versions and deletions nobody can see. Waits for it.
+  virtual Status CompactRange(std::string_view begin, std::string_view end) = 0;
+  // A consistent copy of the store in dir (which must not exist, on the same
+  // file system): hard links to the tables, copies of the live WAL segments
+  // and a manifest of their own. dir opens as a DB.
+  virtual Status Checkpoint(const std::string& dir) = 0;
 
   virtual DBStats GetStats() = 0;
   // Named properties as text: "kvstore.stats" (all of DBStats, one per

@@ -80,6 +80,8 @@ class Env {
   virtual Status RemoveFile(const std::string& path) = 0;
   virtual Status RenameFile(const std::string& from, const std::string& to) = 0;
   virtual Status TruncateFile(const std::string& path, uint64_t size) = 0;
+  // A hard link: to names the same file as from (same file system).
+  virtual Status LinkFile(const std::string& from, const std::string& to) = 0;
   // Creates dir; OK if it already exists.
   virtual Status CreateDir(const std::string& dir) = 0;
   // fsync of the directory itself, so that creations, renames and removals

@@ -24,8 +24,24 @@ struct Options {
   bool error_if_exists = false;
 
   // Bytes the active memtable may hold before it becomes immutable and a new
-  // memtable (with its own WAL segment) takes the writes.
+  // memtable (with its own WAL segment) takes the writes; a background
+  // thread then flushes it to a table. At most two memtables exist at once,
+  // so memtables use at most twice this.
   size_t memtable_budget = 64 * 1024 * 1024;
+
+  // Bytes of decoded table blocks kept in memory (a sharded LRU).
+  size_t block_cache_bytes = 64 * 1024 * 1024;
+
+  // Tables kept open at once (each holds a file descriptor, its index and
+  // its filter in memory).
+  int max_open_files = 1000;
+
+  // Bloom filter bits per key in every table (about 1% false positives at
+  // 10); 0 turns filters off.
+  int bloom_bits_per_key = 10;
+
+  // LZ4 per table block, kept only where it saves at least an eighth.
+  bool compression = true;
 
   // On recovery, corruption that is not a torn tail of the newest WAL
   // segment fails Open with Status::Corruption. With this set, replay instead

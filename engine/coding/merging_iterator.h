@@ -30,13 +30,23 @@ class MergingIterator final : public InternalIterator {
   }
   std::string_view key() const override { return current_->key(); }
   std::string_view value() const override { return current_->value(); }
+  Status status() const override { return status_; }
 
  private:
   void FindSmallest() {
     current_ = nullptr;
     std::string_view smallest;
     for (auto& c : children_) {
-      if (!c->Valid()) continue;
+      if (!c->Valid()) {
+        // A child that stopped on an error stops the merge: going on would
+        // silently skip its keys.
+        if (Status s = c->status(); !s.ok()) {
+          status_ = s;
+          current_ = nullptr;
+          return;
+        }
+        continue;
+      }
       std::string_view k = c->key();
       if (current_ == nullptr || CompareInternalKeys(k, smallest) < 0) {
         current_ = c.get();
@@ -47,6 +57,7 @@ class MergingIterator final : public InternalIterator {
 
   std::vector<std::unique_ptr<InternalIterator>> children_;
   InternalIterator* current_ = nullptr;
+  Status status_;
 };
 
 }  // namespace kvstore
