@@ -158,9 +158,16 @@ Status DBImpl::Recover() {
   std::shared_ptr<const Version> version = versions_->current();
   for (const auto& level : version->files) {
     for (const auto& f : level) {
+      const std::string name = TableFileName(dbname_, f->number);
       if (tables_on_disk.count(f->number) == 0) {
-        return Status::Corruption(TableFileName(dbname_, f->number) +
-                                  ": named by the manifest but missing");
+        return Status::Corruption(name + ": named by the manifest but missing");
+      }
+      uint64_t size = 0;
+      s = env_->GetFileSize(name, &size);
+      if (!s.ok()) return s;
+      if (size != f->file_size) {
+        return Status::Corruption(name + ": " + std::to_string(size) + " bytes, but the manifest recorded " +
+                                  std::to_string(f->file_size) + " (truncated or replaced)");
       }
     }
   }
@@ -658,7 +665,7 @@ void DBImpl::BackgroundLoop() {
         std::lock_guard l(mu_);
         m = manual_compactions_.front();
       }
-      auto c = PickRangeCompaction(*versions_->current(), m->level, m->begin, m->end);
+      auto c = PickRangeCompaction(*versions_->current(), m->level, m->begin, m->end, m->in_place);
       if (c != nullptr) s = RunOneCompaction(std::move(c));
     } else {
       auto c = PickCompaction(*versions_->current(), compaction_options_, &compact_pointers_);
@@ -848,9 +855,15 @@ Status DBImpl::CompactRange(std::string_view begin, std::string_view end) {
       if (!v->files[level].empty()) deepest = level;
     }
   }
-  for (int level = 0; level < deepest; level++) {
+  // Each level down into the next, as far as the deepest level holding
+  // data (at least L1, so that L0's overlapping tables get merged too); then
+  // the deepest level in place, since nothing below it would ever collect
+  // its garbage.
+  const int last = std::max(deepest, 1);
+  for (int level = 0; level <= last; level++) {
     ManualCompaction m;
     m.level = level;
+    m.in_place = level == last;
     m.begin.assign(begin);
     m.end.assign(end);
     std::unique_lock lock(mu_);

@@ -177,6 +177,7 @@ class DBImpl final : public DB {
   CompactPointers compact_pointers_;
   struct ManualCompaction {
     int level;
+    bool in_place = false;
     std::string begin, end;
     bool done = false;
     Status status;

@@ -293,6 +293,153 @@ TEST_F(DBTest, StatsAndProperties) {
   EXPECT_FALSE(db_->GetProperty("other", &v));
 }
 
+// --- tables: flush, compaction, checkpoints --------------------------------
+
+TEST_F(DBTest, FlushWritesATableAndDropsItsWal) {
+  Reopen();
+  for (int i = 0; i < 1000; i++) ASSERT_TRUE(db_->Put(wo_, "k" + std::to_string(i), "v" + std::to_string(i)).ok());
+  ASSERT_TRUE(db_->Flush().ok());
+  DBStats st = db_->GetStats();
+  EXPECT_EQ(st.levels[0].files, 1u);
+  EXPECT_EQ(st.flushes, 1u);
+  EXPECT_EQ(st.immutable_memtables, 0u);
+  EXPECT_EQ(LogFiles().size(), 1u);  // only the segment taking new writes
+  EXPECT_EQ(Get("k500"), "v500");
+  ASSERT_TRUE(db_->Delete(wo_, "k500").ok());
+  Reopen();
+  EXPECT_EQ(Get("k499"), "v499");
+  EXPECT_EQ(Get("k500"), "NOT_FOUND");  // the deletion in the WAL shadows the table
+  EXPECT_EQ(db_->GetStats().levels[0].files, 1u);
+}
+
+TEST_F(DBTest, CompactRangeDropsOverwrittenAndDeleted) {
+  Reopen();
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < 500; i++) {
+      ASSERT_TRUE(db_->Put(wo_, "k" + std::to_string(i), "r" + std::to_string(round)).ok());
+    }
+    ASSERT_TRUE(db_->Flush().ok());
+  }
+  for (int i = 0; i < 250; i++) ASSERT_TRUE(db_->Delete(wo_, "k" + std::to_string(i)).ok());
+  ASSERT_TRUE(db_->CompactRange("", "").ok());
+  DBStats st = db_->GetStats();
+  EXPECT_EQ(st.levels[0].files, 0u);
+  EXPECT_EQ(st.live_keys_estimate, 250u);  // one entry per live key is left in the tables
+  EXPECT_GT(st.compactions, 0u);
+  EXPECT_EQ(Get("k0"), "NOT_FOUND");
+  EXPECT_EQ(Get("k499"), "r2");
+  int n = 0;
+  auto it = db_->NewIterator(ReadOptions{});
+  for (it->SeekToFirst(); it->Valid(); it->Next()) n++;
+  EXPECT_EQ(n, 250);
+  EXPECT_TRUE(it->status().ok());
+}
+
+TEST_F(DBTest, SnapshotsSurviveCompaction) {
+  Reopen();
+  ASSERT_TRUE(db_->Put(wo_, "k", "old").ok());
+  ASSERT_TRUE(db_->Put(wo_, "gone", "here").ok());
+  const Snapshot* snap = db_->GetSnapshot();
+  ASSERT_TRUE(db_->Put(wo_, "k", "new").ok());
+  ASSERT_TRUE(db_->Delete(wo_, "gone").ok());
+  ASSERT_TRUE(db_->CompactRange("", "").ok());
+  EXPECT_EQ(Get("k", snap), "old");
+  EXPECT_EQ(Get("gone", snap), "here");
+  EXPECT_EQ(Get("k"), "new");
+  EXPECT_EQ(Get("gone"), "NOT_FOUND");
+  db_->ReleaseSnapshot(snap);
+  ASSERT_TRUE(db_->CompactRange("", "").ok());
+  EXPECT_EQ(db_->GetStats().live_keys_estimate, 1u);
+}
+
+TEST_F(DBTest, CheckpointOpensAsAStore) {
+  options_.memtable_budget = 64 * 1024;
+  Reopen();
+  for (int i = 0; i < 3000; i++) ASSERT_TRUE(db_->Put(wo_, "k" + std::to_string(i), std::string(50, 'a')).ok());
+  ASSERT_TRUE(db_->Delete(wo_, "k7").ok());
+  const std::string cp = dir_ + "-checkpoint";
+  std::filesystem::remove_all(cp);
+  ASSERT_TRUE(db_->Checkpoint(cp).ok());
+  EXPECT_TRUE(db_->Checkpoint(cp).IsInvalidArgument());  // exists
+  ASSERT_TRUE(db_->Put(wo_, "after", "checkpoint").ok());
+  const std::string before = Contents();
+  std::unique_ptr<DB> copy;
+  ASSERT_TRUE(DB::Open(options_, cp, &copy).ok());
+  std::string v;
+  EXPECT_TRUE(copy->Get(ReadOptions{}, "k2999", &v).ok());
+  EXPECT_TRUE(copy->Get(ReadOptions{}, "k7", &v).IsNotFound());
+  EXPECT_TRUE(copy->Get(ReadOptions{}, "after", &v).IsNotFound());
+  int n = 0;
+  auto it = copy->NewIterator(ReadOptions{});
+  for (it->SeekToFirst(); it->Valid(); it->Next()) n++;
+  EXPECT_EQ(n, 2999);
+  it.reset();
+  copy.reset();
+  EXPECT_EQ(Contents(), before);  // the original is untouched
+  std::filesystem::remove_all(cp);
+}
+
+TEST_F(DBTest, OrphanTablesAreRemovedAtOpen) {
+  Reopen();
+  ASSERT_TRUE(db_->Put(wo_, "a", "1").ok());
+  db_.reset();
+  const std::string orphan = dir_ + "/000999.sst";
+  { std::ofstream(orphan) << "half a table from a crash"; }
+  Reopen();
+  EXPECT_FALSE(std::filesystem::exists(orphan));
+  EXPECT_EQ(Get("a"), "1");
+}
+
+TEST_F(DBTest, TruncatedTableIsAClearErrorAtOpen) {
+  Reopen();
+  ASSERT_TRUE(db_->Put(wo_, "a", "1").ok());
+  ASSERT_TRUE(db_->Flush().ok());
+  db_.reset();
+  std::string table;
+  for (auto& e : std::filesystem::directory_iterator(dir_)) {
+    if (e.path().extension() == ".sst") table = e.path().string();
+  }
+  ASSERT_FALSE(table.empty());
+  std::filesystem::resize_file(table, 0);
+  Status s = Open();
+  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+  EXPECT_NE(s.ToString().find(table), std::string::npos) << s.ToString();
+}
+
+TEST_F(DBTest, DamagedTableBlockIsReportedNotMisread) {
+  options_.compression = false;
+  Reopen();
+  for (int i = 0; i < 2000; i++) ASSERT_TRUE(db_->Put(wo_, "k" + std::to_string(i), std::string(40, 'v')).ok());
+  ASSERT_TRUE(db_->Flush().ok());
+  db_.reset();
+  std::string table;
+  for (auto& e : std::filesystem::directory_iterator(dir_)) {
+    if (e.path().extension() == ".sst") table = e.path().string();
+  }
+  {
+    std::fstream f(table, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);  // inside the first data block
+    f.put('\x55');
+  }
+  Reopen();
+  auto it = db_->NewIterator(ReadOptions{});
+  int n = 0;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) n++;
+  EXPECT_TRUE(it->status().IsCorruption()) << it->status().ToString();
+  EXPECT_NE(it->status().ToString().find(".sst"), std::string::npos);
+  std::string v;
+  bool saw_corruption = false;
+  for (int i = 0; i < 2000; i++) {
+    Status s = db_->Get(ReadOptions{}, "k" + std::to_string(i), &v);
+    ASSERT_TRUE(s.ok() || s.IsCorruption()) << s.ToString();
+    saw_corruption |= s.IsCorruption();
+    if (s.ok()) {
+      ASSERT_EQ(v, std::string(40, 'v'));
+    }
+  }
+  EXPECT_TRUE(saw_corruption);
+}
+
 // --- recovery from damaged WAL segments -----------------------------------
 
 TEST_F(DBTest, TornTailIsTruncatedAndOpens) {

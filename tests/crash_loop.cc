@@ -62,7 +62,7 @@ void WriteLine(const std::string& line) {
 int RunChild(const std::string& dir, uint64_t base_id, int threads) {
   std::unique_ptr<DB> db;
   Options options;
-  options.memtable_budget = 1 << 20;  // rotate segments now and then
+  options.memtable_budget = 256 << 10;  // flush and compact all the time, so kills land in them too
   Status s = DB::Open(options, dir, &db);
   if (!s.ok()) {
     std::fprintf(stderr, "child: open: %s\n", s.ToString().c_str());
@@ -102,6 +102,7 @@ struct Totals {
   uint64_t acknowledged = 0;
   uint64_t lost = 0;
   uint64_t partial = 0;
+  uint64_t tables = 0;  // in the store after the last reopen
 };
 
 // Starts the child, reads acknowledgements until run_ms after it is ready
@@ -218,6 +219,9 @@ bool Verify(const std::string& dir, const std::map<uint64_t, uint32_t>& acked, T
   }
   totals->lost += lost;
   totals->partial += partial;
+  const kvstore::DBStats st = db->GetStats();
+  totals->tables = 0;
+  for (const auto& level : st.levels) totals->tables += level.files;
   return true;
 }
 
@@ -280,9 +284,10 @@ int main(int argc, char** argv) {
     ok = RunCycle(self, dir, (static_cast<uint64_t>(c) + 1) << 40, threads, run_ms, kill_in_recovery, &acked) &&
          Verify(dir, acked, &totals);
     done++;
-    std::printf("cycle %d: killed %d ms after %s, %zu batches acknowledged, lost so far %lu, partial so far %lu\n",
+    std::printf("cycle %d: killed %d ms after %s, %zu batches acknowledged, %lu tables, lost so far %lu, "
+                "partial so far %lu\n",
                 c + 1, run_ms, kill_in_recovery ? "start (in recovery)" : "ready", acked.size() - before,
-                totals.lost, totals.partial);
+                totals.tables, totals.lost, totals.partial);
     std::fflush(stdout);
   }
   totals.acknowledged += acked.size();

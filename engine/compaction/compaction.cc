@@ -30,6 +30,7 @@ void KeyRange(const std::vector<std::shared_ptr<const FileMeta>>& files, std::st
 }
 
 void AddNextLevelInputs(const Version& v, Compaction* c) {
+  c->output_level = c->level + 1;
   std::string smallest, largest;
   KeyRange(c->inputs[0], &smallest, &largest);
   c->inputs[1] = v.Overlapping(c->level + 1, ExtractUserKey(smallest), ExtractUserKey(largest));
@@ -77,8 +78,9 @@ std::unique_ptr<Compaction> PickCompaction(const Version& v, const CompactionOpt
 }
 
 std::unique_ptr<Compaction> PickRangeCompaction(const Version& v, int level, const std::string& begin,
-                                                const std::string& end) {
-  if (level >= kNumLevels - 1) return nullptr;
+                                                const std::string& end, bool in_place) {
+  if (level >= kNumLevels - 1 && !in_place) return nullptr;
+  if (level == 0 && in_place) return nullptr;  // L0 tables overlap: they can only go down
   auto c = std::make_unique<Compaction>();
   c->level = level;
   for (const auto& f : v.files[level]) {
@@ -88,7 +90,11 @@ std::unique_ptr<Compaction> PickRangeCompaction(const Version& v, int level, con
   }
   if (c->inputs[0].empty()) return nullptr;
   if (level == 0) c->inputs[0] = v.files[0];  // see PickCompaction
-  AddNextLevelInputs(v, c.get());
+  if (in_place) {
+    c->output_level = level;
+  } else {
+    AddNextLevelInputs(v, c.get());
+  }
   c->trivial_move = false;  // a requested compaction rewrites, so it also drops garbage
   return c;
 }
@@ -183,7 +189,7 @@ Status RunCompaction(const Compaction& c, const Version& v, Env* env, const std:
                      TableCache* cache, const CompactionOptions& options, SequenceNumber smallest_snapshot,
                      const std::function<uint64_t()>& new_file_number, VersionEdit* edit,
                      CompactionStats* stats) {
-  const int out_level = c.level + 1;
+  const int out_level = c.output_level;
   for (int i = 0; i < 2; i++) {
     for (const auto& f : c.inputs[i]) {
       edit->DeleteFile(c.level + i, f->number);

@@ -28,7 +28,8 @@ struct CompactionOptions {
 uint64_t MaxBytesForLevel(const CompactionOptions& options, int level);
 
 struct Compaction {
-  int level = 0;  // inputs[0] from level, inputs[1] from level + 1; output to level + 1
+  int level = 0;  // inputs[0] from level, inputs[1] from level + 1
+  int output_level = 1;  // level + 1, or level itself for an in-place rewrite
   std::vector<std::shared_ptr<const FileMeta>> inputs[2];
   // One input file and nothing to merge with: move it down by a manifest edit.
   bool trivial_move = false;
@@ -45,9 +46,11 @@ struct CompactPointers {
 std::unique_ptr<Compaction> PickCompaction(const Version& v, const CompactionOptions& options,
                                            CompactPointers* pointers);
 // Every file of level overlapping [begin, end] (user keys; empty = unbounded),
-// with its overlaps one level down. nullptr when there is none.
+// with its overlaps one level down; or, in_place, rewritten into level itself
+// (for the deepest level, whose garbage nothing below would ever collect).
+// nullptr when there is none.
 std::unique_ptr<Compaction> PickRangeCompaction(const Version& v, int level, const std::string& begin,
-                                                const std::string& end);
+                                                const std::string& end, bool in_place);
 // The highest score over all levels (>= 1 means a compaction is due).
 double MaxCompactionScore(const Version& v, const CompactionOptions& options);
 
