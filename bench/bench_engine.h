@@ -43,6 +43,12 @@ struct EngineConfig {
   size_t write_buffer_size = 0;
   // Threads that will call the engine; raw keeps one file per thread.
   int threads = 1;
+  // Table settings every engine gets alike (kvstore's defaults).
+  size_t block_size = 4096;
+  int bloom_bits_per_key = 10;
+  size_t block_cache_bytes = 64 << 20;
+  // kvstore and RocksDB use LZ4; LevelDB has only Snappy, so it uses that.
+  bool compression = true;
 };
 
 // An ordered scan of the whole store.
@@ -73,6 +79,9 @@ class BenchEngine {
   // *found is false (and OK is returned) when the key has no value.
   virtual BenchStatus Get(int thread, std::string_view key, std::string* value, bool* found) = 0;
   virtual std::unique_ptr<BenchIterator> NewIterator(int thread) = 0;
+  // Compacts the whole key range as far as the engine goes (kvbench's
+  // "compact" workload; a no-op for raw).
+  virtual BenchStatus CompactAll() = 0;
   // Releases the store (and its directory lock). Safe to call twice.
   virtual BenchStatus Close() = 0;
 };

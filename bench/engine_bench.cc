@@ -35,7 +35,7 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-enum class Workload { kFillSeq, kFillRandom, kOverwrite, kReadRandom, kReadSeq };
+enum class Workload { kFillSeq, kFillRandom, kOverwrite, kReadRandom, kReadSeq, kCompact };
 
 struct WorkloadInfo {
   const char* name;
@@ -50,6 +50,10 @@ constexpr WorkloadInfo kWorkloads[] = {
     {"overwrite", Workload::kOverwrite, true, false},
     {"readrandom", Workload::kReadRandom, false, false},
     {"readseq", Workload::kReadSeq, false, false},
+    // Compacts everything (one timed operation), then reports space and
+    // write amplification: bytes on disk over live bytes, and bytes the
+    // process wrote to disk since the store was filled over bytes written.
+    {"compact", Workload::kCompact, false, false},
 };
 
 const WorkloadInfo* FindWorkload(std::string_view name) {
@@ -144,7 +148,9 @@ struct Result {
   double seconds = 0;
   double p50_us = 0;
   double p99_us = 0;
-  std::optional<uint64_t> found;  // readrandom only
+  std::optional<uint64_t> found;  // readrandom: keys found; compact: live keys
+  std::optional<double> write_amp;  // compact only
+  std::optional<double> space_amp;  // compact only
   int run = 0;
 };
 
@@ -161,6 +167,8 @@ class Printer {
           r.engine.c_str(), r.workload.c_str(), r.threads, r.sync ? "true" : "false",
           static_cast<unsigned long long>(r.ops), r.seconds, ops_per_sec, r.p50_us, r.p99_us);
       if (r.found) std::printf(",\"found\":%llu", static_cast<unsigned long long>(*r.found));
+      if (r.write_amp) std::printf(",\"write_amp\":%.3f", *r.write_amp);
+      if (r.space_amp) std::printf(",\"space_amp\":%.3f", *r.space_amp);
       if (show_run_) std::printf(",\"run\":%d", r.run);
       std::printf("}\n");
     } else {
@@ -177,6 +185,10 @@ class Printer {
                   r.workload.c_str(), r.threads, r.sync ? "true" : "false",
                   static_cast<unsigned long long>(r.ops), r.seconds, ops_per_sec, r.p50_us,
                   r.p99_us, found);
+      if (r.write_amp && r.space_amp) {
+        std::printf("# %s after compact: write amplification %.2f, space amplification %.2f\n",
+                    r.engine.c_str(), *r.write_amp, *r.space_amp);
+      }
     }
     std::fflush(stdout);
   }
@@ -212,6 +224,7 @@ class Runner {
   // Runs one workload on an open engine; false (with *error set) on failure.
   bool RunWorkload(BenchEngine* engine, const WorkloadInfo& w, Result* result,
                    std::string* error) {
+    if (w.kind == Workload::kCompact) return RunCompact(engine, w, result, error);
     const int threads = opt_.threads;
     std::vector<Histogram> hists(threads);
     std::vector<uint64_t> ops(threads, 0), found(threads, 0);
@@ -259,7 +272,74 @@ class Runner {
     return true;
   }
 
+  // Where amplification is measured from: called when a store starts empty.
+  void MarkFresh(const std::string& dir) {
+    dir_ = dir;
+    disk_writes_at_fresh_ = ProcessDiskWrites();
+    user_bytes_since_fresh_ = 0;
+  }
+  void CountUserWrites(uint64_t ops) { user_bytes_since_fresh_ += ops * (opt_.key_size + opt_.value_size); }
+
  private:
+  bool RunCompact(BenchEngine* engine, const WorkloadInfo& w, Result* result, std::string* error) {
+    const Clock::time_point start = Clock::now();
+    BenchStatus s = engine->CompactAll();
+    const Clock::time_point end = Clock::now();
+    if (!s.ok()) {
+      *error = std::string(engine->name()) + " compact: " + s.message();
+      return false;
+    }
+    // Untimed: count the live keys for the space amplification.
+    uint64_t live = 0;
+    std::unique_ptr<BenchIterator> it = engine->NewIterator(0);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) live++;
+    if (!it->status().ok()) {
+      *error = std::string(engine->name()) + " compact scan: " + it->status().message();
+      return false;
+    }
+    const double live_bytes = static_cast<double>(live) * static_cast<double>(opt_.key_size + opt_.value_size);
+    result->engine = engine->name();
+    result->workload = w.name;
+    result->threads = 1;
+    result->sync = opt_.sync;
+    result->ops = 1;
+    result->seconds = std::chrono::duration<double>(end - start).count();
+    result->p50_us = result->p99_us = result->seconds * 1e6;
+    result->found = live;
+    if (live_bytes > 0) result->space_amp = static_cast<double>(DiskBytes(dir_)) / live_bytes;
+    if (user_bytes_since_fresh_ > 0) {
+      result->write_amp = static_cast<double>(ProcessDiskWrites() - disk_writes_at_fresh_) /
+                          static_cast<double>(user_bytes_since_fresh_);
+    }
+    return true;
+  }
+
+  // Bytes this process caused to be written to storage (/proc/self/io):
+  // WAL, flushes and compactions alike, whichever engine did them.
+  static uint64_t ProcessDiskWrites() {
+    std::FILE* f = std::fopen("/proc/self/io", "r");
+    if (f == nullptr) return 0;
+    char line[128];
+    unsigned long long v = 0;
+    while (std::fgets(line, sizeof(line), f) != nullptr) {
+      if (std::sscanf(line, "write_bytes: %llu", &v) == 1) break;
+    }
+    std::fclose(f);
+    return v;
+  }
+  static uint64_t DiskBytes(const std::string& dir) {
+    uint64_t total = 0;
+    std::error_code ec;
+    for (const auto& e : fs::recursive_directory_iterator(dir, ec)) {
+      if (e.is_regular_file(ec)) total += e.file_size(ec);
+    }
+    return total;
+  }
+
+  std::string dir_;
+  uint64_t disk_writes_at_fresh_ = 0;
+  uint64_t user_bytes_since_fresh_ = 0;
+
   static uint64_t Nanos(Clock::time_point a, Clock::time_point b) {
     return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(b - a).count());
   }
@@ -387,8 +467,10 @@ bool RunEngine(const EngineBenchOptions& opt, const std::string& root, const std
   for (const std::string& wname : opt.workloads) {
     const WorkloadInfo& w = *FindWorkload(wname);
     if (!w.writes && !engine->SupportsReads()) continue;  // raw: writes only
+    if (w.kind == Workload::kCompact && !engine->SupportsReads()) continue;
     if (w.fresh) {
       if (!close() || !ResetDir(config.dir, error)) return false;
+      runner->MarkFresh(config.dir);
     } else if (!open && !EnsureDir(config.dir, error)) {
       return false;
     }
@@ -405,6 +487,7 @@ bool RunEngine(const EngineBenchOptions& opt, const std::string& root, const std
       (void)close();
       return false;
     }
+    if (w.writes) runner->CountUserWrites(result.ops);
     result.run = run;
     printer->Print(result);
   }

@@ -23,9 +23,10 @@ void AddEngineCommand(CLI::App& app, int* exit_code) {
                   "first). Default: a fresh /tmp/kvbench-XXXXXX, removed afterwards");
   cmd->add_option("--workload", options->workloads,
                   "Comma-separated list run in order on the same database: fillseq, fillrandom "
-                  "(both start empty), overwrite, readrandom, readseq")
+                  "(both start empty), overwrite, readrandom, readseq, compact (compacts "
+                  "everything, then reports write and space amplification)")
       ->delimiter(',')
-      ->check(CLI::IsMember({"fillseq", "fillrandom", "overwrite", "readrandom", "readseq"}))
+      ->check(CLI::IsMember({"fillseq", "fillrandom", "overwrite", "readrandom", "readseq", "compact"}))
       ->capture_default_str();
   cmd->add_option("--num", options->num,
                   "Total operations across the threads (readseq: each thread scans the whole "

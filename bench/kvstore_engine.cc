@@ -35,6 +35,9 @@ class KvstoreEngine final : public BenchEngine {
     kvstore::Options options;
     options.create_if_missing = true;
     options.memtable_budget = config.write_buffer_size;
+    options.block_cache_bytes = config.block_cache_bytes;
+    options.bloom_bits_per_key = config.bloom_bits_per_key;
+    options.compression = config.compression;
     write_options_.sync = config.sync;
     return FromStatus(kvstore::DB::Open(options, config.dir, &db_));
   }
@@ -52,6 +55,8 @@ class KvstoreEngine final : public BenchEngine {
   std::unique_ptr<BenchIterator> NewIterator(int) override {
     return std::make_unique<KvstoreIterator>(db_->NewIterator(kvstore::ReadOptions{}));
   }
+
+  BenchStatus CompactAll() override { return FromStatus(db_->CompactRange("", "")); }
 
   BenchStatus Close() override {
     if (db_ != nullptr) {

@@ -6,6 +6,8 @@
 // differences do not matter much for now; see rocksdb_engine.cc.
 #include <leveldb/db.h>
 #include <leveldb/iterator.h>
+#include <leveldb/cache.h>
+#include <leveldb/filter_policy.h>
 #include <leveldb/options.h>
 
 #include <memory>
@@ -44,6 +46,14 @@ class LeveldbEngine final : public BenchEngine {
     leveldb::Options options;
     options.create_if_missing = true;
     options.write_buffer_size = config.write_buffer_size;
+    options.block_size = config.block_size;
+    options.compression = config.compression ? leveldb::kSnappyCompression : leveldb::kNoCompression;
+    if (config.bloom_bits_per_key > 0) {
+      filter_policy_.reset(leveldb::NewBloomFilterPolicy(config.bloom_bits_per_key));
+      options.filter_policy = filter_policy_.get();
+    }
+    block_cache_.reset(leveldb::NewLRUCache(config.block_cache_bytes));
+    options.block_cache = block_cache_.get();
     write_options_.sync = config.sync;
     leveldb::DB* db = nullptr;
     leveldb::Status s = leveldb::DB::Open(options, config.dir, &db);
@@ -65,12 +75,20 @@ class LeveldbEngine final : public BenchEngine {
     return std::make_unique<LeveldbIterator>(db_->NewIterator(leveldb::ReadOptions()));
   }
 
+  BenchStatus CompactAll() override {
+    db_->CompactRange(nullptr, nullptr);
+    return BenchStatus::OK();
+  }
+
   BenchStatus Close() override {
     db_.reset();  // LevelDB closes in its destructor
     return BenchStatus::OK();
   }
 
  private:
+  // Declared before db_: the DB uses them until it is deleted.
+  std::unique_ptr<const leveldb::FilterPolicy> filter_policy_;
+  std::unique_ptr<leveldb::Cache> block_cache_;
   std::unique_ptr<leveldb::DB> db_;
   leveldb::WriteOptions write_options_;
 };

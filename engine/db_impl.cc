@@ -666,6 +666,7 @@ void DBImpl::BackgroundLoop() {
         m = manual_compactions_.front();
       }
       auto c = PickRangeCompaction(*versions_->current(), m->level, m->begin, m->end, m->in_place);
+      m->ran = c != nullptr;
       if (c != nullptr) s = RunOneCompaction(std::move(c));
     } else {
       auto c = PickCompaction(*versions_->current(), compaction_options_, &compact_pointers_);
@@ -766,11 +767,18 @@ Status DBImpl::RunOneCompaction(std::unique_ptr<Compaction> c) {
     outputs.push_back(n);
     return n;
   };
-  std::shared_ptr<const Version> v = versions_->current();
   VersionEdit edit;
   CompactionStats st;
-  Status s = RunCompaction(*c, *v, env_, dbname_, table_cache_.get(), compaction_options_, SmallestSnapshot(),
-                           new_file_number, &edit, &st);
+  Status s;
+  {
+    // Scoped: the input version must not be pinned any more when obsolete
+    // files are collected below, or its inputs would survive until the next
+    // background job.
+    std::shared_ptr<const Version> v = versions_->current();
+    s = RunCompaction(*c, *v, env_, dbname_, table_cache_.get(), compaction_options_, SmallestSnapshot(),
+                      new_file_number, &edit, &st);
+  }
+  c.reset();
   if (s.ok()) s = versions_->LogAndApply(&edit);
   {
     std::lock_guard lock(mu_);
@@ -860,7 +868,10 @@ Status DBImpl::CompactRange(std::string_view begin, std::string_view end) {
   // the deepest level in place, since nothing below it would ever collect
   // its garbage.
   const int last = std::max(deepest, 1);
+  bool compacted_into_last = false;
   for (int level = 0; level <= last; level++) {
+    // A compaction into the last level already rewrote what it overlapped.
+    if (level == last && compacted_into_last) break;
     ManualCompaction m;
     m.level = level;
     m.in_place = level == last;
@@ -875,6 +886,7 @@ Status DBImpl::CompactRange(std::string_view begin, std::string_view end) {
       return Status::IOError("the DB is closing");
     }
     if (!m.status.ok()) return m.status;
+    compacted_into_last = level + 1 == last && m.ran;
   }
   return Status::OK();
 }

@@ -178,6 +178,7 @@ class DBImpl final : public DB {
   struct ManualCompaction {
     int level;
     bool in_place = false;
+    bool ran = false;  // a compaction was found and run
     std::string begin, end;
     bool done = false;
     Status status;
