@@ -62,9 +62,12 @@ class KvstoreEngine final : public BenchEngine {
     if (db_ != nullptr) {
       // How well group commit grouped: on stderr, so --json output stays clean.
       kvstore::DBStats st = db_->GetStats();
-      std::fprintf(stderr, "# kvstore: %lu writes in %lu WAL appends with %lu fdatasyncs\n",
+      std::fprintf(stderr,
+                   "# kvstore: %lu writes in %lu WAL appends with %lu fdatasyncs; %lu stalls, "
+                   "longest %lu us\n",
                    static_cast<unsigned long>(st.writes), static_cast<unsigned long>(st.write_groups),
-                   static_cast<unsigned long>(st.wal_syncs));
+                   static_cast<unsigned long>(st.wal_syncs), static_cast<unsigned long>(st.stall_count),
+                   static_cast<unsigned long>(st.max_stall_micros));
     }
     db_.reset();  // waits for writes in flight, releases the LOCK
     return BenchStatus::OK();

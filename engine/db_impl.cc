@@ -608,8 +608,7 @@ Status DBImpl::WaitForRoomLocked(std::unique_lock<std::mutex>& lock, bool force)
       lock.unlock();
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
       lock.lock();
-      stall_count_++;
-      stall_micros_ += MicrosSince(start);
+      RecordStallLocked(MicrosSince(start));
       delayed = true;
       continue;
     }
@@ -624,9 +623,14 @@ Status DBImpl::WaitForRoomLocked(std::unique_lock<std::mutex>& lock, bool force)
     const auto start = std::chrono::steady_clock::now();
     bg_cv_.notify_one();
     bg_done_cv_.wait(lock);
-    stall_count_++;
-    stall_micros_ += MicrosSince(start);
+    RecordStallLocked(MicrosSince(start));
   }
+}
+
+void DBImpl::RecordStallLocked(uint64_t micros) {
+  stall_count_++;
+  stall_micros_ += micros;
+  max_stall_micros_ = std::max(max_stall_micros_, micros);
 }
 
 void DBImpl::SetReadOnly(const Status& reason) {
@@ -1033,6 +1037,7 @@ DBStats DBImpl::GetStats() {
     st.compaction_bytes_written = compaction_bytes_written_;
     st.stall_count = stall_count_;
     st.stall_micros = stall_micros_;
+    st.max_stall_micros = max_stall_micros_;
     if (!bg_error_.ok()) st.background_error = bg_error_.ToString();
   }
   int64_t live = view->mem->live_keys();
@@ -1113,6 +1118,7 @@ bool DBImpl::GetProperty(std::string_view name, std::string* value) {
       {"open_tables", std::to_string(st.open_tables)},
       {"stall_count", std::to_string(st.stall_count)},
       {"stall_micros", std::to_string(st.stall_micros)},
+      {"max_stall_micros", std::to_string(st.max_stall_micros)},
       {"background_error", st.background_error},
   };
   if (name == "stats") {

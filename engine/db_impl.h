@@ -116,6 +116,7 @@ class DBImpl final : public DB {
   // The slowdown and stop conditions of MakeRoomForWrite; true when the
   // writer may go on.
   Status WaitForRoomLocked(std::unique_lock<std::mutex>& lock, bool force);
+  void RecordStallLocked(uint64_t micros);
 
   std::shared_ptr<const View> CurrentView();
 
@@ -188,7 +189,7 @@ class DBImpl final : public DB {
   Status bg_error_;                      // last background failure
   uint64_t flushes_ = 0, compactions_ = 0;
   uint64_t flush_bytes_ = 0, compaction_bytes_read_ = 0, compaction_bytes_written_ = 0;
-  uint64_t stall_count_ = 0, stall_micros_ = 0;
+  uint64_t stall_count_ = 0, stall_micros_ = 0, max_stall_micros_ = 0;
   std::thread background_;
 };
 

@@ -78,6 +78,7 @@ struct DBStats {
   uint64_t open_tables = 0;
   uint64_t stall_count = 0;               // writes slowed down or stopped
   uint64_t stall_micros = 0;              // time writes spent stalled
+  uint64_t max_stall_micros = 0;          // the longest single stall
   std::string background_error;           // last flush/compaction failure, if any
 };
 
