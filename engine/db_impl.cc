@@ -639,6 +639,9 @@ void DBImpl::SetReadOnly(const Status& reason) {
     read_only_reason_ = reason;
     read_only_.store(true, std::memory_order_release);
   }
+  // Flush and CompactRange may be waiting for background work that will
+  // not happen now.
+  bg_done_cv_.notify_all();
 }
 
 Status DBImpl::ReadOnlyError() {
@@ -739,7 +742,9 @@ Status DBImpl::FlushOldestImmutable() {
   Status s = BuildTable(env_, dbname_, number, compaction_options_.table, iter.get(), &meta);
   if (s.ok() && meta.file_size > 0) s = env_->SyncDir(dbname_);
   VersionEdit edit;
+  bool edit_attempted = false;
   if (s.ok()) {
+    edit_attempted = true;
     if (meta.file_size > 0) edit.AddFile(0, meta);
     // The WAL segments before the next memtable's first one hold nothing
     // that is not now in a table.
@@ -749,7 +754,9 @@ Status DBImpl::FlushOldestImmutable() {
   }
   {
     std::lock_guard lock(mu_);
-    pending_outputs_.erase(number);
+    // A failed manifest edit may still be durable: its table stays pending
+    // (never deleted) until the store is reopened.
+    if (s.ok() || !edit_attempted) pending_outputs_.erase(number);
     if (s.ok()) {
       InstallVersionLocked(versions_->current(), /*drop_oldest_imm=*/true);
       flushes_++;
@@ -757,7 +764,7 @@ Status DBImpl::FlushOldestImmutable() {
     }
   }
   if (!s.ok()) {
-    (void)env_->RemoveFile(TableFileName(dbname_, number));
+    if (!edit_attempted) (void)env_->RemoveFile(TableFileName(dbname_, number));
     return s;
   }
   DeleteObsoleteFiles();
@@ -783,10 +790,14 @@ Status DBImpl::RunOneCompaction(std::unique_ptr<Compaction> c) {
                       new_file_number, &edit, &st);
   }
   c.reset();
+  const bool edit_attempted = s.ok();
   if (s.ok()) s = versions_->LogAndApply(&edit);
   {
     std::lock_guard lock(mu_);
-    for (uint64_t n : outputs) pending_outputs_.erase(n);
+    // As in a flush: after a failed manifest edit the outputs stay pending.
+    if (s.ok() || !edit_attempted) {
+      for (uint64_t n : outputs) pending_outputs_.erase(n);
+    }
     if (s.ok()) {
       InstallVersionLocked(versions_->current(), /*drop_oldest_imm=*/false);
       compactions_++;
@@ -795,7 +806,9 @@ Status DBImpl::RunOneCompaction(std::unique_ptr<Compaction> c) {
     }
   }
   if (!s.ok()) {
-    for (uint64_t n : outputs) (void)env_->RemoveFile(TableFileName(dbname_, n));
+    if (!edit_attempted) {
+      for (uint64_t n : outputs) (void)env_->RemoveFile(TableFileName(dbname_, n));
+    }
     return s;
   }
   DeleteObsoleteFiles();
@@ -842,6 +855,9 @@ void DBImpl::DeleteObsoleteFiles() {
 Status DBImpl::WaitForFlushLocked(std::unique_lock<std::mutex>& lock) {
   while (!view_->imm.empty()) {
     if (!bg_running_ || shutting_down_) return Status::IOError("the DB is closing");
+    if (read_only_.load()) {
+      return Status::ReadOnly("writes are refused after an earlier error: " + read_only_reason_.ToString());
+    }
     if (!bg_error_.ok()) return bg_error_;
     bg_cv_.notify_one();
     bg_done_cv_.wait(lock);
@@ -884,9 +900,12 @@ Status DBImpl::CompactRange(std::string_view begin, std::string_view end) {
     std::unique_lock lock(mu_);
     manual_compactions_.push_back(&m);
     bg_cv_.notify_one();
-    bg_done_cv_.wait(lock, [&] { return m.done || !bg_running_; });
+    bg_done_cv_.wait(lock, [&] { return m.done || !bg_running_ || read_only_.load(); });
     if (!m.done) {
       std::erase(manual_compactions_, &m);
+      if (read_only_.load()) {
+        return Status::ReadOnly("writes are refused after an earlier error: " + read_only_reason_.ToString());
+      }
       return Status::IOError("the DB is closing");
     }
     if (!m.status.ok()) return m.status;
@@ -956,18 +975,22 @@ Status DBImpl::Checkpoint(const std::string& dir) {
 // ---------------------------------------------------------------------------
 // Reads
 
-std::shared_ptr<const DBImpl::View> DBImpl::CurrentView() {
+std::shared_ptr<const DBImpl::View> DBImpl::CurrentView(const Snapshot* snapshot, SequenceNumber* sequence) {
+  // The sequence is read together with the view, under mu_: a compaction
+  // decides what to drop from the newest sequence (also read under mu_)
+  // and installs its result under mu_, so a reader gets either the version
+  // from before it (whose files stay while pinned) or a sequence the
+  // compaction kept everything for. And every write at or below the
+  // sequence went into a memtable this view (or a table of its version)
+  // contains, since the leader swaps views before it publishes sequences.
   std::lock_guard lock(mu_);
+  *sequence = snapshot != nullptr ? snapshot->sequence() : last_sequence_.load(std::memory_order_acquire);
   return view_;
 }
 
 Status DBImpl::Get(const ReadOptions& options, std::string_view key, std::string* value) {
-  // The sequence before the view: every write at or below it went into a
-  // memtable that this view (or a table of its version) contains.
-  const SequenceNumber seq = options.snapshot != nullptr
-                                 ? options.snapshot->sequence()
-                                 : last_sequence_.load(std::memory_order_acquire);
-  std::shared_ptr<const View> view = CurrentView();
+  SequenceNumber seq;
+  std::shared_ptr<const View> view = CurrentView(options.snapshot, &seq);
   stat_reads_.fetch_add(1, std::memory_order_relaxed);
   MemTable::Lookup r = view->mem->Get(key, seq, value);
   for (size_t i = 0; r == MemTable::Lookup::kAbsent && i < view->imm.size(); i++) {
@@ -986,10 +1009,8 @@ Status DBImpl::Get(const ReadOptions& options, std::string_view key, std::string
 }
 
 std::unique_ptr<Iterator> DBImpl::NewIterator(const ReadOptions& options) {
-  const SequenceNumber seq = options.snapshot != nullptr
-                                 ? options.snapshot->sequence()
-                                 : last_sequence_.load(std::memory_order_acquire);
-  std::shared_ptr<const View> view = CurrentView();
+  SequenceNumber seq;
+  std::shared_ptr<const View> view = CurrentView(options.snapshot, &seq);
   std::vector<std::unique_ptr<InternalIterator>> children;
   children.push_back(view->mem->NewIterator());
   for (const auto& imm : view->imm) children.push_back(imm->NewIterator());

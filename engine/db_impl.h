@@ -118,7 +118,9 @@ class DBImpl final : public DB {
   Status WaitForRoomLocked(std::unique_lock<std::mutex>& lock, bool force);
   void RecordStallLocked(uint64_t micros);
 
-  std::shared_ptr<const View> CurrentView();
+  // The current view, and the sequence to read it at (the snapshot's, or
+  // the newest published).
+  std::shared_ptr<const View> CurrentView(const Snapshot* snapshot, SequenceNumber* sequence);
 
   // Constant after construction.
   const Options options_;

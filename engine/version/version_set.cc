@@ -18,6 +18,8 @@ std::string CurrentFileName(const std::string& dbname) { return dbname + "/CURRE
 
 namespace {
 
+constexpr uint64_t kManifestRolloverBytes = 4 << 20;
+
 bool UserKeyInFile(std::string_view user_key, const FileMeta& f) {
   return CompareUserKeys(user_key, ExtractUserKey(f.smallest)) >= 0 &&
          CompareUserKeys(user_key, ExtractUserKey(f.largest)) <= 0;
@@ -290,11 +292,16 @@ Status WriteManifest(Env* env, const std::string& dir, uint64_t number, const Ve
     }
   }
   if (s.ok()) s = env->SyncDir(dir);  // the manifest's entry, before CURRENT names it
-  if (s.ok()) s = env->RenameFile(tmp, CurrentFileName(dir));
+  bool renamed = false;
+  if (s.ok()) {
+    s = env->RenameFile(tmp, CurrentFileName(dir));
+    renamed = s.ok();
+  }
   if (s.ok()) s = env->SyncDir(dir);
   if (!s.ok()) {
     (void)writer->Close();
-    (void)env->RemoveFile(path);
+    // Once CURRENT may name the new manifest, it must stay.
+    if (!renamed) (void)env->RemoveFile(path);
     return s;
   }
   if (writer_out != nullptr) {
@@ -351,16 +358,35 @@ Status VersionSet::LogAndApply(VersionEdit* edit) {
   std::shared_ptr<const Version> v;
   Status s = Apply(*edit, &v);
   if (!s.ok()) return s;
+  if (!manifest_error_.ok()) return manifest_error_;
   std::string record;
   edit->EncodeTo(&record);
   s = manifest_->AddRecord(record);
-  if (s.ok()) s = manifest_->Sync();
-  if (!s.ok()) return s;
-  std::lock_guard lock(mu_);
-  if (edit->log_number) log_number_ = *edit->log_number;
-  if (edit->last_sequence) last_sequence_ = *edit->last_sequence;
-  versions_.push_back(current_);
-  current_ = std::move(v);
+  if (s.ok()) {
+    s = manifest_->Sync();
+    if (!s.ok()) {
+      // The edit is written and may be durable, or may not: its outcome is
+      // unknown, so nothing it names may be deleted, and no later edit may
+      // follow it into this manifest. The store must be reopened.
+      manifest_error_ = Status::IOError("manifest sync failed, edit outcome unknown: " + s.ToString());
+      return manifest_error_;
+    }
+  } else if (!manifest_->healthy()) {
+    manifest_error_ = s;
+    return s;
+  }
+  if (!s.ok()) return s;  // the append was undone: nothing happened
+  {
+    std::lock_guard lock(mu_);
+    if (edit->log_number) log_number_ = *edit->log_number;
+    if (edit->last_sequence) last_sequence_ = *edit->last_sequence;
+    versions_.push_back(current_);
+    current_ = std::move(v);
+  }
+  // Manifests only grow between opens; start a fresh one now and then so
+  // that a long-running process does not replay an endless log at its next
+  // open. A failure here keeps the current manifest, which is still valid.
+  if (manifest_->size() > kManifestRolloverBytes) (void)StartNewManifest();
   return Status::OK();
 }
 

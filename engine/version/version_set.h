@@ -68,7 +68,9 @@ class VersionSet {
   // CURRENT at it (temp file, fsync, rename, directory fsync).
   Status StartNewManifest();
   // Appends the edit to the manifest, fsyncs it, then installs the new
-  // version. Callers serialize LogAndApply among themselves.
+  // version. Callers serialize LogAndApply among themselves. After a failed
+  // fsync the edit's outcome is unknown: every later call fails, and the
+  // caller must keep every file the edit names.
   Status LogAndApply(VersionEdit* edit);
 
   std::shared_ptr<const Version> current() const;
@@ -105,6 +107,7 @@ class VersionSet {
   std::atomic<uint64_t> next_file_number_{2};
   uint64_t manifest_number_ = 0;
   std::unique_ptr<wal::LogWriter> manifest_;
+  Status manifest_error_;  // set when an edit's outcome became unknown
 
   mutable std::mutex mu_;  // guards what follows
   uint64_t log_number_ = 0;
