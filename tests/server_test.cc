@@ -1,0 +1,420 @@
+// Protocol tests over real sockets against a kvserver process that each test
+// starts on a free port on 127.0.0.1 and stops itself.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+// A kvserver child process. The destructor kills (SIGKILL) and reaps it if
+// the test did not stop it, so no test leaves a server behind.
+class ServerProcess {
+ public:
+  ServerProcess(const std::string& data_dir, std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {KVSERVER_PATH, "--host", "127.0.0.1", "--port", "0",
+                                     "--data-dir", data_dir, "--log-level", "warn"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    int out[2];
+    EXPECT_EQ(pipe(out), 0);
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], 1);
+      close(out[0]);
+      close(out[1]);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    // The first stdout line is "listening 127.0.0.1:PORT".
+    std::string line;
+    char c;
+    pollfd p{out[0], POLLIN, 0};
+    while (line.find('\n') == std::string::npos && poll(&p, 1, 10000) == 1 && read(out[0], &c, 1) == 1) {
+      line += c;
+    }
+    close(out[0]);
+    auto colon = line.rfind(':');
+    if (line.rfind("listening 127.0.0.1:", 0) == 0 && colon != std::string::npos) {
+      port_ = static_cast<uint16_t>(std::stoi(line.substr(colon + 1)));
+    }
+    EXPECT_NE(port_, 0) << "kvserver said: " << line;
+  }
+
+  ~ServerProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  uint16_t port() const { return port_; }
+
+  // Sends sig and waits (up to timeout) for the exit; returns the exit
+  // status as waitpid reports it, or -1 on timeout (then it is killed).
+  int Stop(int sig, std::chrono::milliseconds timeout = 15s) {
+    kill(pid_, sig);
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    int status = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      pid_t r = waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        return status;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  uint16_t port_ = 0;
+};
+
+// A blocking client connection with line reads.
+class Client {
+ public:
+  explicit Client(uint16_t port) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    int one = 1;
+    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  }
+  ~Client() { Close(); }
+  Client(const Client&) = delete;
+
+  bool connected() const { return connected_; }
+  void Close() {
+    if (fd_ >= 0) close(fd_);
+    fd_ = -1;
+  }
+
+  bool Send(std::string_view data) {
+    while (!data.empty()) {
+      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+  // The next line, or "<eof>" / "<timeout>".
+  std::string ReadLine(std::chrono::milliseconds timeout = 10s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      auto nl = buf_.find('\n');
+      if (nl != std::string::npos) {
+        std::string line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return line;
+      }
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return "<timeout>";
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(left.count())) != 1) return "<timeout>";
+      char tmp[65536];
+      ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+      if (n <= 0) return "<eof>";
+      buf_.append(tmp, static_cast<size_t>(n));
+    }
+  }
+
+  json Call(const json& req) {
+    if (!Send(req.dump() + "\n")) return json{{"send", "failed"}};
+    std::string line = ReadLine();
+    json r = json::parse(line, nullptr, false);
+    if (r.is_discarded()) return json{{"raw", line}};
+    return r;
+  }
+
+ private:
+  int fd_ = -1;
+  bool connected_ = false;
+  std::string buf_;
+};
+
+std::string Code(const json& r) {
+  if (r.value("ok", false)) return "";
+  if (!r.contains("error")) return "<no response: " + r.dump() + ">";
+  return r["error"]["code"].get<std::string>();
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::path(::testing::TempDir()) /
+           ("server_test_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string data() const { return (dir_ / "data").string(); }
+  std::filesystem::path dir_;
+};
+
+TEST_F(ServerTest, OpsAndErrorsOverOneConnection) {
+  ServerProcess server(data());
+  Client c(server.port());
+  ASSERT_TRUE(c.connected());
+  EXPECT_EQ(c.Call({{"op", "ping"}, {"id", 1}}), json::parse(R"({"id":1,"ok":true,"result":"pong"})"));
+  EXPECT_EQ(Code(c.Call({{"op", "set"}, {"key", "name"}, {"value", {{"first", "Alice"}}}})), "");
+  EXPECT_EQ(c.Call({{"op", "get"}, {"key", "name"}})["result"], (json{{"first", "Alice"}}));
+  EXPECT_EQ(Code(c.Call({{"op", "get"}, {"key", "nope"}})), "not_found");
+  EXPECT_EQ(Code(c.Call({{"op", "bulk_set"}, {"items", json::parse(R"([["a",1],["b",2]])")}})), "");
+  EXPECT_EQ(c.Call({{"op", "bulk_get"}, {"keys", {"a", "b", "c"}}})["result"], (json{{"a", 1}, {"b", 2}}));
+  EXPECT_EQ(c.Call({{"op", "scan"}, {"start", "a"}, {"end", "c"}})["result"]["items"].size(), 2u);
+  EXPECT_EQ(Code(c.Call({{"op", "cas"}, {"key", "a"}, {"expected", 1}, {"value", 10}})), "");
+  EXPECT_EQ(Code(c.Call({{"op", "cas"}, {"key", "a"}, {"expected", 1}, {"value", 11}})), "conflict");
+  json txn = json::parse(R"({"op":"txn","compare":[{"key":"a","value":10}],"success":[{"op":"delete","key":"b"}]})");
+  EXPECT_EQ(c.Call(txn)["result"]["succeeded"], true);
+  EXPECT_EQ(Code(c.Call({{"op", "delete"}, {"key", "name"}})), "");
+  json stats = c.Call({{"op", "stats"}})["result"];
+  EXPECT_EQ(stats["keys"], 1);  // only "a" is left
+  EXPECT_EQ(stats["connections"], 1);
+  EXPECT_GT(stats["wal_size"].get<uint64_t>(), 0u);
+  // Bad input: an error each, and the connection stays usable.
+  for (std::string bad : std::vector<std::string>{"{oops", "[]", "{\"op\":\"nope\"}", "{\"op\":\"get\",\"key\":7}",
+                          "{\"op\":\"get\"}", "{\"op\":\"ping\",\"x\":\"\xff\"}",
+                          "{\"op\":\"set\",\"key\":\"d\",\"value\":" + std::string(5000, '[') + "}"}) {
+    ASSERT_TRUE(c.Send(bad + "\n"));
+    json r = json::parse(c.ReadLine(), nullptr, false);
+    EXPECT_TRUE(Code(r) == "bad_request" || Code(r) == "unknown_op") << bad.substr(0, 40) << " -> " << r;
+  }
+  EXPECT_EQ(Code(c.Call({{"op", "flush"}})), "unavailable");
+  EXPECT_EQ(Code(c.Call({{"op", "semantic_search"}, {"query", "x"}})), "unavailable");
+  EXPECT_EQ(Code(c.Call({{"op", "ping"}})), "");
+  EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+}
+
+TEST_F(ServerTest, PipelinedThousandRequestsAnswerInOrder) {
+  ServerProcess server(data());
+  Client c(server.port());
+  std::string batch;
+  for (int i = 0; i < 1000; ++i) {
+    json req = i % 2 == 0 ? json{{"id", i}, {"op", "set"}, {"key", "p" + std::to_string(i / 2)}, {"value", i}}
+                          : json{{"id", i}, {"op", "get"}, {"key", "p" + std::to_string(i / 2)}};
+    batch += req.dump() + "\n";
+  }
+  ASSERT_TRUE(c.Send(batch));
+  for (int i = 0; i < 1000; ++i) {
+    json r = json::parse(c.ReadLine(), nullptr, false);
+    ASSERT_FALSE(r.is_discarded());
+    ASSERT_EQ(r["id"], i);
+    ASSERT_EQ(Code(r), "") << r;
+    if (i % 2 == 1) {
+      EXPECT_EQ(r["result"], i - 1);  // the get sees the set before it
+    }
+  }
+  EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+}
+
+TEST_F(ServerTest, TwoHundredConcurrentConnections) {
+  ServerProcess server(data());
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 200; ++i) {
+    clients.push_back(std::make_unique<Client>(server.port()));
+    ASSERT_TRUE(clients.back()->connected()) << i;
+  }
+  // Every connection has a write in flight at once: they share fsyncs.
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_TRUE(clients[i]->Send(json{{"op", "set"}, {"key", "c" + std::to_string(i)}, {"value", i}}.dump() + "\n"));
+  }
+  for (int i = 0; i < 200; ++i) EXPECT_EQ(Code(json::parse(clients[i]->ReadLine())), "") << i;
+  for (int i = 0; i < 200; ++i) {
+    EXPECT_EQ(clients[i]->Call({{"op", "get"}, {"key", "c" + std::to_string((i + 1) % 200)}})["result"], (i + 1) % 200);
+  }
+  json stats = clients[0]->Call({{"op", "stats"}})["result"];
+  EXPECT_EQ(stats["connections"], 200);
+  EXPECT_LT(stats["wal_syncs"].get<uint64_t>(), 200u);  // group commit at work
+  clients.clear();
+  EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+}
+
+TEST_F(ServerTest, StalledAndVanishingClientsDoNotHoldUpOthers) {
+  ServerProcess server(data());
+  Client stalled(server.port());
+  ASSERT_TRUE(stalled.Send(R"({"op":"set","key":"half","val)"));  // and nothing more
+  {
+    // Disconnects mid-request, and with writes in flight it never reads.
+    Client gone(server.port());
+    std::string burst;
+    for (int i = 0; i < 100; ++i) burst += json{{"op", "set"}, {"key", "g" + std::to_string(i)}, {"value", i}}.dump() + "\n";
+    ASSERT_TRUE(gone.Send(burst + R"({"op":"get","ke)"));
+  }
+  Client other(server.port());
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(Code(other.Call({{"op", "set"}, {"key", "o"}, {"value", i}})), "") << i;
+  EXPECT_EQ(other.Call({{"op", "get"}, {"key", "o"}})["result"], 99);
+  // The stalled client still gets its answer once the line is complete.
+  ASSERT_TRUE(stalled.Send(R"(ue":1})" "\n"));
+  EXPECT_EQ(Code(json::parse(stalled.ReadLine())), "");
+  EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+}
+
+TEST_F(ServerTest, OverlongLineGetsTooLargeThenClose) {
+  ServerProcess server(data(), {"--max-line-bytes", "1024"});
+  Client c(server.port());
+  EXPECT_EQ(Code(c.Call({{"op", "set"}, {"key", "k"}, {"value", std::string(900, 'v')}})), "");
+  ASSERT_TRUE(c.Send(std::string(2000, 'x')));
+  json r = json::parse(c.ReadLine(), nullptr, false);
+  EXPECT_EQ(Code(r), "too_large") << r;
+  EXPECT_EQ(c.ReadLine(), "<eof>");
+  Client next(server.port());
+  EXPECT_EQ(Code(next.Call({{"op", "ping"}})), "");
+  EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+}
+
+TEST_F(ServerTest, PastMaxConnectionsOneErrorLineThenClose) {
+  ServerProcess server(data(), {"--max-connections", "2"});
+  Client a(server.port()), b(server.port());
+  EXPECT_EQ(Code(a.Call({{"op", "ping"}})), "");
+  EXPECT_EQ(Code(b.Call({{"op", "ping"}})), "");
+  Client c(server.port());
+  json r = json::parse(c.ReadLine(), nullptr, false);
+  EXPECT_EQ(Code(r), "unavailable") << r;
+  EXPECT_EQ(c.ReadLine(), "<eof>");
+  a.Close();
+  // The slot frees once the server has seen a close; retry briefly.
+  bool served = false;
+  for (int i = 0; i < 50 && !served; ++i) {
+    Client d(server.port());
+    served = Code(d.Call({{"op", "ping"}})) == "";
+    if (!served) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(served);
+  EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+}
+
+TEST_F(ServerTest, IdleConnectionsTimeOutBusyOnesDoNot) {
+  ServerProcess server(data(), {"--idle-timeout-ms", "300"});
+  Client idle(server.port()), busy(server.port());
+  ASSERT_TRUE(idle.Send(R"({"op":"pi)"));  // half a line counts as idle too
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(Code(busy.Call({{"op", "ping"}})), "") << i;
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_EQ(idle.ReadLine(3s), "<eof>");
+  EXPECT_GE(std::chrono::steady_clock::now() - start, 300ms);
+  EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+}
+
+TEST_F(ServerTest, AuthTokenRequiredWhenConfigured) {
+  auto token_file = dir_ / "token";
+  std::filesystem::create_directories(dir_);
+  FILE* f = fopen(token_file.c_str(), "w");
+  fputs("let-me-in\n", f);
+  fclose(f);
+  ServerProcess server(data(), {"--auth-token-file", token_file.string()});
+  Client c(server.port());
+  EXPECT_EQ(Code(c.Call({{"op", "get"}, {"key", "a"}})), "unauthorized");
+  EXPECT_EQ(Code(c.Call({{"op", "auth"}, {"token", "nope"}})), "unauthorized");
+  EXPECT_EQ(Code(c.Call({{"op", "auth"}, {"token", "let-me-in"}})), "");
+  EXPECT_EQ(Code(c.Call({{"op", "set"}, {"key", "a"}, {"value", 1}})), "");
+  EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+}
+
+TEST_F(ServerTest, SigtermFinishesInFlightExitsZeroAndDataSurvives) {
+  std::map<std::string, int> acked;
+  {
+    ServerProcess server(data());
+    Client c(server.port());
+    for (int i = 0; i < 50; ++i) {
+      ASSERT_EQ(Code(c.Call({{"op", "set"}, {"key", "s" + std::to_string(i)}, {"value", i}})), "");
+      acked["s" + std::to_string(i)] = i;
+    }
+    // A pipeline still in flight when SIGTERM arrives: whatever the server
+    // read is answered before it exits.
+    std::string burst;
+    for (int i = 50; i < 300; ++i) burst += json{{"id", i}, {"op", "set"}, {"key", "s" + std::to_string(i)}, {"value", i}}.dump() + "\n";
+    ASSERT_TRUE(c.Send(burst));
+    std::this_thread::sleep_for(20ms);
+    std::thread stopper([&] { EXPECT_EQ(server.Stop(SIGTERM), 0); });  // exit status 0
+    for (int i = 50; i < 300; ++i) {
+      json r = json::parse(c.ReadLine(), nullptr, false);
+      if (r.is_discarded()) break;
+      ASSERT_EQ(r["id"], i);
+      ASSERT_EQ(Code(r), "");
+      acked["s" + std::to_string(i)] = i;
+    }
+    stopper.join();
+    // The burst was in the server's socket buffer well before SIGTERM, so
+    // all of it was read, and so all of it must have been answered.
+    EXPECT_EQ(acked.size(), 300u);
+  }
+  ServerProcess again(data());
+  Client c(again.port());
+  for (auto& [k, v] : acked) ASSERT_EQ(c.Call({{"op", "get"}, {"key", k}})["result"], v) << k;
+  EXPECT_EQ(WEXITSTATUS(again.Stop(SIGTERM)), 0);
+}
+
+TEST_F(ServerTest, KillNineKeepsEveryAcknowledgedWrite) {
+  std::mutex mu;
+  std::map<std::string, int> acked;
+  {
+    ServerProcess server(data());
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> writers;
+    for (int t = 0; t < 4; ++t) {
+      writers.emplace_back([&, t] {
+        Client c(server.port());
+        // Pipelined 8 deep, so writes are always in flight when the kill lands.
+        int sent = 0, next_ack = 0;
+        while (!stop) {
+          while (sent - next_ack < 8) {
+            if (!c.Send(json{{"id", sent}, {"op", "set"}, {"key", "w" + std::to_string(t) + "_" + std::to_string(sent)}, {"value", sent}}.dump() + "\n")) return;
+            ++sent;
+          }
+          json r = json::parse(c.ReadLine(2s), nullptr, false);
+          if (r.is_discarded() || Code(r) != "") return;
+          std::lock_guard lock(mu);
+          acked["w" + std::to_string(t) + "_" + std::to_string(r["id"].get<int>())] = r["id"].get<int>();
+          ++next_ack;
+        }
+      });
+    }
+    std::this_thread::sleep_for(700ms);
+    EXPECT_NE(server.Stop(SIGKILL), -1);
+    stop = true;
+    for (auto& w : writers) w.join();
+  }
+  ASSERT_GT(acked.size(), 50u);
+  ServerProcess again(data());
+  Client c(again.port());
+  std::vector<std::string> keys;
+  for (auto& [k, v] : acked) keys.push_back(k);
+  json got = c.Call({{"op", "bulk_get"}, {"keys", keys}})["result"];
+  for (auto& [k, v] : acked) ASSERT_EQ(got[k], v) << k << " was acknowledged but is lost";
+  EXPECT_EQ(WEXITSTATUS(again.Stop(SIGTERM)), 0);
+}
+
+}  // namespace
