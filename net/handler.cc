@@ -6,6 +6,7 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "net/json_guard.h"
 
@@ -151,6 +152,9 @@ class Reply {
   void Error(std::string_view code, std::string_view message, const json* extra = nullptr) {
     if (sent_.exchange(true)) return;
     if (errors_ != nullptr) errors_->fetch_add(1, std::memory_order_relaxed);
+    // Client errors are routine for a server: debug, not info. Messages
+    // never carry a token (auth failures say only "wrong token").
+    spdlog::debug("request failed: {}: {}", code, message);
     json err = {{"code", code}, {"message", message}};
     if (extra != nullptr) err.update(*extra);
     std::string line = "{" + id_prefix_ + "\"ok\":false,\"error\":" + Dump(err) + "}";
@@ -279,7 +283,10 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
     if (name == nullptr) Fail("bad_request", "missing field \"op\"");
     if (!name->is_string()) Fail("bad_request", "\"op\" must be a string");
     op = LookupOp(name->get_ref<const std::string&>());
-    if (!op) Fail("unknown_op", "unknown op \"" + name->get_ref<const std::string&>() + "\"");
+    if (!op) {
+      // Quote at most a prefix: the name is the client's, and may be huge.
+      Fail("unknown_op", "unknown op \"" + name->get_ref<const std::string&>().substr(0, 64) + "\"");
+    }
   } catch (ClientError& e) {
     early = std::move(e);
   } catch (const std::exception& e) {
@@ -684,7 +691,7 @@ void RequestHandler::Impl::Txn(const json& req, const ReplyPtr& reply) {
       } else if (kind == "delete") {
         t.kind = TxnOp::kDelete;
       } else {
-        Fail("bad_request", "a txn op must be get, set or delete, not \"" + std::string(kind) + "\"");
+        Fail("bad_request", "a txn op must be get, set or delete, not \"" + std::string(kind.substr(0, 64)) + "\"");
       }
       out.push_back(std::move(t));
     }

@@ -24,6 +24,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "net/client.h"
+
 namespace {
 
 using json = nlohmann::json;
@@ -415,6 +417,93 @@ TEST_F(ServerTest, KillNineKeepsEveryAcknowledgedWrite) {
   json got = c.Call({{"op", "bulk_get"}, {"keys", keys}})["result"];
   for (auto& [k, v] : acked) ASSERT_EQ(got[k], v) << k << " was acknowledged but is lost";
   EXPECT_EQ(WEXITSTATUS(again.Stop(SIGTERM)), 0);
+}
+
+// Runs a shell command line; returns its stdout (stderr appended) and exit code.
+std::pair<std::string, int> Shell(const std::string& command) {
+  std::string out;
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  if (p == nullptr) return {"popen failed", -1};
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  return {out, WIFEXITED(status) ? WEXITSTATUS(status) : -1};
+}
+
+TEST_F(ServerTest, KvctlCommandsAndInteractiveMode) {
+  ServerProcess server(data());
+  const std::string kvctl = std::string(KVCTL_PATH) + " --port " + std::to_string(server.port()) + " ";
+  EXPECT_EQ(Shell(kvctl + "ping"), (std::pair<std::string, int>{"pong\n", 0}));
+  EXPECT_EQ(Shell(kvctl + "set n -5").second, 0);  // a negative number, not a flag
+  EXPECT_EQ(Shell(kvctl + "get n").first, "-5\n");
+  EXPECT_EQ(Shell(kvctl + "set name Alice Smith").second, 0);  // not JSON: a string
+  EXPECT_EQ(Shell(kvctl + "get name").first, "\"Alice Smith\"\n");
+  EXPECT_EQ(Shell(kvctl + "set obj '{\"b\":1,\"a\":[true]}'").second, 0);
+  EXPECT_EQ(Shell(kvctl + "get obj").first, "{\"a\":[true],\"b\":1}\n");
+  EXPECT_EQ(Shell(kvctl + "scan --limit 2").first, "n\t-5\nname\t\"Alice Smith\"\n(more)\n");
+  EXPECT_EQ(Shell(kvctl + "cas n -5 6").second, 0);
+  auto [out, code] = Shell(kvctl + "cas n -5 7");
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("conflict"), std::string::npos) << out;
+  EXPECT_EQ(Shell(kvctl + "del n name"), (std::pair<std::string, int>{"OK\n", 0}));
+  EXPECT_EQ(Shell(kvctl + "get n").first, "(nil)\n");
+  EXPECT_EQ(Shell(kvctl + "bogus").second, 2);
+  EXPECT_EQ(Shell("printf 'set x \"hello world\"\\nget x\\nmget x obj zz\\n' | " + kvctl).first,
+            "OK\n\"hello world\"\n{\"obj\":{\"a\":[true],\"b\":1},\"x\":\"hello world\"}\n");
+  EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+  // With the server gone, a clear error and a failing exit code.
+  auto [gone, gone_code] = Shell(kvctl + "--timeout-ms 2000 ping");
+  EXPECT_EQ(gone_code, 1);
+  EXPECT_NE(gone.find("IOError"), std::string::npos) << gone;
+}
+
+TEST_F(ServerTest, ClientPipelinesAndFollowsNotLeader) {
+  ServerProcess server(data());
+  // A stand-in follower: answers every request with not_leader, naming the
+  // real server.
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(listen(lfd, 4), 0);
+  socklen_t len = sizeof addr;
+  getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const uint16_t follower_port = ntohs(addr.sin_port);
+  std::thread follower([&] {
+    int fd = accept(lfd, nullptr, nullptr);
+    if (fd < 0) return;
+    char buf[4096];
+    if (recv(fd, buf, sizeof buf, 0) > 0) {
+      std::string reply = R"({"ok":false,"error":{"code":"not_leader","message":"follower","leader":"127.0.0.1:)" +
+                          std::to_string(server.port()) + "\"}}\n";
+      send(fd, reply.data(), reply.size(), MSG_NOSIGNAL);
+    }
+    close(fd);
+  });
+  kvstore::net::ClientOptions options;
+  options.addresses = {"127.0.0.1:" + std::to_string(follower_port)};
+  options.timeout_ms = 5000;
+  kvstore::net::Client client(options);
+  std::string response;
+  ASSERT_TRUE(client.Call(R"({"op":"set","key":"r","value":1})", &response).ok());
+  EXPECT_EQ(response, R"({"ok":true,"result":null})");
+  EXPECT_EQ(client.connected_to(), "127.0.0.1:" + std::to_string(server.port()));
+  follower.join();
+  close(lfd);
+
+  std::vector<std::string> requests, responses;
+  for (int i = 0; i < 5000; ++i) {
+    requests.push_back(json{{"id", i}, {"op", "set"}, {"key", "p" + std::to_string(i)}, {"value", i}}.dump());
+  }
+  ASSERT_TRUE(client.CallMany(requests, &responses).ok());
+  ASSERT_EQ(responses.size(), requests.size());
+  for (int i = 0; i < 5000; ++i) ASSERT_EQ(json::parse(responses[i])["id"], i);
+  ASSERT_TRUE(client.Call(R"({"op":"get","key":"p4999"})", &response).ok());
+  EXPECT_EQ(response, R"({"ok":true,"result":4999})");
+  EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+  EXPECT_FALSE(client.Call(R"({"op":"ping"})", &response).ok());
 }
 
 }  // namespace
