@@ -36,6 +36,9 @@ int main(int argc, char** argv) {
       ->envname("KVSTORE_IDLE_TIMEOUT_MS")->capture_default_str();
   app.add_option("--max-line-bytes", options.max_line_bytes, "longest request line")
       ->envname("KVSTORE_MAX_LINE_BYTES")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--drain-timeout-ms", options.drain_timeout_ms,
+                 "on SIGTERM/SIGINT, abort connections still busy after this")
+      ->envname("KVSTORE_DRAIN_TIMEOUT_MS")->capture_default_str();
   app.add_option("--threads", options.threads, "server threads; 0 = one per core")
       ->envname("KVSTORE_THREADS")->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")

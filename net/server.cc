@@ -56,6 +56,8 @@ struct Server::Impl {
 
   awaitable<void> AcceptLoop();
   awaitable<void> Reject(tcp::socket socket);
+  awaitable<void> DrainWatch();
+  std::vector<std::shared_ptr<Connection>> OpenConnections();
   void StopOnIo();
 };
 
@@ -86,6 +88,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // any thread.
   void StopReading() {
     asio::post(socket_.get_executor(), [self = shared_from_this()] { self->StopReadingOnStrand(); });
+  }
+
+  // For a shutdown that waited long enough: aborts a write stuck on a
+  // client that stopped reading. Requests in flight still finish (their
+  // responses are discarded) before the connection closes.
+  void Abort() {
+    asio::post(socket_.get_executor(), [self = shared_from_this()] {
+      self->StopReadingOnStrand();
+      self->broken_ = true;
+      asio::error_code ec;
+      self->socket_.cancel(ec);
+    });
   }
 
  private:
@@ -193,7 +207,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto self = shared_from_this();
     const auto timeout = std::chrono::milliseconds(server_->options.idle_timeout_ms);
     while (!closed_ && !stop_reading_) {
-      idle_timer_.expires_at(last_activity_ + timeout);
+      // While requests are in flight the connection is not idle however
+      // long they take; look again a full timeout later rather than spin.
+      auto deadline = last_activity_ + timeout;
+      if (deadline <= Clock::now()) deadline = Clock::now() + timeout;
+      idle_timer_.expires_at(deadline);
       co_await idle_timer_.async_wait(kNoThrow);
       if (closed_ || stop_reading_) break;
       if (pending_.empty() && Clock::now() - last_activity_ >= timeout) {
@@ -277,21 +295,52 @@ awaitable<void> Server::Impl::Reject(tcp::socket socket) {
   socket.close(ec);
 }
 
-void Server::Impl::StopOnIo() {
+std::vector<std::shared_ptr<Connection>> Server::Impl::OpenConnections() {
   std::vector<std::shared_ptr<Connection>> open;
+  std::lock_guard lock(mu);
+  for (auto& [ptr, weak] : connections) {
+    if (auto c = weak.lock()) open.push_back(std::move(c));
+  }
+  return open;
+}
+
+void Server::Impl::StopOnIo() {
   {
     std::lock_guard lock(mu);
     if (stopping) return;
     stopping = true;
-    for (auto& [ptr, weak] : connections) {
-      if (auto c = weak.lock()) open.push_back(std::move(c));
-    }
   }
+  std::vector<std::shared_ptr<Connection>> open = OpenConnections();
   spdlog::info("stopping: {} connections to drain", open.size());
   asio::error_code ec;
   acceptor.close(ec);
   signals.cancel(ec);
   for (auto& c : open) c->StopReading();
+  asio::co_spawn(io, DrainWatch(), asio::detached);
+}
+
+// Gives connections drain_timeout_ms to answer what they have read, then
+// aborts the ones still stuck (a client that stopped reading its responses
+// would otherwise hold the shutdown forever). Polls rather than waiting on a
+// signal so that it alone touches its timer.
+awaitable<void> Server::Impl::DrainWatch() {
+  const auto deadline = Clock::now() + std::chrono::milliseconds(options.drain_timeout_ms);
+  asio::steady_timer timer(io);
+  for (;;) {
+    {
+      std::lock_guard lock(mu);
+      if (connections.empty()) co_return;
+    }
+    if (Clock::now() >= deadline) {
+      std::vector<std::shared_ptr<Connection>> stuck = OpenConnections();
+      spdlog::warn("stopping: aborting {} connections still busy after {} ms", stuck.size(),
+                   options.drain_timeout_ms);
+      for (auto& c : stuck) c->Abort();
+      co_return;
+    }
+    timer.expires_after(std::chrono::milliseconds(20));
+    co_await timer.async_wait(kNoThrow);
+  }
 }
 
 Server::Server(DB* db, ServerOptions options) : impl_(std::make_unique<Impl>()) {

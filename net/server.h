@@ -37,6 +37,10 @@ struct ServerOptions {
   // Requests one connection may have in flight (pipelined) before the server
   // stops reading from it until responses drain.
   size_t max_pipeline = 4096;
+  // On Stop, how long connections may take to answer what they have read
+  // before the ones still busy (e.g. writing to a client that stopped
+  // reading) are aborted.
+  uint64_t drain_timeout_ms = 10000;
   // Stop gracefully on SIGTERM and SIGINT.
   bool handle_signals = true;
   HandlerOptions handler;

@@ -379,6 +379,21 @@ TEST_F(ServerTest, SigtermFinishesInFlightExitsZeroAndDataSurvives) {
   EXPECT_EQ(WEXITSTATUS(again.Stop(SIGTERM)), 0);
 }
 
+// A client that pipelines big responses and never reads them must not hold
+// the shutdown forever: after the drain timeout it is cut off.
+TEST_F(ServerTest, SigtermAbortsAClientThatStoppedReading) {
+  ServerProcess server(data(), {"--drain-timeout-ms", "300"});
+  Client c(server.port());
+  ASSERT_EQ(Code(c.Call({{"op", "set"}, {"key", "big"}, {"value", std::string(1 << 20, 'b')}})), "");
+  std::string gets;
+  for (int i = 0; i < 64; ++i) gets += R"({"op":"get","key":"big"})" "\n";
+  ASSERT_TRUE(c.Send(gets));  // 64 MiB of responses; we read none of them
+  std::this_thread::sleep_for(200ms);
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(server.Stop(SIGTERM, 10s), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+}
+
 TEST_F(ServerTest, KillNineKeepsEveryAcknowledgedWrite) {
   std::mutex mu;
   std::map<std::string, int> acked;
