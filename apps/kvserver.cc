@@ -39,6 +39,9 @@ int main(int argc, char** argv) {
   app.add_option("--drain-timeout-ms", options.drain_timeout_ms,
                  "on SIGTERM/SIGINT, abort connections still busy after this")
       ->envname("KVSTORE_DRAIN_TIMEOUT_MS")->capture_default_str();
+  app.add_option("--metrics-port", options.metrics_port,
+                 "HTTP port for GET /metrics (Prometheus) and GET /health; 0 picks a free one")
+      ->envname("KVSTORE_METRICS_PORT");
   app.add_option("--threads", options.threads, "server threads; 0 = one per core")
       ->envname("KVSTORE_THREADS")->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
@@ -85,6 +88,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     std::printf("listening %s:%u\n", options.host.c_str(), static_cast<unsigned>(server.port()));
+    if (server.metrics_port() > 0) std::printf("metrics %s:%d\n", options.host.c_str(), server.metrics_port());
     std::fflush(stdout);
     spdlog::info("serving {} on {}:{} (auth {})", data_dir, options.host, server.port(),
                  options.handler.auth_token.empty() ? "off" : "on");

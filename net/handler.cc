@@ -1,5 +1,7 @@
 #include "net/handler.h"
 
+#include <chrono>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <utility>
@@ -130,15 +132,41 @@ void CheckBatchSize(const WriteBatch& b) {
   }
 }
 
+// Upper bounds (seconds) of the request latency histogram buckets, as
+// Prometheus "le" labels; a last +Inf bucket is implied.
+constexpr double kLatencyBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                     0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5, 5, 10};
+constexpr size_t kLatencyBuckets = std::size(kLatencyBounds) + 1;
+
+// Per-op counters, lock-free so every request can update them.
+struct OpCounters {
+  std::atomic<uint64_t> count{0};
+  std::atomic<uint64_t> errors{0};
+  std::array<std::atomic<uint64_t>, kLatencyBuckets> latency{};  // not cumulative
+  std::atomic<uint64_t> latency_ns{0};
+
+  void Observe(std::chrono::steady_clock::duration d, bool error) {
+    if (error) errors.fetch_add(1, std::memory_order_relaxed);
+    const double seconds = std::chrono::duration<double>(d).count();
+    size_t b = 0;
+    while (b < std::size(kLatencyBounds) && seconds > kLatencyBounds[b]) ++b;
+    latency[b].fetch_add(1, std::memory_order_relaxed);
+    latency_ns.fetch_add(static_cast<uint64_t>(std::chrono::nanoseconds(d).count()),
+                         std::memory_order_relaxed);
+  }
+};
+
 // One reply, sent exactly once even if both a validation error and a late
-// callback race to answer.
+// callback race to answer. Records the request's latency and outcome in
+// counters as it goes.
 class Reply {
  public:
-  Reply(std::string id_prefix, RequestHandler::Done done, std::atomic<uint64_t>* errors)
-      : id_prefix_(std::move(id_prefix)), done_(std::move(done)), errors_(errors) {}
+  Reply(std::string id_prefix, RequestHandler::Done done, OpCounters* counters)
+      : id_prefix_(std::move(id_prefix)), done_(std::move(done)), counters_(counters) {}
 
   void Ok(std::string_view result_json) {
     if (sent_.exchange(true)) return;
+    counters_->Observe(std::chrono::steady_clock::now() - start_, false);
     std::string line;
     line.reserve(id_prefix_.size() + result_json.size() + 24);
     line += '{';
@@ -151,7 +179,7 @@ class Reply {
 
   void Error(std::string_view code, std::string_view message, const json* extra = nullptr) {
     if (sent_.exchange(true)) return;
-    if (errors_ != nullptr) errors_->fetch_add(1, std::memory_order_relaxed);
+    counters_->Observe(std::chrono::steady_clock::now() - start_, true);
     // Client errors are routine for a server: debug, not info. Messages
     // never carry a token (auth failures say only "wrong token").
     spdlog::debug("request failed: {}: {}", code, message);
@@ -166,16 +194,12 @@ class Reply {
  private:
   const std::string id_prefix_;  // "\"id\":<id>," or empty
   RequestHandler::Done done_;
-  std::atomic<uint64_t>* errors_;
+  OpCounters* const counters_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
   std::atomic<bool> sent_{false};
 };
 
 using ReplyPtr = std::shared_ptr<Reply>;
-
-struct OpCounters {
-  std::atomic<uint64_t> count{0};
-  std::atomic<uint64_t> errors{0};
-};
 
 }  // namespace
 
@@ -193,7 +217,7 @@ struct RequestHandler::Impl {
   Post post;
   KeyLocks locks;
   std::array<OpCounters, static_cast<size_t>(Op::kCount)> ops;
-  std::atomic<uint64_t> bad_requests{0};  // errors before an op was known
+  OpCounters bad_requests;  // lines that failed before an op was known
 
   WriteOptions write_options() const {
     WriteOptions w;
@@ -293,14 +317,10 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
     early = {"internal", e.what()};
   }
 
-  std::atomic<uint64_t>* errors = &impl_->bad_requests;
-  if (op) {
-    OpCounters& c = impl_->ops[static_cast<size_t>(*op)];
-    c.count.fetch_add(1, std::memory_order_relaxed);
-    errors = &c.errors;
-  }
+  OpCounters* counters = op ? &impl_->ops[static_cast<size_t>(*op)] : &impl_->bad_requests;
+  counters->count.fetch_add(1, std::memory_order_relaxed);
   if (!early.code.empty()) {
-    Reply(std::move(id_prefix), std::move(done), errors).Error(early.code, early.message);
+    Reply(std::move(id_prefix), std::move(done), counters).Error(early.code, early.message);
     return;
   }
   const bool is_write = *op == Op::kSet || *op == Op::kDelete || *op == Op::kBulkSet ||
@@ -313,7 +333,7 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
       done(std::move(response));
     };
   }
-  auto reply = std::make_shared<Reply>(std::move(id_prefix), std::move(done), errors);
+  auto reply = std::make_shared<Reply>(std::move(id_prefix), std::move(done), counters);
   auto run = [this, op = *op, req = std::move(req), session, reply] {
     try {
       impl_->Dispatch(op, req, session.get(), reply);
@@ -782,10 +802,82 @@ void RequestHandler::Impl::Stats(const ReplyPtr& reply) {
       {"connections_rejected", owner->connections_rejected.load()},
       {"writes_in_flight", owner->writes_in_flight_.load()},
       {"lock_waiters", locks.waiting()},
-      {"bad_requests", bad_requests.load()},
+      {"bad_requests", bad_requests.count.load()},
       {"ops", std::move(ops_json)},
   };
   reply->Ok(Dump(r));
+}
+
+}  // namespace kvstore::net
+
+namespace kvstore::net {
+
+std::string RequestHandler::PrometheusText() {
+  Impl& im = *impl_;
+  DBStats s = im.db->GetStats();
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help, double value) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+           name + " " + Dump(json(value)) + "\n";
+  };
+  metric("kvstore_keys", "gauge", "Live keys (estimate).", static_cast<double>(s.live_keys_estimate));
+  metric("kvstore_sequence", "gauge", "Sequence number of the newest write.", static_cast<double>(s.sequence));
+  metric("kvstore_memtable_bytes", "gauge", "Bytes in memtables.", static_cast<double>(s.memtable_bytes));
+  metric("kvstore_immutable_memtables", "gauge", "Memtables waiting for a flush.", static_cast<double>(s.immutable_memtables));
+  metric("kvstore_wal_bytes", "gauge", "Bytes in live WAL segments.", static_cast<double>(s.wal_bytes));
+  metric("kvstore_wal_segments", "gauge", "Live WAL segments.", static_cast<double>(s.wal_segments));
+  metric("kvstore_wal_syncs_total", "counter", "fdatasync calls on the WAL.", static_cast<double>(s.wal_syncs));
+  metric("kvstore_wal_groups_total", "counter", "WAL appends (one per commit group).", static_cast<double>(s.write_groups));
+  metric("kvstore_writes_total", "counter", "Write batches committed.", static_cast<double>(s.writes));
+  metric("kvstore_wal_group_size_avg", "gauge", "Batches per WAL group since start.",
+         s.write_groups == 0 ? 0.0 : static_cast<double>(s.writes) / static_cast<double>(s.write_groups));
+  metric("kvstore_snapshots", "gauge", "Snapshots held.", static_cast<double>(s.snapshots));
+  metric("kvstore_read_only", "gauge", "1 when the store refuses writes.", s.read_only ? 1 : 0);
+  metric("kvstore_connections", "gauge", "Open client connections.", static_cast<double>(connections.load()));
+  metric("kvstore_connections_total", "counter", "Connections accepted.", static_cast<double>(connections_total.load()));
+  metric("kvstore_connections_rejected_total", "counter", "Connections refused at the limit.",
+         static_cast<double>(connections_rejected.load()));
+  metric("kvstore_writes_in_flight", "gauge", "Writes waiting for their WAL commit.", static_cast<double>(writes_in_flight_.load()));
+  metric("kvstore_key_lock_waiters", "gauge", "Requests queued for key locks.", static_cast<double>(im.locks.waiting()));
+  metric("kvstore_bad_requests_total", "counter", "Lines rejected before an op was known.",
+         static_cast<double>(im.bad_requests.count.load()));
+
+  out += "# HELP kvstore_requests_total Requests by op.\n# TYPE kvstore_requests_total counter\n";
+  for (const OpEntry& e : kOps) {
+    out += std::string("kvstore_requests_total{op=\"") + e.name + "\"} " +
+           std::to_string(im.ops[static_cast<size_t>(e.op)].count.load()) + "\n";
+  }
+  out += "# HELP kvstore_request_errors_total Error responses by op.\n# TYPE kvstore_request_errors_total counter\n";
+  for (const OpEntry& e : kOps) {
+    out += std::string("kvstore_request_errors_total{op=\"") + e.name + "\"} " +
+           std::to_string(im.ops[static_cast<size_t>(e.op)].errors.load()) + "\n";
+  }
+  out += "# HELP kvstore_request_duration_seconds From a request's parse to its response.\n"
+         "# TYPE kvstore_request_duration_seconds histogram\n";
+  for (const OpEntry& e : kOps) {
+    const OpCounters& c = im.ops[static_cast<size_t>(e.op)];
+    const std::string label = std::string("{op=\"") + e.name + "\"";
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b < kLatencyBuckets; ++b) {
+      cumulative += c.latency[b].load();
+      std::string le = b < std::size(kLatencyBounds) ? Dump(json(kLatencyBounds[b])) : "+Inf";
+      out += "kvstore_request_duration_seconds_bucket" + label + ",le=\"" + le + "\"} " +
+             std::to_string(cumulative) + "\n";
+    }
+    out += "kvstore_request_duration_seconds_sum" + label + "} " +
+           Dump(json(static_cast<double>(c.latency_ns.load()) / 1e9)) + "\n";
+    out += "kvstore_request_duration_seconds_count" + label + "} " + std::to_string(cumulative) + "\n";
+  }
+  return out;
+}
+
+bool RequestHandler::Healthy(std::string* why) {
+  DBStats s = impl_->db->GetStats();
+  if (s.read_only) {
+    *why = "read_only: " + s.read_only_reason;
+    return false;
+  }
+  return true;
 }
 
 }  // namespace kvstore::net

@@ -94,6 +94,12 @@ class RequestHandler {
   // (a line over the limit, too many connections).
   static std::string ErrorLine(std::string_view code, std::string_view message);
 
+  // GET /metrics: Prometheus text exposition of the counters below, per-op
+  // requests, errors and latency histograms, and the engine's stats.
+  std::string PrometheusText();
+  // GET /health: false (with the reason) when the store refuses writes.
+  bool Healthy(std::string* why);
+
   // The server keeps these; stats reports them.
   std::atomic<uint64_t> connections{0};
   std::atomic<uint64_t> connections_total{0};

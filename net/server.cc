@@ -16,6 +16,8 @@
 
 #include "net/server.h"
 
+#include "net/metrics_http.h"
+
 #include <chrono>
 #include <deque>
 #include <mutex>
@@ -48,6 +50,7 @@ struct Server::Impl {
   tcp::acceptor acceptor{io};
   asio::signal_set signals{io};
   std::unique_ptr<RequestHandler> handler;
+  std::unique_ptr<MetricsHttp> metrics;
   uint16_t port = 0;
 
   std::mutex mu;
@@ -378,10 +381,19 @@ Status Server::Start() {
     return Status::IOError("listen: " + ec.message());
   }
   impl_->port = a.local_endpoint(ec).port();
+  if (impl_->options.metrics_port >= 0) {
+    RequestHandler* h = impl_->handler.get();
+    impl_->metrics = std::make_unique<MetricsHttp>([h] { return h->PrometheusText(); },
+                                                   [h](std::string* why) { return h->Healthy(why); });
+    Status s = impl_->metrics->Start(impl_->options.host, impl_->options.metrics_port);
+    if (!s.ok()) return s;
+  }
   return Status::OK();
 }
 
 uint16_t Server::port() const { return impl_->port; }
+
+int Server::metrics_port() const { return impl_->metrics ? impl_->metrics->port() : -1; }
 
 void Server::Run() {
   Impl* impl = impl_.get();
@@ -401,6 +413,7 @@ void Server::Run() {
   for (size_t i = 1; i < impl->options.threads; ++i) pool.emplace_back([impl] { impl->io.run(); });
   impl->io.run();
   for (auto& t : pool) t.join();
+  if (impl->metrics) impl->metrics->Stop();
 }
 
 void Server::Stop() {

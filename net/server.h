@@ -41,6 +41,9 @@ struct ServerOptions {
   // before the ones still busy (e.g. writing to a client that stopped
   // reading) are aborted.
   uint64_t drain_timeout_ms = 10000;
+  // The HTTP side port (GET /metrics, GET /health) on host; -1 means none,
+  // 0 picks a free port (see Server::metrics_port()).
+  int metrics_port = -1;
   // Stop gracefully on SIGTERM and SIGINT.
   bool handle_signals = true;
   HandlerOptions handler;
@@ -59,6 +62,8 @@ class Server {
   Status Start();
   // The bound port, after Start.
   uint16_t port() const;
+  // The metrics port, after Start; -1 when there is none.
+  int metrics_port() const;
 
   // Serves on the thread pool until Stop (or a handled signal): then stops
   // accepting, lets every connection finish the requests it has read

@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -60,6 +61,18 @@ class ServerProcess {
     while (line.find('\n') == std::string::npos && poll(&p, 1, 10000) == 1 && read(out[0], &c, 1) == 1) {
       line += c;
     }
+    // With --metrics-port, a second line says "metrics 127.0.0.1:PORT".
+    std::string metrics_line;
+    if (std::find(extra.begin(), extra.end(), "--metrics-port") != extra.end()) {
+      while (metrics_line.find('\n') == std::string::npos && poll(&p, 1, 10000) == 1 &&
+             read(out[0], &c, 1) == 1) {
+        metrics_line += c;
+      }
+      auto colon = metrics_line.rfind(':');
+      if (metrics_line.rfind("metrics 127.0.0.1:", 0) == 0 && colon != std::string::npos) {
+        metrics_port_ = static_cast<uint16_t>(std::stoi(metrics_line.substr(colon + 1)));
+      }
+    }
     close(out[0]);
     auto colon = line.rfind(':');
     if (line.rfind("listening 127.0.0.1:", 0) == 0 && colon != std::string::npos) {
@@ -76,6 +89,7 @@ class ServerProcess {
   }
 
   uint16_t port() const { return port_; }
+  uint16_t metrics_port() const { return metrics_port_; }
 
   // Sends sig and waits (up to timeout) for the exit; returns the exit
   // status as waitpid reports it, or -1 on timeout (then it is killed).
@@ -97,6 +111,7 @@ class ServerProcess {
  private:
   pid_t pid_ = -1;
   uint16_t port_ = 0;
+  uint16_t metrics_port_ = 0;
 };
 
 // A blocking client connection with line reads.
@@ -377,6 +392,35 @@ TEST_F(ServerTest, SigtermFinishesInFlightExitsZeroAndDataSurvives) {
   Client c(again.port());
   for (auto& [k, v] : acked) ASSERT_EQ(c.Call({{"op", "get"}, {"key", k}})["result"], v) << k;
   EXPECT_EQ(WEXITSTATUS(again.Stop(SIGTERM)), 0);
+}
+
+// A plain HTTP/1.0 GET; returns the whole response (status line included).
+std::string HttpGet(uint16_t port, const std::string& path) {
+  Client c(port);
+  if (!c.Send("GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")) return "<send failed>";
+  std::string all, line;
+  while ((line = c.ReadLine(5s)) != "<eof>" && line != "<timeout>") all += line + "\n";
+  return all;
+}
+
+TEST_F(ServerTest, MetricsAndHealthOnTheHttpPort) {
+  ServerProcess server(data(), {"--metrics-port", "0"});
+  ASSERT_NE(server.metrics_port(), 0);
+  Client c(server.port());
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(Code(c.Call({{"op", "set"}, {"key", "m" + std::to_string(i)}, {"value", i}})), "");
+  EXPECT_EQ(Code(c.Call({{"op", "get"}, {"key", "missing"}})), "not_found");
+  std::string health = HttpGet(server.metrics_port(), "/health");
+  EXPECT_NE(health.find("200"), std::string::npos) << health;
+  EXPECT_NE(health.find("ok"), std::string::npos) << health;
+  std::string m = HttpGet(server.metrics_port(), "/metrics");
+  EXPECT_NE(m.find("kvstore_requests_total{op=\"set\"} 3"), std::string::npos) << m;
+  EXPECT_NE(m.find("kvstore_request_errors_total{op=\"get\"} 1"), std::string::npos);
+  EXPECT_NE(m.find("kvstore_request_duration_seconds_count{op=\"set\"} 3"), std::string::npos);
+  EXPECT_NE(m.find("kvstore_request_duration_seconds_bucket{op=\"set\",le=\"+Inf\"} 3"), std::string::npos);
+  EXPECT_NE(m.find("kvstore_keys 3"), std::string::npos);
+  EXPECT_NE(m.find("kvstore_connections 1"), std::string::npos);
+  EXPECT_NE(m.find("kvstore_wal_syncs_total"), std::string::npos);
+  EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
 }
 
 // A client that pipelines big responses and never reads them must not hold
