@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   std::string data_dir = "data";
   std::string token_file;
   std::string log_level = "info";
+  kvstore::Options db_options;
 
   CLI::App app{"kvserver: the kvstore server (NDJSON over TCP; see docs/protocol.md)"};
   app.set_config("--config", "", "read options from this TOML/INI file");
@@ -42,6 +43,8 @@ int main(int argc, char** argv) {
   app.add_option("--metrics-port", options.metrics_port,
                  "HTTP port for GET /metrics (Prometheus) and GET /health; 0 picks a free one")
       ->envname("KVSTORE_METRICS_PORT");
+  app.add_flag("--best-effort-recovery", db_options.best_effort_recovery,
+               "on a corrupt WAL, keep everything before the first bad record instead of refusing to start");
   app.add_option("--threads", options.threads, "server threads; 0 = one per core")
       ->envname("KVSTORE_THREADS")->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
@@ -75,7 +78,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::unique_ptr<kvstore::DB> db;
-  kvstore::Status s = kvstore::DB::Open(kvstore::Options{}, data_dir, &db);
+  kvstore::Status s = kvstore::DB::Open(db_options, data_dir, &db);
   if (!s.ok()) {
     spdlog::error("cannot open {}: {}", data_dir, s.ToString());
     return 1;
