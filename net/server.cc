@@ -18,6 +18,7 @@
 
 #include "net/metrics_http.h"
 
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <mutex>
@@ -159,12 +160,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Dispatch(const std::string& line) {
     const uint64_t seq = next_seq_++;
     pending_.emplace_back(std::nullopt);
+    // Reads usually answer inside Handle, on this strand: store those
+    // directly instead of paying a post per response.
+    dispatching_on_.store(std::this_thread::get_id(), std::memory_order_relaxed);
     server_->handler->Handle(line, session_, [self = shared_from_this(), seq](std::string resp) {
+      if (self->dispatching_on_.load(std::memory_order_relaxed) == std::this_thread::get_id()) {
+        self->Complete(seq, std::move(resp));
+        return;
+      }
       // Back onto the strand: only it touches pending_.
       asio::post(self->socket_.get_executor(), [self, seq, resp = std::move(resp)]() mutable {
         self->Complete(seq, std::move(resp));
       });
     });
+    dispatching_on_.store(std::thread::id(), std::memory_order_relaxed);
   }
 
   void Complete(uint64_t seq, std::string resp) {
@@ -247,6 +256,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::deque<std::optional<std::string>> pending_;
   uint64_t first_pending_seq_ = 0;
   uint64_t next_seq_ = 0;
+  // The thread running Handle on this strand, while it does; a default id
+  // otherwise. Only that thread can match its own id, so other threads
+  // reading it (a DB callback) always post.
+  std::atomic<std::thread::id> dispatching_on_{};
   // Used as condition variables: a waiter sleeps until cancel().
   asio::steady_timer writer_wake_;
   asio::steady_timer reader_wake_;
