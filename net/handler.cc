@@ -282,7 +282,6 @@ std::string RequestHandler::ErrorLine(std::string_view code, std::string_view me
   return Dump(err);
 }
 
-
 void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> session, Done done) {
   std::string id_prefix;
   std::optional<Op> op;

@@ -80,12 +80,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!ec) peer_ = ep.address().to_string() + ":" + std::to_string(ep.port());
   }
 
+  // Each coroutine holds the connection alive through its self parameter:
+  // a coroutine's parameters live in its frame from the call on, while a
+  // shared_from_this() in its body would run only once it first resumes.
   void Start() {
-    auto self = shared_from_this();
     auto ex = socket_.get_executor();
-    asio::co_spawn(ex, ReadLoop(), asio::detached);
-    asio::co_spawn(ex, WriteLoop(), asio::detached);
-    if (server_->options.idle_timeout_ms > 0) asio::co_spawn(ex, IdleLoop(), asio::detached);
+    asio::co_spawn(ex, ReadLoop(shared_from_this()), asio::detached);
+    asio::co_spawn(ex, WriteLoop(shared_from_this()), asio::detached);
+    if (server_->options.idle_timeout_ms > 0) {
+      asio::co_spawn(ex, IdleLoop(shared_from_this()), asio::detached);
+    }
   }
 
   // Stops taking requests; those already read are still answered. Safe from
@@ -117,8 +121,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     reader_wake_.cancel();
   }
 
-  awaitable<void> ReadLoop() {
-    auto self = shared_from_this();
+  awaitable<void> ReadLoop(std::shared_ptr<Connection> /*self*/) {
     std::vector<char> buf(64 * 1024);
     std::string line;
     while (!stop_reading_) {
@@ -181,8 +184,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     writer_wake_.cancel();
   }
 
-  awaitable<void> WriteLoop() {
-    auto self = shared_from_this();
+  awaitable<void> WriteLoop(std::shared_ptr<Connection> /*self*/) {
     std::string out;
     for (;;) {
       out.clear();
@@ -215,8 +217,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     Close();
   }
 
-  awaitable<void> IdleLoop() {
-    auto self = shared_from_this();
+  awaitable<void> IdleLoop(std::shared_ptr<Connection> /*self*/) {
     const auto timeout = std::chrono::milliseconds(server_->options.idle_timeout_ms);
     while (!closed_ && !stop_reading_) {
       // While requests are in flight the connection is not idle however
