@@ -124,40 +124,46 @@ class Connection : public std::enable_shared_from_this<Connection> {
   awaitable<void> ReadLoop(std::shared_ptr<Connection> /*self*/) {
     std::vector<char> buf(64 * 1024);
     std::string line;
+    bool too_large = false;
     while (!stop_reading_) {
-      // Backpressure: a client that pipelines without reading responses
-      // stops being read instead of growing our memory without bound.
-      while (pending_.size() >= server_->options.max_pipeline && !stop_reading_) {
+      // Backpressure, checked before every request, not every read: one
+      // read can hold thousands of pipelined gets of a large value, and a
+      // client that sends without reading would otherwise grow our memory
+      // without bound.
+      while (Congested() && !stop_reading_) {
         reader_wake_.expires_at(Clock::time_point::max());
         co_await reader_wake_.async_wait(kNoThrow);
       }
       if (stop_reading_) break;
+      LineFramer::Result r = framer_.Next(&line);
+      if (r == LineFramer::Result::kLine) {
+        if (!line.empty()) Dispatch(line);  // blank lines are keep-alives, not requests
+        continue;
+      }
+      if (r == LineFramer::Result::kTooLarge) {
+        too_large = true;
+        break;
+      }
       auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buf), kNoThrow);
       if (ec || n == 0) break;
       last_activity_ = Clock::now();
       framer_.Append(std::string_view(buf.data(), n));
-      bool too_large = false;
-      for (;;) {
-        LineFramer::Result r = framer_.Next(&line);
-        if (r == LineFramer::Result::kNeedMore) break;
-        if (r == LineFramer::Result::kTooLarge) {
-          too_large = true;
-          break;
-        }
-        if (line.empty()) continue;  // blank lines are keep-alives, not requests
-        Dispatch(line);
-      }
-      if (too_large) {
-        spdlog::debug("{}: line over {} bytes; closing", peer_, server_->options.max_line_bytes);
-        pending_.emplace_back(RequestHandler::ErrorLine(
-            "too_large", "line longer than " + std::to_string(server_->options.max_line_bytes) +
-                             " bytes; closing the connection"));
-        break;
-      }
+    }
+    if (too_large) {
+      spdlog::debug("{}: line over {} bytes; closing", peer_, server_->options.max_line_bytes);
+      pending_.emplace_back(RequestHandler::ErrorLine(
+          "too_large", "line longer than " + std::to_string(server_->options.max_line_bytes) +
+                           " bytes; closing the connection"));
     }
     stop_reading_ = true;
     reading_done_ = true;
     writer_wake_.cancel();
+  }
+
+  // Too much unanswered or unwritten: stop taking requests until the
+  // writer catches up.
+  bool Congested() const {
+    return pending_.size() >= server_->options.max_pipeline || ready_bytes_ >= kMaxReadyBytes;
   }
 
   void Dispatch(const std::string& line) {
@@ -180,6 +186,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void Complete(uint64_t seq, std::string resp) {
+    ready_bytes_ += resp.size();
     pending_[seq - first_pending_seq_] = std::move(resp);
     writer_wake_.cancel();
   }
@@ -191,6 +198,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       while (!pending_.empty() && pending_.front().has_value() && out.size() < (1u << 20)) {
         out += *pending_.front();
         out += '\n';
+        ready_bytes_ -= std::min(ready_bytes_, pending_.front()->size());
         pending_.pop_front();
         ++first_pending_seq_;
       }
@@ -257,6 +265,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::deque<std::optional<std::string>> pending_;
   uint64_t first_pending_seq_ = 0;
   uint64_t next_seq_ = 0;
+  // Bytes of answered responses not yet written. A response held in full
+  // counts once Complete stores it; the too_large line is not counted.
+  size_t ready_bytes_ = 0;
+  static constexpr size_t kMaxReadyBytes = 32u << 20;
   // The thread running Handle on this strand, while it does; a default id
   // otherwise. Only that thread can match its own id, so other threads
   // reading it (a DB callback) always post.

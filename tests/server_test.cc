@@ -89,6 +89,7 @@ class ServerProcess {
   }
 
   uint16_t port() const { return port_; }
+  pid_t pid() const { return pid_; }
   uint16_t metrics_port() const { return metrics_port_; }
 
   // Sends sig and waits (up to timeout) for the exit; returns the exit
@@ -420,6 +421,39 @@ TEST_F(ServerTest, MetricsAndHealthOnTheHttpPort) {
   EXPECT_NE(m.find("kvstore_keys 3"), std::string::npos);
   EXPECT_NE(m.find("kvstore_connections 1"), std::string::npos);
   EXPECT_NE(m.find("kvstore_wal_syncs_total"), std::string::npos);
+  EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+}
+
+// Resident memory of a process, in KiB, from /proc.
+long RssKiB(pid_t pid) {
+  FILE* f = fopen(("/proc/" + std::to_string(pid) + "/status").c_str(), "r");
+  if (f == nullptr) return -1;
+  char line[256];
+  long kib = -1;
+  while (fgets(line, sizeof line, f) != nullptr) {
+    if (std::sscanf(line, "VmRSS: %ld kB", &kib) == 1) break;
+  }
+  fclose(f);
+  return kib;
+}
+
+// Pipelined gets of a large value from a client that does not read: the
+// server must stop reading that client instead of buffering every response.
+TEST_F(ServerTest, UnreadResponsesDoNotGrowMemoryWithoutBound) {
+  ServerProcess server(data());
+  Client c(server.port());
+  ASSERT_EQ(Code(c.Call({{"op", "set"}, {"key", "big"}, {"value", std::string(1 << 20, 'b')}})), "");
+  std::string gets;
+  for (int i = 0; i < 400; ++i) gets += R"({"op":"get","key":"big"})" "\n";  // 400 MiB of answers
+  ASSERT_TRUE(c.Send(gets));
+  std::this_thread::sleep_for(500ms);
+  long rss = RssKiB(server.pid());
+  EXPECT_GT(rss, 0);
+  EXPECT_LT(rss, 200 * 1024) << "server buffered the unread responses";
+  for (int i = 0; i < 400; ++i) {
+    std::string line = c.ReadLine();
+    ASSERT_EQ(line.size(), (1u << 20) + 2 + std::strlen(R"({"ok":true,"result":})")) << i;
+  }
   EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
 }
 
