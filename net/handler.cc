@@ -606,7 +606,9 @@ void RequestHandler::Impl::Scan(const json& req, const ReplyPtr& reply) {
     std::string_view k = it->key();
     if (!prefix.empty() && !k.starts_with(prefix)) break;
     if (has_end && k >= end) break;
-    if (n == limit) {
+    // A response stops at limit entries or, past the first entry, at about
+    // max_scan_bytes, whichever comes first: the client pages on with more.
+    if (n == limit || (n > 0 && out.size() >= options.max_scan_bytes)) {
       more = true;
       break;
     }

@@ -34,6 +34,8 @@ struct HandlerOptions {
   std::string auth_token;
   // Largest limit a scan may ask for.
   size_t max_scan_limit = 100000;
+  // A scan response stops (with "more":true) once it holds this many bytes.
+  size_t max_scan_bytes = 16u << 20;
   // Largest number of ops in one bulk_set, bulk_get or txn.
   size_t max_batch_ops = 1000000;
   // Durable before acknowledged (WriteOptions::sync).

@@ -126,6 +126,24 @@ TEST_F(HandlerTest, ScanByPrefixRangeAndLimitInKeyOrder) {
   EXPECT_EQ(Code(Call({{"op", "scan"}, {"prefix", 1}})), "bad_request");
 }
 
+TEST_F(HandlerTest, ScanStopsAtTheByteBudgetWithMore) {
+  HandlerOptions o;
+  o.max_scan_bytes = 1000;
+  Open(o);
+  json items = json::array();
+  for (int i = 0; i < 10; ++i) items.push_back({"k" + std::to_string(i), std::string(300, 'v')});
+  ASSERT_EQ(Code(Call({{"op", "bulk_set"}, {"items", items}})), "");
+  json r = Call({{"op", "scan"}, {"prefix", "k"}});
+  ASSERT_EQ(Code(r), "") << r;
+  EXPECT_EQ(r["result"]["items"].size(), 4u);  // the 4th crosses 1000 bytes
+  EXPECT_EQ(r["result"]["more"], true);
+  // One entry always fits, however large, so a scan always makes progress.
+  ASSERT_EQ(Code(Call({{"op", "set"}, {"key", "huge"}, {"value", std::string(5000, 'h')}})), "");
+  r = Call({{"op", "scan"}, {"prefix", "huge"}});
+  EXPECT_EQ(r["result"]["items"].size(), 1u);
+  EXPECT_EQ(r["result"]["more"], false);
+}
+
 TEST_F(HandlerTest, CasComparesCurrentValueOrAbsence) {
   auto cas = [&](json extra) {
     json req = {{"op", "cas"}, {"key", "c"}};
