@@ -1,15 +1,18 @@
 // kvbench: kvstore's benchmark driver. Each subcommand lives in its own
 // file and registers itself here; `kvbench engine` is the embedded engine
-// benchmark (see engine_bench.h).
+// benchmark (see engine_bench.h), `kvbench server` loads a kvserver over TCP
+// (server_bench.h).
 #include <CLI/CLI.hpp>
 
 #include "bench/engine_bench.h"
+#include "bench/server_bench.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"kvbench: benchmarks for kvstore"};
   app.require_subcommand(1, 1);
   int exit_code = 0;
   kvbench::AddEngineCommand(app, &exit_code);
+  kvbench::AddServerCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

@@ -1,0 +1,884 @@
+#include "net/handler.h"
+
+#include <chrono>
+#include <iterator>
+#include <map>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "net/json_guard.h"
+
+namespace kvstore::net {
+
+using json = nlohmann::json;
+
+namespace {
+
+// Thrown by request validation and caught in Handle: a request that cannot
+// be served, answered with this code. Never leaves this file.
+struct ClientError {
+  std::string code;
+  std::string message;
+};
+
+[[noreturn]] void Fail(std::string code, std::string message) {
+  throw ClientError{std::move(code), std::move(message)};
+}
+
+// Dumps without throwing: stored keys and values were validated UTF-8 when
+// they came in, but bytes written by an embedder need not be.
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+std::string QuoteKey(std::string_view key) { return Dump(json(std::string(key))); }
+
+struct OpEntry {
+  const char* name;
+  Op op;
+};
+constexpr OpEntry kOps[] = {
+    {"ping", Op::kPing},
+    {"auth", Op::kAuth},
+    {"get", Op::kGet},
+    {"set", Op::kSet},
+    {"delete", Op::kDelete},
+    {"bulk_set", Op::kBulkSet},
+    {"bulk_get", Op::kBulkGet},
+    {"scan", Op::kScan},
+    {"cas", Op::kCas},
+    {"txn", Op::kTxn},
+    {"stats", Op::kStats},
+    {"flush", Op::kFlush},
+    {"compact", Op::kCompact},
+    {"checkpoint", Op::kCheckpoint},
+    {"search_by_value", Op::kSearchByValue},
+    {"fulltext_search", Op::kFulltextSearch},
+    {"semantic_search", Op::kSemanticSearch},
+};
+
+std::optional<Op> LookupOp(std::string_view name) {
+  for (const OpEntry& e : kOps) {
+    if (name == e.name) return e.op;
+  }
+  return std::nullopt;
+}
+
+// The engine's Status as a protocol error code.
+const char* CodeFor(const Status& s) {
+  switch (s.code()) {
+    case Status::Code::kNotFound: return "not_found";
+    case Status::Code::kInvalidArgument: return "bad_request";
+    case Status::Code::kNoSpace: return "no_space";
+    case Status::Code::kReadOnly: return "read_only";
+    default: return "internal";
+  }
+}
+
+const json& Field(const json& req, const char* name) {
+  auto it = req.find(name);
+  if (it == req.end()) Fail("bad_request", std::string("missing field \"") + name + "\"");
+  return *it;
+}
+
+const json* OptionalField(const json& req, const char* name) {
+  auto it = req.find(name);
+  return it == req.end() ? nullptr : &*it;
+}
+
+std::string_view KeyOf(const json& j, const char* what = "key") {
+  if (!j.is_string()) Fail("bad_request", std::string(what) + " must be a string");
+  const std::string& k = j.get_ref<const std::string&>();
+  if (k.size() > kMaxKeySize) {
+    Fail("too_large", "key is " + std::to_string(k.size()) + " bytes; the limit is " +
+                          std::to_string(kMaxKeySize));
+  }
+  return k;
+}
+
+std::string_view StringField(const json& req, const char* name) {
+  const json& j = Field(req, name);
+  if (!j.is_string()) Fail("bad_request", std::string("\"") + name + "\" must be a string");
+  return j.get_ref<const std::string&>();
+}
+
+// The canonical stored form of a value: nlohmann's compact dump (object
+// members in key order), so equal JSON values compare equal as bytes.
+std::string Canonical(const json& value) {
+  std::string text = Dump(value);
+  if (text.size() > kMaxValueSize) {
+    Fail("too_large", "value is " + std::to_string(text.size()) + " bytes; the limit is " +
+                          std::to_string(kMaxValueSize));
+  }
+  return text;
+}
+
+const json& ArrayField(const json& req, const char* name, size_t max) {
+  const json& j = Field(req, name);
+  if (!j.is_array()) Fail("bad_request", std::string("\"") + name + "\" must be an array");
+  if (j.size() > max) {
+    Fail("too_large", std::string("\"") + name + "\" has " + std::to_string(j.size()) +
+                          " entries; the limit is " + std::to_string(max));
+  }
+  return j;
+}
+
+void CheckBatchSize(const WriteBatch& b) {
+  if (b.ByteSize() > kMaxBatchSize) {
+    Fail("too_large", "batch is " + std::to_string(b.ByteSize()) + " bytes; the limit is " +
+                          std::to_string(kMaxBatchSize));
+  }
+}
+
+// Upper bounds (seconds) of the request latency histogram buckets, as
+// Prometheus "le" labels; a last +Inf bucket is implied.
+constexpr double kLatencyBounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                     0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5, 5, 10};
+constexpr size_t kLatencyBuckets = std::size(kLatencyBounds) + 1;
+
+// Per-op counters, lock-free so every request can update them.
+struct OpCounters {
+  std::atomic<uint64_t> count{0};
+  std::atomic<uint64_t> errors{0};
+  std::array<std::atomic<uint64_t>, kLatencyBuckets> latency{};  // not cumulative
+  std::atomic<uint64_t> latency_ns{0};
+
+  void Observe(std::chrono::steady_clock::duration d, bool error) {
+    if (error) errors.fetch_add(1, std::memory_order_relaxed);
+    const double seconds = std::chrono::duration<double>(d).count();
+    size_t b = 0;
+    while (b < std::size(kLatencyBounds) && seconds > kLatencyBounds[b]) ++b;
+    latency[b].fetch_add(1, std::memory_order_relaxed);
+    latency_ns.fetch_add(static_cast<uint64_t>(std::chrono::nanoseconds(d).count()),
+                         std::memory_order_relaxed);
+  }
+};
+
+// One reply, sent exactly once even if both a validation error and a late
+// callback race to answer. Records the request's latency and outcome in
+// counters as it goes.
+class Reply {
+ public:
+  Reply(std::string id_prefix, RequestHandler::Done done, OpCounters* counters)
+      : id_prefix_(std::move(id_prefix)), done_(std::move(done)), counters_(counters) {}
+
+  void Ok(std::string_view result_json) {
+    if (sent_.exchange(true)) return;
+    counters_->Observe(std::chrono::steady_clock::now() - start_, false);
+    std::string line;
+    line.reserve(id_prefix_.size() + result_json.size() + 24);
+    line += '{';
+    line += id_prefix_;
+    line += "\"ok\":true,\"result\":";
+    line += result_json;
+    line += '}';
+    done_(std::move(line));
+  }
+
+  void Error(std::string_view code, std::string_view message, const json* extra = nullptr) {
+    if (sent_.exchange(true)) return;
+    counters_->Observe(std::chrono::steady_clock::now() - start_, true);
+    // Client errors are routine for a server: debug, not info. Messages
+    // never carry a token (auth failures say only "wrong token").
+    spdlog::debug("request failed: {}: {}", code, message);
+    json err = {{"code", code}, {"message", message}};
+    if (extra != nullptr) err.update(*extra);
+    std::string line = "{" + id_prefix_ + "\"ok\":false,\"error\":" + Dump(err) + "}";
+    done_(std::move(line));
+  }
+
+  void Error(const Status& s) { Error(CodeFor(s), s.ToString()); }
+
+ private:
+  const std::string id_prefix_;  // "\"id\":<id>," or empty
+  RequestHandler::Done done_;
+  OpCounters* const counters_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+  std::atomic<bool> sent_{false};
+};
+
+using ReplyPtr = std::shared_ptr<Reply>;
+
+}  // namespace
+
+const char* OpName(Op op) {
+  for (const OpEntry& e : kOps) {
+    if (e.op == op) return e.name;
+  }
+  return "?";
+}
+
+struct RequestHandler::Impl {
+  RequestHandler* owner;
+  DB* db;
+  HandlerOptions options;
+  Post post;
+  KeyLocks locks;
+  std::array<OpCounters, static_cast<size_t>(Op::kCount)> ops;
+  OpCounters bad_requests;  // lines that failed before an op was known
+
+  WriteOptions write_options() const {
+    WriteOptions w;
+    w.sync = options.sync;
+    return w;
+  }
+
+  void Dispatch(Op op, const json& req, Session* session, const ReplyPtr& reply);
+
+  // Held key locks, released when the last reference goes: after the
+  // write's callback when there is a write, at once when there is none or
+  // the request failed.
+  struct LockGuard {
+    KeyLocks* locks;
+    KeyLocks::Held held;
+    ~LockGuard() { locks->Release(held); }
+  };
+  using GuardPtr = std::shared_ptr<LockGuard>;
+
+  // Locks keys, then runs body (inline, or posted when the grant came late),
+  // answering with the error when body throws.
+  void WithLocks(const std::vector<std::string_view>& keys, KeyLocks::Mode mode,
+                 const ReplyPtr& reply, std::function<void(GuardPtr)> body);
+  // Hands batch to the engine; its callback drops the locks, then answers
+  // with result.
+  void Commit(WriteBatch batch, GuardPtr guard, const ReplyPtr& reply, std::string result);
+
+  void Get(const json& req, const ReplyPtr& reply);
+  void Set(const json& req, const ReplyPtr& reply);
+  void Delete(const json& req, const ReplyPtr& reply);
+  void BulkSet(const json& req, const ReplyPtr& reply);
+  void BulkGet(const json& req, const ReplyPtr& reply);
+  void Scan(const json& req, const ReplyPtr& reply);
+  void Cas(const json& req, const ReplyPtr& reply);
+  void Txn(const json& req, const ReplyPtr& reply);
+  void Stats(const ReplyPtr& reply);
+  void Auth(const json& req, Session* session, const ReplyPtr& reply);
+
+  // Reads key's stored text; nullopt when missing. Fails the request on an
+  // engine error.
+  std::optional<std::string> Read(std::string_view key) {
+    std::string value;
+    Status s = db->Get(ReadOptions{}, key, &value);
+    if (s.IsNotFound()) return std::nullopt;
+    if (!s.ok()) Fail(CodeFor(s), s.ToString());
+    return value;
+  }
+};
+
+RequestHandler::RequestHandler(DB* db, HandlerOptions options, Post post)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->owner = this;
+  impl_->db = db;
+  impl_->options = std::move(options);
+  impl_->post = std::move(post);
+}
+
+RequestHandler::~RequestHandler() = default;
+
+std::string RequestHandler::ErrorLine(std::string_view code, std::string_view message) {
+  json err = {{"ok", false}, {"error", {{"code", code}, {"message", message}}}};
+  return Dump(err);
+}
+
+void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> session, Done done) {
+  std::string id_prefix;
+  std::optional<Op> op;
+  json req;
+  ClientError early;
+  try {
+    if (!IsValidUtf8(line)) Fail("bad_request", "request is not valid UTF-8");
+    if (!NestingWithin(line, impl_->options.max_depth)) {
+      Fail("bad_request",
+           "request nests deeper than " + std::to_string(impl_->options.max_depth) + " levels");
+    }
+    req = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (req.is_discarded()) Fail("bad_request", "malformed JSON");
+    if (!req.is_object()) Fail("bad_request", "a request must be a JSON object");
+    if (const json* id = OptionalField(req, "id")) {
+      if (id->is_structured()) {
+        Fail("bad_request", "\"id\" must be a string, number, boolean or null");
+      }
+      id_prefix = "\"id\":" + Dump(*id) + ",";
+    }
+    const json* name = OptionalField(req, "op");
+    if (name == nullptr) Fail("bad_request", "missing field \"op\"");
+    if (!name->is_string()) Fail("bad_request", "\"op\" must be a string");
+    op = LookupOp(name->get_ref<const std::string&>());
+    if (!op) {
+      // Quote at most a prefix: the name is the client's, and may be huge.
+      Fail("unknown_op", "unknown op \"" + name->get_ref<const std::string&>().substr(0, 64) + "\"");
+    }
+  } catch (ClientError& e) {
+    early = std::move(e);
+  } catch (const std::exception& e) {
+    early = {"internal", e.what()};
+  }
+
+  OpCounters* counters = op ? &impl_->ops[static_cast<size_t>(*op)] : &impl_->bad_requests;
+  counters->count.fetch_add(1, std::memory_order_relaxed);
+  if (!early.code.empty()) {
+    Reply(std::move(id_prefix), std::move(done), counters).Error(early.code, early.message);
+    return;
+  }
+  const bool is_write = *op == Op::kSet || *op == Op::kDelete || *op == Op::kBulkSet ||
+                        *op == Op::kCas || *op == Op::kTxn;
+  if (is_write) {
+    // Let the queue move on before answering: once answered, the caller
+    // may stop caring about the session.
+    done = [this, session, done = std::move(done)](std::string response) {
+      WriteFinished(session);
+      done(std::move(response));
+    };
+  }
+  auto reply = std::make_shared<Reply>(std::move(id_prefix), std::move(done), counters);
+  auto run = [this, op = *op, req = std::move(req), session, reply] {
+    try {
+      impl_->Dispatch(op, req, session.get(), reply);
+    } catch (const ClientError& e) {
+      reply->Error(e.code, e.message);
+    } catch (const std::exception& e) {
+      reply->Error("internal", e.what());
+    } catch (...) {
+      reply->Error("internal", "unexpected failure");
+    }
+  };
+  {
+    std::lock_guard lock(session->mu);
+    const bool now = session->blocked.empty() && (is_write || session->writes_pending == 0);
+    if (!now) {
+      session->blocked.push_back({is_write, std::move(run)});
+      return;
+    }
+    if (is_write) ++session->writes_pending;
+  }
+  run();
+}
+
+void RequestHandler::WriteFinished(const std::shared_ptr<Session>& session) {
+  {
+    std::lock_guard lock(session->mu);
+    --session->writes_pending;
+    if (session->writes_pending > 0 || session->blocked.empty() || session->draining) return;
+    session->draining = true;
+  }
+  // Usually on a DB callback thread: start the waiting requests elsewhere.
+  impl_->post([this, session] { Drain(session); });
+}
+
+void RequestHandler::Drain(const std::shared_ptr<Session>& session) {
+  for (;;) {
+    std::function<void()> run;
+    bool is_write;
+    {
+      std::lock_guard lock(session->mu);
+      if (session->blocked.empty() ||
+          (!session->blocked.front().is_write && session->writes_pending > 0)) {
+        session->draining = false;
+        return;
+      }
+      is_write = session->blocked.front().is_write;
+      run = std::move(session->blocked.front().run);
+      // A write counts as pending from here on; a read stays at the front
+      // while it runs, so a request arriving meanwhile queues behind it.
+      if (is_write) {
+        ++session->writes_pending;
+        session->blocked.pop_front();
+      }
+    }
+    run();
+    if (!is_write) {
+      std::lock_guard lock(session->mu);
+      session->blocked.pop_front();
+    }
+  }
+}
+
+void RequestHandler::Impl::Dispatch(Op op, const json& req, Session* session,
+                                    const ReplyPtr& reply) {
+  if (!options.auth_token.empty() && !session->authenticated && op != Op::kAuth) {
+    Fail("unauthorized", "authenticate first: {\"op\":\"auth\",\"token\":...}");
+  }
+  switch (op) {
+    case Op::kPing: return reply->Ok("\"pong\"");
+    case Op::kAuth: return Auth(req, session, reply);
+    case Op::kGet: return Get(req, reply);
+    case Op::kSet: return Set(req, reply);
+    case Op::kDelete: return Delete(req, reply);
+    case Op::kBulkSet: return BulkSet(req, reply);
+    case Op::kBulkGet: return BulkGet(req, reply);
+    case Op::kScan: return Scan(req, reply);
+    case Op::kCas: return Cas(req, reply);
+    case Op::kTxn: return Txn(req, reply);
+    case Op::kStats: return Stats(reply);
+    case Op::kFlush:
+    case Op::kCompact:
+    case Op::kCheckpoint:
+      Fail("unavailable", std::string(OpName(op)) +
+                              " needs SSTables and the manifest, which arrive with issue 3");
+    case Op::kSearchByValue:
+    case Op::kFulltextSearch:
+    case Op::kSemanticSearch:
+      Fail("unavailable",
+           std::string(OpName(op)) + " needs the search indexes, which arrive with issue 4");
+    case Op::kCount: break;
+  }
+  Fail("internal", "op not dispatched");
+}
+
+void RequestHandler::Impl::WithLocks(const std::vector<std::string_view>& keys,
+                                     KeyLocks::Mode mode, const ReplyPtr& reply,
+                                     std::function<void(GuardPtr)> body) {
+  locks.Acquire(keys, mode, [this, reply, body = std::move(body)](KeyLocks::Held held,
+                                                                   bool immediate) mutable {
+    auto guard = std::shared_ptr<LockGuard>(new LockGuard{&locks, std::move(held)});
+    auto run = [reply, guard = std::move(guard), body = std::move(body)]() mutable {
+      try {
+        // body owns the locks from here: it drops them before it answers,
+        // since an answered caller may destroy this handler.
+        body(std::move(guard));
+      } catch (const ClientError& e) {
+        reply->Error(e.code, e.message);
+      } catch (const std::exception& e) {
+        reply->Error("internal", e.what());
+      } catch (...) {
+        reply->Error("internal", "unexpected failure");
+      }
+    };
+    // A late grant runs inside another request's DB callback; reading and
+    // writing there would hold up that thread's other callbacks.
+    if (immediate) {
+      run();
+    } else {
+      post(std::move(run));
+    }
+  });
+}
+
+void RequestHandler::Impl::Commit(WriteBatch batch, GuardPtr guard, const ReplyPtr& reply,
+                                  std::string result) {
+  CheckBatchSize(batch);
+  owner->writes_in_flight_.fetch_add(1, std::memory_order_relaxed);
+  db->WriteAsync(write_options(), std::move(batch),
+                 [this, guard = std::move(guard), reply, result = std::move(result)](
+                     Status s) mutable {
+                   guard.reset();  // the write is visible: let the next writer of these keys in
+                   // Last touch of the handler: once answered, its owner may
+                   // destroy it.
+                   owner->writes_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+                   if (s.ok()) {
+                     reply->Ok(result);
+                   } else {
+                     reply->Error(s);
+                   }
+                 });
+}
+
+void RequestHandler::Impl::Auth(const json& req, Session* session, const ReplyPtr& reply) {
+  std::string_view token = StringField(req, "token");
+  if (options.auth_token.empty()) return reply->Ok("null");
+  // Compare every byte so the time taken does not reveal the matching prefix.
+  const std::string& want = options.auth_token;
+  unsigned char diff = token.size() == want.size() ? 0 : 1;
+  for (size_t i = 0; i < token.size(); ++i) {
+    diff |= static_cast<unsigned char>(token[i] ^ want[i % want.size()]);
+  }
+  if (diff != 0) Fail("unauthorized", "wrong token");
+  session->authenticated = true;
+  reply->Ok("null");
+}
+
+void RequestHandler::Impl::Get(const json& req, const ReplyPtr& reply) {
+  std::string_view key = KeyOf(Field(req, "key"));
+  std::optional<std::string> value = Read(key);
+  if (!value) Fail("not_found", "key not found");
+  reply->Ok(*value);
+}
+
+void RequestHandler::Impl::Set(const json& req, const ReplyPtr& reply) {
+  std::string_view key = KeyOf(Field(req, "key"));
+  WriteBatch batch;
+  batch.Put(key, Canonical(Field(req, "value")));
+  WithLocks({key}, KeyLocks::Mode::kShared, reply,
+            [this, reply, batch = std::move(batch)](GuardPtr guard) mutable {
+              Commit(std::move(batch), std::move(guard), reply, "null");
+            });
+}
+
+void RequestHandler::Impl::Delete(const json& req, const ReplyPtr& reply) {
+  std::string_view key = KeyOf(Field(req, "key"));
+  WriteBatch batch;
+  batch.Delete(key);
+  WithLocks({key}, KeyLocks::Mode::kShared, reply,
+            [this, reply, batch = std::move(batch)](GuardPtr guard) mutable {
+              Commit(std::move(batch), std::move(guard), reply, "null");
+            });
+}
+
+void RequestHandler::Impl::BulkSet(const json& req, const ReplyPtr& reply) {
+  const json& items = ArrayField(req, "items", options.max_batch_ops);
+  WriteBatch batch;
+  std::vector<std::string_view> keys;
+  keys.reserve(items.size());
+  for (const json& item : items) {
+    // Either [key, value] or {"key": key, "value": value}.
+    if (item.is_array() && item.size() == 2) {
+      keys.push_back(KeyOf(item[0], "an item's key"));
+      batch.Put(keys.back(), Canonical(item[1]));
+    } else if (item.is_object()) {
+      keys.push_back(KeyOf(Field(item, "key"), "an item's key"));
+      batch.Put(keys.back(), Canonical(Field(item, "value")));
+    } else {
+      Fail("bad_request", "each item must be [key, value] or {\"key\":...,\"value\":...}");
+    }
+  }
+  CheckBatchSize(batch);
+  std::string result = "{\"count\":" + std::to_string(items.size()) + "}";
+  WithLocks(keys, KeyLocks::Mode::kShared, reply,
+            [this, reply, batch = std::move(batch), result = std::move(result)](
+                GuardPtr guard) mutable {
+              Commit(std::move(batch), std::move(guard), reply, std::move(result));
+            });
+}
+
+void RequestHandler::Impl::BulkGet(const json& req, const ReplyPtr& reply) {
+  const json& keys = ArrayField(req, "keys", options.max_batch_ops);
+  std::vector<std::string_view> ks;
+  ks.reserve(keys.size());
+  for (const json& k : keys) ks.push_back(KeyOf(k, "each of \"keys\""));
+  // One snapshot, so the values are from one moment.
+  const Snapshot* snap = db->GetSnapshot();
+  ReadOptions ro;
+  ro.snapshot = snap;
+  std::string out = "{";
+  Status failed;
+  std::string value;
+  for (std::string_view k : ks) {
+    Status s = db->Get(ro, k, &value);
+    if (s.IsNotFound()) continue;
+    if (!s.ok()) {
+      failed = s;
+      break;
+    }
+    if (out.size() > 1) out += ',';
+    out += QuoteKey(k);
+    out += ':';
+    out += value;
+  }
+  db->ReleaseSnapshot(snap);
+  if (!failed.ok()) return reply->Error(failed);
+  out += '}';
+  reply->Ok(out);
+}
+
+void RequestHandler::Impl::Scan(const json& req, const ReplyPtr& reply) {
+  std::string start, end, prefix;
+  bool has_end = false;
+  if (const json* p = OptionalField(req, "prefix")) {
+    if (OptionalField(req, "start") || OptionalField(req, "end")) {
+      Fail("bad_request", "give \"prefix\" or \"start\"/\"end\", not both");
+    }
+    prefix = KeyOf(*p, "\"prefix\"");
+    start = prefix;
+  } else {
+    if (const json* s = OptionalField(req, "start")) start = KeyOf(*s, "\"start\"");
+    if (const json* e = OptionalField(req, "end")) {
+      end = KeyOf(*e, "\"end\"");
+      has_end = true;
+    }
+  }
+  size_t limit = 1000;
+  if (const json* l = OptionalField(req, "limit")) {
+    if (!l->is_number_unsigned() || l->get<uint64_t>() == 0) {
+      Fail("bad_request", "\"limit\" must be a positive integer");
+    }
+    if (l->get<uint64_t>() > options.max_scan_limit) {
+      Fail("too_large", "\"limit\" is over " + std::to_string(options.max_scan_limit));
+    }
+    limit = l->get<size_t>();
+  }
+  std::unique_ptr<Iterator> it = db->NewIterator(ReadOptions{});
+  std::string out = "{\"items\":[";
+  size_t n = 0;
+  bool more = false;
+  for (it->Seek(start); it->Valid(); it->Next()) {
+    std::string_view k = it->key();
+    if (!prefix.empty() && !k.starts_with(prefix)) break;
+    if (has_end && k >= end) break;
+    // A response stops at limit entries or, past the first entry, at about
+    // max_scan_bytes, whichever comes first: the client pages on with more.
+    if (n == limit || (n > 0 && out.size() >= options.max_scan_bytes)) {
+      more = true;
+      break;
+    }
+    if (n++ > 0) out += ',';
+    out += "{\"key\":";
+    out += QuoteKey(k);
+    out += ",\"value\":";
+    out += it->value();
+    out += '}';
+  }
+  Status s = it->status();
+  if (!s.ok()) return reply->Error(s);
+  out += "],\"more\":";
+  out += more ? "true}" : "false}";
+  reply->Ok(out);
+}
+
+void RequestHandler::Impl::Cas(const json& req, const ReplyPtr& reply) {
+  std::string_view key = KeyOf(Field(req, "key"));
+  std::string value = Canonical(Field(req, "value"));
+  const json* expected = OptionalField(req, "expected");
+  const json* absent = OptionalField(req, "expect_absent");
+  if (absent != nullptr && !absent->is_boolean()) {
+    Fail("bad_request", "\"expect_absent\" must be a boolean");
+  }
+  const bool want_absent = absent != nullptr && absent->get<bool>();
+  if ((expected != nullptr) == want_absent) {
+    Fail("bad_request", "give exactly one of \"expected\" and \"expect_absent\":true");
+  }
+  std::optional<std::string> want;
+  if (expected != nullptr) want = Canonical(*expected);
+  WithLocks({key}, KeyLocks::Mode::kExclusive, reply,
+            [this, reply, key = std::string(key), value = std::move(value),
+             want = std::move(want)](GuardPtr guard) mutable {
+              std::optional<std::string> current = Read(key);
+              if (current != want) {
+                guard.reset();
+                json extra = json::object();
+                if (current) {
+                  json cur = json::parse(*current, nullptr, false);
+                  if (!cur.is_discarded()) extra["current"] = std::move(cur);
+                }
+                reply->Error("conflict",
+                             current ? "the current value differs" : "the key is absent",
+                             &extra);
+                return;
+              }
+              WriteBatch batch;
+              batch.Put(key, value);
+              Commit(std::move(batch), std::move(guard), reply, "null");
+            });
+}
+
+void RequestHandler::Impl::Txn(const json& req, const ReplyPtr& reply) {
+  // Validate everything before locking, so a bad op never half-runs.
+  struct Compare {
+    std::string key;
+    enum { kEq, kNe, kExists, kMissing } kind;
+    std::string value;  // canonical, for kEq / kNe
+  };
+  struct TxnOp {
+    enum { kGet, kSet, kDelete } kind;
+    std::string key;
+    std::string value;
+  };
+  std::vector<Compare> compares;
+  for (const json& c : ArrayField(req, "compare", options.max_batch_ops)) {
+    if (!c.is_object()) Fail("bad_request", "each compare must be an object");
+    Compare cmp{std::string(KeyOf(Field(c, "key"), "a compare's key")), Compare::kEq, {}};
+    if (const json* e = OptionalField(c, "exists")) {
+      if (!e->is_boolean()) Fail("bad_request", "a compare's \"exists\" must be a boolean");
+      cmp.kind = e->get<bool>() ? Compare::kExists : Compare::kMissing;
+    } else {
+      cmp.value = Canonical(Field(c, "value"));
+      if (const json* o = OptionalField(c, "op")) {
+        if (*o == "eq") {
+          cmp.kind = Compare::kEq;
+        } else if (*o == "ne") {
+          cmp.kind = Compare::kNe;
+        } else {
+          Fail("bad_request", "a compare's \"op\" must be \"eq\" or \"ne\"");
+        }
+      }
+    }
+    compares.push_back(std::move(cmp));
+  }
+  auto parse_ops = [&](const char* name) {
+    std::vector<TxnOp> out;
+    const json* list = OptionalField(req, name);
+    if (list == nullptr) return out;
+    if (!list->is_array()) Fail("bad_request", std::string("\"") + name + "\" must be an array");
+    for (const json& o : *list) {
+      if (!o.is_object()) Fail("bad_request", "each txn op must be an object");
+      std::string_view kind = StringField(o, "op");
+      TxnOp t{TxnOp::kGet, std::string(KeyOf(Field(o, "key"), "a txn op's key")), {}};
+      if (kind == "get") {
+        t.kind = TxnOp::kGet;
+      } else if (kind == "set") {
+        t.kind = TxnOp::kSet;
+        t.value = Canonical(Field(o, "value"));
+      } else if (kind == "delete") {
+        t.kind = TxnOp::kDelete;
+      } else {
+        Fail("bad_request", "a txn op must be get, set or delete, not \"" + std::string(kind.substr(0, 64)) + "\"");
+      }
+      out.push_back(std::move(t));
+    }
+    return out;
+  };
+  std::vector<TxnOp> success = parse_ops("success");
+  std::vector<TxnOp> failure = parse_ops("failure");
+  if (compares.size() + success.size() + failure.size() > options.max_batch_ops) {
+    Fail("too_large", "txn has more than " + std::to_string(options.max_batch_ops) + " entries");
+  }
+  std::vector<std::string_view> keys;
+  for (const Compare& c : compares) keys.push_back(c.key);
+  for (const TxnOp& o : success) keys.push_back(o.key);
+  for (const TxnOp& o : failure) keys.push_back(o.key);
+  // Every key lock is taken before the compares are read, and held until the
+  // chosen branch is durable.
+  WithLocks(keys, KeyLocks::Mode::kExclusive, reply,
+            [this, reply, compares = std::move(compares), success = std::move(success),
+             failure = std::move(failure)](GuardPtr guard) mutable {
+              bool ok = true;
+              for (const Compare& c : compares) {
+                std::optional<std::string> cur = Read(c.key);
+                switch (c.kind) {
+                  case Compare::kEq: ok = cur && *cur == c.value; break;
+                  case Compare::kNe: ok = !cur || *cur != c.value; break;
+                  case Compare::kExists: ok = cur.has_value(); break;
+                  case Compare::kMissing: ok = !cur.has_value(); break;
+                }
+                if (!ok) break;
+              }
+              const std::vector<TxnOp>& ops = ok ? success : failure;
+              // Later ops see earlier ones of the same txn, as in etcd.
+              std::map<std::string, std::optional<std::string>, std::less<>> overlay;
+              WriteBatch batch;
+              std::string results = "[";
+              for (size_t i = 0; i < ops.size(); ++i) {
+                const TxnOp& o = ops[i];
+                if (i > 0) results += ',';
+                if (o.kind == TxnOp::kGet) {
+                  auto it = overlay.find(o.key);
+                  std::optional<std::string> v = it != overlay.end() ? it->second : Read(o.key);
+                  results += v ? "{\"found\":true,\"value\":" + *v + "}" : "{\"found\":false}";
+                } else if (o.kind == TxnOp::kSet) {
+                  batch.Put(o.key, o.value);
+                  overlay[o.key] = o.value;
+                  results += "null";
+                } else {
+                  batch.Delete(o.key);
+                  overlay[o.key] = std::nullopt;
+                  results += "null";
+                }
+              }
+              results += ']';
+              std::string result = std::string("{\"succeeded\":") + (ok ? "true" : "false") +
+                                   ",\"results\":" + results + "}";
+              if (batch.Count() == 0) {
+                guard.reset();
+                return reply->Ok(result);
+              }
+              Commit(std::move(batch), std::move(guard), reply, std::move(result));
+            });
+}
+
+void RequestHandler::Impl::Stats(const ReplyPtr& reply) {
+  DBStats s = db->GetStats();
+  json ops_json = json::object();
+  for (const OpEntry& e : kOps) {
+    const OpCounters& c = ops[static_cast<size_t>(e.op)];
+    ops_json[e.name] = {{"count", c.count.load()}, {"errors", c.errors.load()}};
+  }
+  json r = {
+      {"keys", s.live_keys_estimate},
+      {"wal_size", s.wal_bytes},
+      {"sequence", s.sequence},
+      {"memtable_bytes", s.memtable_bytes},
+      {"immutable_memtables", s.immutable_memtables},
+      {"wal_bytes", s.wal_bytes},
+      {"wal_segments", s.wal_segments},
+      {"live_keys_estimate", s.live_keys_estimate},
+      {"writes", s.writes},
+      {"write_groups", s.write_groups},
+      {"wal_syncs", s.wal_syncs},
+      {"snapshots", s.snapshots},
+      {"read_only", s.read_only},
+      {"read_only_reason", s.read_only_reason},
+      {"connections", owner->connections.load()},
+      {"connections_total", owner->connections_total.load()},
+      {"connections_rejected", owner->connections_rejected.load()},
+      {"writes_in_flight", owner->writes_in_flight_.load()},
+      {"lock_waiters", locks.waiting()},
+      {"bad_requests", bad_requests.count.load()},
+      {"ops", std::move(ops_json)},
+  };
+  reply->Ok(Dump(r));
+}
+
+}  // namespace kvstore::net
+
+namespace kvstore::net {
+
+std::string RequestHandler::PrometheusText() {
+  Impl& im = *impl_;
+  DBStats s = im.db->GetStats();
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help, double value) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" +
+           name + " " + Dump(json(value)) + "\n";
+  };
+  metric("kvstore_keys", "gauge", "Live keys (estimate).", static_cast<double>(s.live_keys_estimate));
+  metric("kvstore_sequence", "gauge", "Sequence number of the newest write.", static_cast<double>(s.sequence));
+  metric("kvstore_memtable_bytes", "gauge", "Bytes in memtables.", static_cast<double>(s.memtable_bytes));
+  metric("kvstore_immutable_memtables", "gauge", "Memtables waiting for a flush.", static_cast<double>(s.immutable_memtables));
+  metric("kvstore_wal_bytes", "gauge", "Bytes in live WAL segments.", static_cast<double>(s.wal_bytes));
+  metric("kvstore_wal_segments", "gauge", "Live WAL segments.", static_cast<double>(s.wal_segments));
+  metric("kvstore_wal_syncs_total", "counter", "fdatasync calls on the WAL.", static_cast<double>(s.wal_syncs));
+  metric("kvstore_wal_groups_total", "counter", "WAL appends (one per commit group).", static_cast<double>(s.write_groups));
+  metric("kvstore_writes_total", "counter", "Write batches committed.", static_cast<double>(s.writes));
+  metric("kvstore_wal_group_size_avg", "gauge", "Batches per WAL group since start.",
+         s.write_groups == 0 ? 0.0 : static_cast<double>(s.writes) / static_cast<double>(s.write_groups));
+  metric("kvstore_snapshots", "gauge", "Snapshots held.", static_cast<double>(s.snapshots));
+  metric("kvstore_read_only", "gauge", "1 when the store refuses writes.", s.read_only ? 1 : 0);
+  metric("kvstore_connections", "gauge", "Open client connections.", static_cast<double>(connections.load()));
+  metric("kvstore_connections_total", "counter", "Connections accepted.", static_cast<double>(connections_total.load()));
+  metric("kvstore_connections_rejected_total", "counter", "Connections refused at the limit.",
+         static_cast<double>(connections_rejected.load()));
+  metric("kvstore_writes_in_flight", "gauge", "Writes waiting for their WAL commit.", static_cast<double>(writes_in_flight_.load()));
+  metric("kvstore_key_lock_waiters", "gauge", "Requests queued for key locks.", static_cast<double>(im.locks.waiting()));
+  metric("kvstore_bad_requests_total", "counter", "Lines rejected before an op was known.",
+         static_cast<double>(im.bad_requests.count.load()));
+
+  out += "# HELP kvstore_requests_total Requests by op.\n# TYPE kvstore_requests_total counter\n";
+  for (const OpEntry& e : kOps) {
+    out += std::string("kvstore_requests_total{op=\"") + e.name + "\"} " +
+           std::to_string(im.ops[static_cast<size_t>(e.op)].count.load()) + "\n";
+  }
+  out += "# HELP kvstore_request_errors_total Error responses by op.\n# TYPE kvstore_request_errors_total counter\n";
+  for (const OpEntry& e : kOps) {
+    out += std::string("kvstore_request_errors_total{op=\"") + e.name + "\"} " +
+           std::to_string(im.ops[static_cast<size_t>(e.op)].errors.load()) + "\n";
+  }
+  out += "# HELP kvstore_request_duration_seconds From a request's parse to its response.\n"
+         "# TYPE kvstore_request_duration_seconds histogram\n";
+  for (const OpEntry& e : kOps) {
+    const OpCounters& c = im.ops[static_cast<size_t>(e.op)];
+    const std::string label = std::string("{op=\"") + e.name + "\"";
+    uint64_t cumulative = 0;
+    for (size_t b = 0; b < kLatencyBuckets; ++b) {
+      cumulative += c.latency[b].load();
+      std::string le = b < std::size(kLatencyBounds) ? Dump(json(kLatencyBounds[b])) : "+Inf";
+      out += "kvstore_request_duration_seconds_bucket" + label + ",le=\"" + le + "\"} " +
+             std::to_string(cumulative) + "\n";
+    }
+    out += "kvstore_request_duration_seconds_sum" + label + "} " +
+           Dump(json(static_cast<double>(c.latency_ns.load()) / 1e9)) + "\n";
+    out += "kvstore_request_duration_seconds_count" + label + "} " + std::to_string(cumulative) + "\n";
+  }
+  return out;
+}
+
+bool RequestHandler::Healthy(std::string* why) {
+  DBStats s = impl_->db->GetStats();
+  if (s.read_only) {
+    *why = "read_only: " + s.read_only_reason;
+    return false;
+  }
+  return true;
+}
+
+}  // namespace kvstore::net
