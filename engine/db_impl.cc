@@ -86,7 +86,7 @@ DBImpl::DBImpl(const Options& options, std::string dbname)
       block_cache_(std::make_unique<sstable::BlockCache>(options.block_cache_bytes)),
       table_cache_(std::make_unique<TableCache>(env_, dbname_, block_cache_.get(),
                                                 static_cast<size_t>(std::max(options.max_open_files, 16)))),
-      versions_(std::make_unique<VersionSet>(env_, dbname_, table_cache_.get())) {}
+      versions_(std::make_unique<VersionSet>(env_, dbname_)) {}
 
 DBImpl::~DBImpl() {
   {

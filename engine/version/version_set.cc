@@ -152,8 +152,8 @@ std::vector<std::shared_ptr<const FileMeta>> Version::Overlapping(int level, std
   return out;
 }
 
-VersionSet::VersionSet(Env* env, std::string dbname, TableCache* table_cache)
-    : env_(env), dbname_(std::move(dbname)), table_cache_(table_cache), current_(std::make_shared<Version>()) {}
+VersionSet::VersionSet(Env* env, std::string dbname)
+    : env_(env), dbname_(std::move(dbname)), current_(std::make_shared<Version>()) {}
 
 VersionSet::~VersionSet() {
   if (manifest_ != nullptr) (void)manifest_->Close();

@@ -58,7 +58,7 @@ Status WriteManifest(Env* env, const std::string& dir, uint64_t number, const Ve
 
 class VersionSet {
  public:
-  VersionSet(Env* env, std::string dbname, TableCache* table_cache);
+  VersionSet(Env* env, std::string dbname);
   ~VersionSet();
 
   // Reads CURRENT and the manifest it names. *existed is false (and nothing
@@ -103,7 +103,6 @@ class VersionSet {
 
   Env* const env_;
   const std::string dbname_;
-  TableCache* const table_cache_;
   std::atomic<uint64_t> next_file_number_{2};
   uint64_t manifest_number_ = 0;
   std::unique_ptr<wal::LogWriter> manifest_;
