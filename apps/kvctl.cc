@@ -35,7 +35,7 @@ constexpr const char* kHelp = R"(commands:
   find VALUE                   search_by_value
   fulltext QUERY...
   semantic QUERY... [--k N] [--threshold X]
-  flush | compact | checkpoint DIR
+  flush | compact [START [END]] | checkpoint NAME
   raw JSON                     send one request as is
   help | quit)";
 
@@ -105,6 +105,8 @@ bool BuildRequest(std::vector<std::string> w, json* req, std::string* error) {
   };
   if (cmd == "ping" || cmd == "stats" || cmd == "flush" || cmd == "compact") {
     *req = {{"op", cmd}};
+    if (cmd == "compact" && w.size() >= 2) (*req)["start"] = w[1];
+    if (cmd == "compact" && w.size() >= 3) (*req)["end"] = w[2];
   } else if (cmd == "get") {
     if (!need(1, "get KEY")) return false;
     *req = {{"op", "get"}, {"key", w[1]}};
@@ -164,8 +166,8 @@ bool BuildRequest(std::vector<std::string> w, json* req, std::string* error) {
       return false;
     }
   } else if (cmd == "checkpoint") {
-    if (!need(1, "checkpoint DIR")) return false;
-    *req = {{"op", "checkpoint"}, {"dir", w[1]}};
+    if (!need(1, "checkpoint NAME")) return false;
+    *req = {{"op", "checkpoint"}, {"name", w[1]}};
   } else if (cmd == "raw") {
     if (!need(1, "raw JSON")) return false;
     *req = json::parse(Join(w, 1), nullptr, false);

@@ -45,6 +45,9 @@ int main(int argc, char** argv) {
       ->envname("KVSTORE_METRICS_PORT");
   app.add_flag("--best-effort-recovery", db_options.best_effort_recovery,
                "on a corrupt WAL, keep everything before the first bad record instead of refusing to start");
+  app.add_option("--checkpoint-dir", options.handler.checkpoint_dir,
+                 "directory the checkpoint op writes into (off when empty)")
+      ->envname("KVSTORE_CHECKPOINT_DIR");
   app.add_option("--threads", options.threads, "server threads; 0 = one per core")
       ->envname("KVSTORE_THREADS")->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
@@ -78,6 +81,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::unique_ptr<kvstore::DB> db;
+  if (!options.handler.checkpoint_dir.empty()) {
+    // Made absolute now: the checkpoint op joins names onto it later.
+    std::filesystem::create_directories(options.handler.checkpoint_dir, ec);
+    if (ec) {
+      spdlog::error("cannot create {}: {}", options.handler.checkpoint_dir, ec.message());
+      return 1;
+    }
+    options.handler.checkpoint_dir = std::filesystem::absolute(options.handler.checkpoint_dir).string();
+  }
   kvstore::Status s = kvstore::DB::Open(db_options, data_dir, &db);
   if (!s.ok()) {
     spdlog::error("cannot open {}: {}", data_dir, s.ToString());

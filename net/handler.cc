@@ -1,5 +1,8 @@
 #include "net/handler.h"
 
+#include <mutex>
+#include <thread>
+
 #include <chrono>
 #include <iterator>
 #include <map>
@@ -218,6 +221,16 @@ struct RequestHandler::Impl {
   KeyLocks locks;
   std::array<OpCounters, static_cast<size_t>(Op::kCount)> ops;
   OpCounters bad_requests;  // lines that failed before an op was known
+  // flush, compact and checkpoint block for seconds: each runs on a thread
+  // of its own, joined before the handler (and so the DB) goes away.
+  std::mutex admin_mu;
+  std::vector<std::thread> admin_threads;
+
+  ~Impl() {
+    std::lock_guard lock(admin_mu);
+    for (std::thread& t : admin_threads) t.join();
+  }
+  void Admin(Op op, const json& req, const ReplyPtr& reply);
 
   WriteOptions write_options() const {
     WriteOptions w;
@@ -415,8 +428,7 @@ void RequestHandler::Impl::Dispatch(Op op, const json& req, Session* session,
     case Op::kFlush:
     case Op::kCompact:
     case Op::kCheckpoint:
-      Fail("unavailable", std::string(OpName(op)) +
-                              " needs SSTables and the manifest, which arrive with issue 3");
+      return Admin(op, req, reply);
     case Op::kSearchByValue:
     case Op::kFulltextSearch:
     case Op::kSemanticSearch:
@@ -473,6 +485,36 @@ void RequestHandler::Impl::Commit(WriteBatch batch, GuardPtr guard, const ReplyP
                      reply->Error(s);
                    }
                  });
+}
+
+void RequestHandler::Impl::Admin(Op op, const json& req, const ReplyPtr& reply) {
+  std::string begin, end, dir;
+  if (op == Op::kCompact) {
+    if (OptionalField(req, "start") != nullptr) begin = std::string(StringField(req, "start"));
+    if (OptionalField(req, "end") != nullptr) end = std::string(StringField(req, "end"));
+  }
+  if (op == Op::kCheckpoint) {
+    if (options.checkpoint_dir.empty()) {
+      Fail("unavailable", "checkpoints are off: start kvserver with --checkpoint-dir DIR");
+    }
+    const std::string_view name = StringField(req, "name");
+    if (name.empty() || name.size() > 255 || name == "." || name == ".." ||
+        name.find('/') != std::string_view::npos || name.find('\0') != std::string_view::npos) {
+      Fail("bad_request", "\"name\" must be one path component (no '/'), made under the checkpoint directory");
+    }
+    dir = options.checkpoint_dir + "/" + std::string(name);
+  }
+  owner->writes_in_flight_.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard lock(admin_mu);
+  std::erase_if(admin_threads, [](std::thread& t) { return !t.joinable(); });
+  admin_threads.emplace_back([this, op, begin = std::move(begin), end = std::move(end), dir = std::move(dir), reply] {
+    Status s = op == Op::kFlush     ? db->Flush()
+               : op == Op::kCompact ? db->CompactRange(begin, end)
+                                    : db->Checkpoint(dir);
+    owner->writes_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    if (!s.ok()) return reply->Error(s);
+    reply->Ok(op == Op::kCheckpoint ? Dump(json{{"dir", dir}}) : std::string("null"));
+  });
 }
 
 void RequestHandler::Impl::Auth(const json& req, Session* session, const ReplyPtr& reply) {
@@ -776,6 +818,14 @@ void RequestHandler::Impl::Txn(const json& req, const ReplyPtr& reply) {
             });
 }
 
+namespace {
+json LevelsJson(const DBStats& s) {
+  json levels = json::array();
+  for (const LevelStats& l : s.levels) levels.push_back({{"files", l.files}, {"bytes", l.bytes}});
+  return levels;
+}
+}  // namespace
+
 void RequestHandler::Impl::Stats(const ReplyPtr& reply) {
   DBStats s = db->GetStats();
   json ops_json = json::object();
@@ -798,6 +848,15 @@ void RequestHandler::Impl::Stats(const ReplyPtr& reply) {
       {"snapshots", s.snapshots},
       {"read_only", s.read_only},
       {"read_only_reason", s.read_only_reason},
+      {"levels", LevelsJson(s)},
+      {"flushes", s.flushes},
+      {"compactions", s.compactions},
+      {"write_amplification", s.write_amplification},
+      {"stall_count", s.stall_count},
+      {"stall_micros", s.stall_micros},
+      {"block_cache_hits", s.block_cache_hits},
+      {"block_cache_misses", s.block_cache_misses},
+      {"background_error", s.background_error},
       {"connections", owner->connections.load()},
       {"connections_total", owner->connections_total.load()},
       {"connections_rejected", owner->connections_rejected.load()},

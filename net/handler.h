@@ -40,6 +40,10 @@ struct HandlerOptions {
   size_t max_batch_ops = 1000000;
   // Durable before acknowledged (WriteOptions::sync).
   bool sync = true;
+  // Where the checkpoint op may write: {"op":"checkpoint","name":N} makes
+  // <checkpoint_dir>/<N>. Empty: the op is refused. Clients never name an
+  // arbitrary path on the server's host.
+  std::string checkpoint_dir;
 };
 
 // Per-connection state the protocol needs. Besides auth it keeps one

@@ -245,12 +245,44 @@ TEST_F(HandlerTest, BadInputGetsErrorsNotCrashes) {
   EXPECT_EQ(RawCall(R"({"op":"ping"})"), R"({"ok":true,"result":"pong"})");
 }
 
-TEST_F(HandlerTest, PendingOpsAnswerUnavailableNamingTheirIssue) {
-  for (const char* op : {"flush", "compact", "checkpoint"}) {
-    json r = Call({{"op", op}});
-    EXPECT_EQ(Code(r), "unavailable") << op;
-    EXPECT_NE(r["error"]["message"].get<std::string>().find("issue 3"), std::string::npos);
+TEST_F(HandlerTest, FlushCompactAndCheckpoint) {
+  for (int i = 0; i < 100; i++) Call({{"op", "set"}, {"key", "k" + std::to_string(i)}, {"value", i}});
+  Call({{"op", "delete"}, {"key", "k7"}});
+  EXPECT_EQ(Code(Call({{"op", "flush"}})), "");
+  EXPECT_EQ(Code(Call({{"op", "compact"}})), "");
+  EXPECT_EQ(Code(Call({{"op", "compact"}, {"start", "k1"}, {"end", "k5"}})), "");
+  EXPECT_EQ(Code(Call({{"op", "compact"}, {"start", 5}})), "bad_request");
+  json st = Call({{"op", "stats"}})["result"];
+  EXPECT_GE(st["flushes"].get<int>(), 1);
+  EXPECT_GE(st["compactions"].get<int>(), 1);
+  EXPECT_EQ(st["levels"][0]["files"], 0);  // compacted out of L0
+  // Checkpoints are off unless the server has a directory for them.
+  EXPECT_EQ(Code(Call({{"op", "checkpoint"}, {"name", "b1"}})), "unavailable");
+
+  HandlerOptions options;
+  options.checkpoint_dir = (dir_.string() + "-checkpoints");
+  std::filesystem::remove_all(options.checkpoint_dir);
+  std::filesystem::create_directories(options.checkpoint_dir);
+  const std::string root = options.checkpoint_dir;
+  Open(std::move(options));
+  Call({{"op", "set"}, {"key", "saved"}, {"value", {{"a", 1}}}});
+  json r = Call({{"op", "checkpoint"}, {"name", "b1"}});
+  ASSERT_EQ(Code(r), "") << r;
+  EXPECT_EQ(r["result"]["dir"], root + "/b1");
+  for (const char* bad : {"", "..", "a/b", "/etc"}) {
+    EXPECT_EQ(Code(Call({{"op", "checkpoint"}, {"name", bad}})), "bad_request") << bad;
   }
+  EXPECT_EQ(Code(Call({{"op", "checkpoint"}, {"name", "b1"}})), "bad_request");  // exists
+  std::unique_ptr<DB> copy;
+  ASSERT_TRUE(DB::Open(Options{}, root + "/b1", &copy).ok());
+  std::string v;
+  ASSERT_TRUE(copy->Get(ReadOptions{}, "saved", &v).ok());
+  EXPECT_EQ(v, R"({"a":1})");
+  copy.reset();
+  std::filesystem::remove_all(root);
+}
+
+TEST_F(HandlerTest, PendingOpsAnswerUnavailableNamingTheirIssue) {
   for (const char* op : {"search_by_value", "fulltext_search", "semantic_search"}) {
     json r = Call({{"op", op}, {"query", "x"}});
     EXPECT_EQ(Code(r), "unavailable") << op;
