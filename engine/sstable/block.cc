@@ -6,7 +6,7 @@ namespace kvstore::sstable {
 
 BlockIterator::BlockIterator(std::shared_ptr<const BlockContents> contents, KeyCompare compare)
     : contents_(std::move(contents)), compare_(compare) {
-  const std::string& d = contents_->data;
+  const std::string_view d = contents_->data;
   data_ = d.data();
   if (d.size() < 4) {
     Corrupt();

@@ -41,7 +41,15 @@ class BlockCache {
     bool operator==(const Key&) const = default;
   };
   struct KeyHash {
-    size_t operator()(const Key& k) const { return (k.id * 0x9E3779B97F4A7C15ull) ^ k.offset; }
+    size_t operator()(const Key& k) const {
+      // Offsets of one table differ in their middle bits only: mix them all
+      // in, or blocks of one table crowd into a few shards and buckets.
+      uint64_t h = (k.id * 0x9E3779B97F4A7C15ull) ^ k.offset;
+      h ^= h >> 33;
+      h *= 0xFF51AFD7ED558CCDull;
+      h ^= h >> 33;
+      return static_cast<size_t>(h);
+    }
   };
   struct Entry {
     Key key;

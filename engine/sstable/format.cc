@@ -2,6 +2,8 @@
 
 #include <lz4.h>
 
+#include <cstring>
+
 #include "engine/coding/checksum.h"
 #include "engine/coding/coding.h"
 
@@ -102,15 +104,20 @@ BlockHandle AppendBlock(std::string_view raw, Compression preferred, uint64_t of
   return handle;
 }
 
+void BlockContents::Assign(std::string_view bytes) {
+  Allocate(bytes.size());
+  if (!bytes.empty()) std::memcpy(buffer.get(), bytes.data(), bytes.size());
+}
+
 Status ReadBlock(const RandomAccessFile& file, const std::string& file_name, const BlockHandle& handle,
                  std::shared_ptr<const BlockContents>* result) {
   auto where = [&] { return file_name + ": block at offset " + std::to_string(handle.offset); };
   if (handle.size > (uint64_t{1} << 31)) return Status::Corruption(where() + ": implausible block size");
   const size_t n = static_cast<size_t>(handle.size) + kBlockTrailerSize;
   auto contents = std::make_shared<BlockContents>();
-  std::string buf(n, '\0');
+  std::unique_ptr<char[]> buf(new char[n]);
   std::string_view got;
-  Status s = file.Read(handle.offset, n, &got, buf.data());
+  Status s = file.Read(handle.offset, n, &got, buf.get());
   if (!s.ok()) return s;
   if (got.size() != n) return Status::Corruption(where() + ": truncated");
   std::string_view stored = got.substr(0, static_cast<size_t>(handle.size));
@@ -119,11 +126,11 @@ Status ReadBlock(const RandomAccessFile& file, const std::string& file_name, con
     return Status::Corruption(where() + ": checksum mismatch");
   }
   if (type == static_cast<uint8_t>(Compression::kNone)) {
-    if (got.data() == buf.data()) {
-      buf.resize(static_cast<size_t>(handle.size));
-      contents->data = std::move(buf);
+    if (got.data() == buf.get()) {
+      contents->buffer = std::move(buf);  // the trailer stays behind, unused
+      contents->data = std::string_view(contents->buffer.get(), static_cast<size_t>(handle.size));
     } else {
-      contents->data.assign(stored);
+      contents->Assign(stored);
     }
   } else if (type == static_cast<uint8_t>(Compression::kLZ4)) {
     uint32_t raw_size = 0;
@@ -131,8 +138,8 @@ Status ReadBlock(const RandomAccessFile& file, const std::string& file_name, con
     if (!GetVarint32(&input, &raw_size) || raw_size > (1u << 30)) {
       return Status::Corruption(where() + ": bad compressed block header");
     }
-    contents->data.resize(raw_size);
-    int r = LZ4_decompress_safe(input.data(), contents->data.data(), static_cast<int>(input.size()),
+    contents->Allocate(raw_size);
+    int r = LZ4_decompress_safe(input.data(), contents->buffer.get(), static_cast<int>(input.size()),
                                 static_cast<int>(raw_size));
     if (r < 0 || static_cast<uint32_t>(r) != raw_size) {
       return Status::Corruption(where() + ": LZ4 data does not decompress");

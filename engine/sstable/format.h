@@ -44,9 +44,19 @@ struct Footer {
 // the stored bytes and the trailer to *dst. Returns the handle of the block.
 BlockHandle AppendBlock(std::string_view raw, Compression preferred, uint64_t offset, std::string* dst);
 
-// The decoded contents of a block, shared with the block cache.
+// The decoded contents of a block, shared with the block cache. The bytes
+// live in an uninitialized buffer: a std::string would zero every block
+// before the read or the decompression overwrites it.
 struct BlockContents {
-  std::string data;
+  BlockContents() = default;
+  explicit BlockContents(std::string_view bytes) { Assign(bytes); }
+  void Allocate(size_t n) {
+    buffer.reset(new char[n]);
+    data = std::string_view(buffer.get(), n);
+  }
+  void Assign(std::string_view bytes);
+  std::unique_ptr<char[]> buffer;
+  std::string_view data;
 };
 
 // Reads the block at handle, checks its checksum and decompresses it.

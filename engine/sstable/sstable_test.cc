@@ -100,8 +100,7 @@ TEST(BlockTest, RoundTripAndSeek) {
   std::vector<std::string> keys;
   for (int i = 0; i < 200; i++) keys.push_back(IKey(UserKey(i * 2), 1));
   for (const auto& k : keys) b.Add(k, "v" + k.substr(0, 11));
-  auto contents = std::make_shared<BlockContents>();
-  contents->data.assign(b.Finish());
+  auto contents = std::make_shared<BlockContents>(b.Finish());
   BlockIterator it(contents, CompareInternalKeys);
   size_t i = 0;
   for (it.SeekToFirst(); it.Valid(); it.Next(), i++) {
@@ -244,8 +243,7 @@ TEST(TableTest, EveryByteCorruptedIsDetected) {
 TEST(BlockCacheTest, EvictsToBudget) {
   BlockCache cache(16 * 4096);
   for (uint64_t i = 0; i < 1000; i++) {
-    auto b = std::make_shared<BlockContents>();
-    b->data.assign(1000, 'x');
+    auto b = std::make_shared<BlockContents>(std::string(1000, 'x'));
     cache.Insert(1, i * 1000, b);
   }
   EXPECT_LE(cache.usage(), cache.capacity());
