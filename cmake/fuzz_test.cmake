@@ -2,13 +2,7 @@
 # in WORK_DIR, then fuzz for SECONDS from a scratch copy of the seed corpus
 # (libFuzzer adds what it finds to its corpus directory; the sources stay
 # untouched). Fails on any crash, sanitizer report, hang or bad response.
-function(run)
-  execute_process(COMMAND ${ARGV} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "failed (${rc}): ${ARGV}\n${out}\n${err}")
-  endif()
-  set(last_output "${out}${err}" PARENT_SCOPE)
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/run_checked.cmake)
 if(NOT EXISTS ${WORK_DIR}/build.ninja)
   run(${CMAKE_COMMAND} -S ${SOURCE_DIR} -B ${WORK_DIR} -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo
       -DCMAKE_CXX_COMPILER=${CLANGXX} -DKVSTORE_FUZZ=ON -DKVSTORE_BUILD_TESTS=OFF

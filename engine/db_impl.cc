@@ -614,12 +614,9 @@ Status DBImpl::WaitForRoomLocked(std::unique_lock<std::mutex>& lock, bool force)
     }
     const bool must_wait = memtable_full && (!view_->imm.empty() || l0 >= kL0StopFiles);
     if (!must_wait) return Status::OK();
-    if (!bg_error_.ok() && !bg_error_.IsNoSpace()) return bg_error_;
-    if (!bg_error_.ok()) {
-      // The flush that would make room keeps failing for lack of space:
-      // fail this write rather than hang; later writes try again.
-      return bg_error_;
-    }
+    // The flush or compaction that would make room is failing (for lack of
+    // space, say): fail this write rather than hang; later writes try again.
+    if (!bg_error_.ok()) return bg_error_;
     const auto start = std::chrono::steady_clock::now();
     bg_cv_.notify_one();
     bg_done_cv_.wait(lock);

@@ -25,24 +25,32 @@ Status PosixError(std::string_view context, int err) {
   return Status::IOError(msg);
 }
 
+// Reads until n bytes, the end of the file, or an error. offset < 0 reads at
+// the file position (read); otherwise at offset (pread).
+Status ReadFully(int fd, const std::string& path, int64_t offset, size_t n, std::string_view* result,
+                 char* scratch) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = offset < 0 ? ::read(fd, scratch + got, n - got)
+                           : ::pread(fd, scratch + got, n - got, static_cast<off_t>(offset) + static_cast<off_t>(got));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return PosixError(path, errno);
+    }
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
+  }
+  *result = std::string_view(scratch, got);
+  return Status::OK();
+}
+
 class PosixSequentialFile final : public SequentialFile {
  public:
   PosixSequentialFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
   ~PosixSequentialFile() override { ::close(fd_); }
 
   Status Read(size_t n, std::string_view* result, char* scratch) override {
-    size_t got = 0;
-    while (got < n) {
-      ssize_t r = ::read(fd_, scratch + got, n - got);
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        return PosixError(path_, errno);
-      }
-      if (r == 0) break;
-      got += static_cast<size_t>(r);
-    }
-    *result = std::string_view(scratch, got);
-    return Status::OK();
+    return ReadFully(fd_, path_, -1, n, result, scratch);
   }
 
  private:
@@ -56,18 +64,8 @@ class PosixRandomAccessFile final : public RandomAccessFile {
   ~PosixRandomAccessFile() override { ::close(fd_); }
 
   Status Read(uint64_t offset, size_t n, std::string_view* result, char* scratch) const override {
-    size_t got = 0;
-    while (got < n) {
-      ssize_t r = ::pread(fd_, scratch + got, n - got, static_cast<off_t>(offset + got));
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        return PosixError(path_, errno);
-      }
-      if (r == 0) break;
-      got += static_cast<size_t>(r);
-    }
-    *result = std::string_view(scratch, got);
-    return Status::OK();
+    if (offset > static_cast<uint64_t>(INT64_MAX)) return Status::InvalidArgument(path_ + ": offset too large");
+    return ReadFully(fd_, path_, static_cast<int64_t>(offset), n, result, scratch);
   }
 
  private:

@@ -53,7 +53,7 @@ struct DBStats {
   uint64_t immutable_memtables = 0;  // waiting for a flush
   uint64_t wal_bytes = 0;          // all live WAL segments
   uint64_t wal_segments = 0;
-  uint64_t live_keys_estimate = 0;  // exact while one memtable holds everything
+  uint64_t live_keys_estimate = 0;  // exact in one memtable; tables add every entry they hold
   uint64_t writes = 0;             // batches committed since Open
   uint64_t write_groups = 0;       // WAL appends (one per group of batches)
   uint64_t wal_syncs = 0;          // fdatasync calls on the WAL
