@@ -113,8 +113,8 @@ class DBImpl final : public DB {
   uint64_t NewOutputFileNumber();
   // Waits until no immutable memtable is left (or background work fails).
   Status WaitForFlushLocked(std::unique_lock<std::mutex>& lock);
-  // The slowdown and stop conditions of MakeRoomForWrite; true when the
-  // writer may go on.
+  // The slowdown and stop conditions of MakeRoomForWrite: returns OK when
+  // the write may go on, or the error that keeps it from going on.
   Status WaitForRoomLocked(std::unique_lock<std::mutex>& lock, bool force);
   void RecordStallLocked(uint64_t micros);
 

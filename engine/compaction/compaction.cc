@@ -34,7 +34,7 @@ void AddNextLevelInputs(const Version& v, Compaction* c) {
   std::string smallest, largest;
   KeyRange(c->inputs[0], &smallest, &largest);
   c->inputs[1] = v.Overlapping(c->level + 1, ExtractUserKey(smallest), ExtractUserKey(largest));
-  c->trivial_move = c->level > 0 && c->inputs[0].size() == 1 && c->inputs[1].empty();
+  c->trivial_move = c->inputs[0].size() == 1 && c->inputs[1].empty();
 }
 
 }  // namespace
@@ -60,9 +60,30 @@ std::unique_ptr<Compaction> PickCompaction(const Version& v, const CompactionOpt
   auto c = std::make_unique<Compaction>();
   c->level = best_level;
   if (best_level == 0) {
-    // L0 tables overlap one another: take them all, so that the output
-    // never has to be ordered against an L0 table left behind.
-    c->inputs[0] = v.files[0];
+    // The oldest L0 table, and every L0 table overlapping it (transitively):
+    // what stays behind in L0 then shares no key with what moves down, so
+    // no newer version can end up below an older one. Tables that overlap
+    // nothing (a sequential load) move down alone, by a trivial move.
+    const auto& l0 = v.files[0];  // newest first
+    std::vector<bool> taken(l0.size(), false);
+    taken.back() = true;
+    std::string smallest = l0.back()->smallest, largest = l0.back()->largest;
+    for (bool grew = true; grew;) {
+      grew = false;
+      for (size_t i = 0; i < l0.size(); i++) {
+        if (taken[i] ||
+            CompareUserKeys(ExtractUserKey(l0[i]->largest), ExtractUserKey(smallest)) < 0 ||
+            CompareUserKeys(ExtractUserKey(l0[i]->smallest), ExtractUserKey(largest)) > 0) {
+          continue;
+        }
+        taken[i] = grew = true;
+        if (CompareInternalKeys(l0[i]->smallest, smallest) < 0) smallest = l0[i]->smallest;
+        if (CompareInternalKeys(l0[i]->largest, largest) > 0) largest = l0[i]->largest;
+      }
+    }
+    for (size_t i = 0; i < l0.size(); i++) {
+      if (taken[i]) c->inputs[0].push_back(l0[i]);
+    }
   } else {
     const auto& files = v.files[best_level];
     const std::string& after = pointers->key[best_level];
