@@ -159,20 +159,24 @@ TEST(FastRequestTest, RefusesWhatItCannotReproduce) {
 // One handler with the fast path, one without, each over its own DB: every
 // input, run in the same order through both, gives the same response, and
 // the stores end up the same.
-TEST(FastRequestTest, HandlerAnswersSameAsFullParser) {
+class FastRequestHandlerTest : public ::testing::TestWithParam<size_t> {};
+
+TEST_P(FastRequestHandlerTest, AnswersSameAsFullParser) {
+  const size_t max_depth = GetParam();
   struct Side {
     std::filesystem::path dir;
     std::unique_ptr<DB> db;
     std::unique_ptr<RequestHandler> handler;
     std::shared_ptr<Session> session = std::make_shared<Session>();
 
-    Side(const std::string& name, bool fast) {
+    Side(const std::string& name, bool fast, size_t max_depth) {
       dir = std::filesystem::path(::testing::TempDir()) /
             ("fast_request_test_" + std::to_string(::getpid()) + "_" + name);
       std::filesystem::remove_all(dir);
       EXPECT_TRUE(DB::Open(Options{}, dir.string(), &db).ok());
       HandlerOptions o;
       o.fast_path = fast;
+      o.max_depth = max_depth;
       handler = std::make_unique<RequestHandler>(db.get(), o, [](std::function<void()> fn) { fn(); });
     }
     ~Side() {
@@ -188,7 +192,8 @@ TEST(FastRequestTest, HandlerAnswersSameAsFullParser) {
       return f.get();
     }
   };
-  Side fast("fast", true), full("full", false);
+  Side fast("fast" + std::to_string(max_depth), true, max_depth),
+      full("full" + std::to_string(max_depth), false, max_depth);
   std::vector<std::string> lines = Inputs();
   // Each again after a set, so gets find values too.
   std::vector<std::string> again = lines;
@@ -206,6 +211,10 @@ TEST(FastRequestTest, HandlerAnswersSameAsFullParser) {
     EXPECT_EQ(va, vb) << key;
   }
 }
+
+// 0 and 1: the fast path skips the nesting check only when a flat object
+// passes it.
+INSTANTIATE_TEST_SUITE_P(MaxDepth, FastRequestHandlerTest, ::testing::Values(64, 1, 0));
 
 TEST(FastRequestTest, AuthStillRequiredOnFastPath) {
   auto dir = std::filesystem::path(::testing::TempDir()) /

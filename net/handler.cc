@@ -361,12 +361,14 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   ClientError early;
   try {
     if (!IsValidUtf8(line)) Fail("bad_request", "request is not valid UTF-8");
-    if (!NestingWithin(line, impl_->options.max_depth)) {
+    // A line the fast path takes is one flat object (depth 1), so it needs
+    // no nesting check unless the limit is below 1.
+    simple = impl_->options.fast_path && impl_->options.max_depth >= 1 &&
+             ParseSimple(line, &op, &id_prefix, &simple_key, &simple_value);
+    if (!simple && !NestingWithin(line, impl_->options.max_depth)) {
       Fail("bad_request",
            "request nests deeper than " + std::to_string(impl_->options.max_depth) + " levels");
     }
-    simple = impl_->options.fast_path &&
-             ParseSimple(line, &op, &id_prefix, &simple_key, &simple_value);
     if (!simple) {
       req = json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (req.is_discarded()) Fail("bad_request", "malformed JSON");

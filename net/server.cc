@@ -172,7 +172,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // Reads usually answer inside Handle, on this strand: store those
     // directly instead of paying a post per response.
     dispatching_on_.store(std::this_thread::get_id(), std::memory_order_relaxed);
-    server_->handler->Handle(line, session_, [self = shared_from_this(), seq](std::string resp) {
+    // A raw pointer is enough, and keeps the callback small enough for
+    // std::function to hold without allocating: until this request's
+    // response reaches Complete, pending_ is not empty, so WriteLoop (which
+    // holds a reference) cannot finish; CompleteLater's post holds its own.
+    server_->handler->Handle(line, session_, [self = this, seq](std::string resp) {
       if (self->dispatching_on_.load(std::memory_order_relaxed) == std::this_thread::get_id()) {
         self->Complete(seq, std::move(resp));
         return;
