@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "net/fast_request.h"
 #include "net/json_guard.h"
 
 namespace kvstore::net {
@@ -206,6 +207,43 @@ using ReplyPtr = std::shared_ptr<Reply>;
 
 }  // namespace
 
+namespace {
+
+// The fast path: true when line is a ping, get, set or delete that
+// ParseFastRequest understood and that passes every check the full path
+// would make (key present and within its limit, value present and within
+// its limit for set). Anything else, error or not, goes to the full parser.
+bool ParseSimple(std::string_view line, std::optional<Op>* op, std::string* id_prefix,
+                 std::string* key, std::string* value) {
+  FastRequest fast;
+  if (!ParseFastRequest(line, &fast)) return false;
+  std::optional<Op> o = LookupOp(fast.op);
+  if (!o) return false;
+  switch (*o) {
+    case Op::kPing:
+      break;
+    case Op::kSet:
+      if (fast.value.empty() || fast.value.size() > kMaxValueSize) return false;
+      [[fallthrough]];
+    case Op::kGet:
+    case Op::kDelete:
+      if (!fast.has_key || fast.key.size() > kMaxKeySize) return false;
+      break;
+    default:
+      return false;
+  }
+  *op = o;
+  if (!fast.id.empty()) {
+    id_prefix->reserve(fast.id.size() + 6);
+    id_prefix->append("\"id\":").append(fast.id).append(",");
+  }
+  key->assign(fast.key);
+  if (*o == Op::kSet) value->assign(fast.value);
+  return true;
+}
+
+}  // namespace
+
 const char* OpName(Op op) {
   for (const OpEntry& e : kOps) {
     if (e.op == op) return e.name;
@@ -239,14 +277,26 @@ struct RequestHandler::Impl {
   }
 
   void Dispatch(Op op, const json& req, Session* session, const ReplyPtr& reply);
+  // The fast path's ping, get, set and delete: key and value (canonical
+  // text) already extracted and within their limits.
+  void DispatchSimple(Op op, std::string_view key, std::string value, Session* session,
+                      const ReplyPtr& reply);
+  void CheckAuth(Op op, const Session* session) const {
+    if (!options.auth_token.empty() && !session->authenticated && op != Op::kAuth) {
+      Fail("unauthorized", "authenticate first: {\"op\":\"auth\",\"token\":...}");
+    }
+  }
 
   // Held key locks, released when the last reference goes: after the
   // write's callback when there is a write, at once when there is none or
   // the request failed.
   struct LockGuard {
+    LockGuard(KeyLocks* l, KeyLocks::Held h) : locks(l), held(std::move(h)) {}
+    LockGuard(const LockGuard&) = delete;
+    LockGuard& operator=(const LockGuard&) = delete;
+    ~LockGuard() { locks->Release(held); }
     KeyLocks* locks;
     KeyLocks::Held held;
-    ~LockGuard() { locks->Release(held); }
   };
   using GuardPtr = std::shared_ptr<LockGuard>;
 
@@ -261,6 +311,11 @@ struct RequestHandler::Impl {
   void Get(const json& req, const ReplyPtr& reply);
   void Set(const json& req, const ReplyPtr& reply);
   void Delete(const json& req, const ReplyPtr& reply);
+  void GetKey(std::string_view key, const ReplyPtr& reply);
+  void SetKey(std::string_view key, std::string value, const ReplyPtr& reply);
+  void DeleteKey(std::string_view key, const ReplyPtr& reply);
+  // Locks key's stripe shared, then commits batch (a blind write of key).
+  void WriteKey(std::string_view key, WriteBatch batch, const ReplyPtr& reply);
   void BulkSet(const json& req, const ReplyPtr& reply);
   void BulkGet(const json& req, const ReplyPtr& reply);
   void Scan(const json& req, const ReplyPtr& reply);
@@ -299,29 +354,39 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   std::string id_prefix;
   std::optional<Op> op;
   json req;
+  // Set when the fast path took the request (see fast_request.h): then req
+  // stays null and these hold the key and the value's canonical text.
+  bool simple = false;
+  std::string simple_key, simple_value;
   ClientError early;
   try {
     if (!IsValidUtf8(line)) Fail("bad_request", "request is not valid UTF-8");
-    if (!NestingWithin(line, impl_->options.max_depth)) {
+    // A line the fast path takes is one flat object (depth 1), so it needs
+    // no nesting check unless the limit is below 1.
+    simple = impl_->options.fast_path && impl_->options.max_depth >= 1 &&
+             ParseSimple(line, &op, &id_prefix, &simple_key, &simple_value);
+    if (!simple && !NestingWithin(line, impl_->options.max_depth)) {
       Fail("bad_request",
            "request nests deeper than " + std::to_string(impl_->options.max_depth) + " levels");
     }
-    req = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (req.is_discarded()) Fail("bad_request", "malformed JSON");
-    if (!req.is_object()) Fail("bad_request", "a request must be a JSON object");
-    if (const json* id = OptionalField(req, "id")) {
-      if (id->is_structured()) {
-        Fail("bad_request", "\"id\" must be a string, number, boolean or null");
+    if (!simple) {
+      req = json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (req.is_discarded()) Fail("bad_request", "malformed JSON");
+      if (!req.is_object()) Fail("bad_request", "a request must be a JSON object");
+      if (const json* id = OptionalField(req, "id")) {
+        if (id->is_structured()) {
+          Fail("bad_request", "\"id\" must be a string, number, boolean or null");
+        }
+        id_prefix = "\"id\":" + Dump(*id) + ",";
       }
-      id_prefix = "\"id\":" + Dump(*id) + ",";
-    }
-    const json* name = OptionalField(req, "op");
-    if (name == nullptr) Fail("bad_request", "missing field \"op\"");
-    if (!name->is_string()) Fail("bad_request", "\"op\" must be a string");
-    op = LookupOp(name->get_ref<const std::string&>());
-    if (!op) {
-      // Quote at most a prefix: the name is the client's, and may be huge.
-      Fail("unknown_op", "unknown op \"" + name->get_ref<const std::string&>().substr(0, 64) + "\"");
+      const json* name = OptionalField(req, "op");
+      if (name == nullptr) Fail("bad_request", "missing field \"op\"");
+      if (!name->is_string()) Fail("bad_request", "\"op\" must be a string");
+      op = LookupOp(name->get_ref<const std::string&>());
+      if (!op) {
+        // Quote at most a prefix: the name is the client's, and may be huge.
+        Fail("unknown_op", "unknown op \"" + name->get_ref<const std::string&>().substr(0, 64) + "\"");
+      }
     }
   } catch (ClientError& e) {
     early = std::move(e);
@@ -346,9 +411,14 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
     };
   }
   auto reply = std::make_shared<Reply>(std::move(id_prefix), std::move(done), counters);
-  auto run = [this, op = *op, req = std::move(req), session, reply] {
+  auto run = [this, op = *op, req = std::move(req), simple, key = std::move(simple_key),
+              value = std::move(simple_value), session, reply]() mutable {
     try {
-      impl_->Dispatch(op, req, session.get(), reply);
+      if (simple) {
+        impl_->DispatchSimple(op, key, std::move(value), session.get(), reply);
+      } else {
+        impl_->Dispatch(op, req, session.get(), reply);
+      }
     } catch (const ClientError& e) {
       reply->Error(e.code, e.message);
     } catch (const std::exception& e) {
@@ -408,11 +478,22 @@ void RequestHandler::Drain(const std::shared_ptr<Session>& session) {
   }
 }
 
+void RequestHandler::Impl::DispatchSimple(Op op, std::string_view key, std::string value,
+                                          Session* session, const ReplyPtr& reply) {
+  CheckAuth(op, session);
+  switch (op) {
+    case Op::kPing: return reply->Ok("\"pong\"");
+    case Op::kGet: return GetKey(key, reply);
+    case Op::kSet: return SetKey(key, std::move(value), reply);
+    case Op::kDelete: return DeleteKey(key, reply);
+    default: break;
+  }
+  Fail("internal", "op not dispatched");
+}
+
 void RequestHandler::Impl::Dispatch(Op op, const json& req, Session* session,
                                     const ReplyPtr& reply) {
-  if (!options.auth_token.empty() && !session->authenticated && op != Op::kAuth) {
-    Fail("unauthorized", "authenticate first: {\"op\":\"auth\",\"token\":...}");
-  }
+  CheckAuth(op, session);
   switch (op) {
     case Op::kPing: return reply->Ok("\"pong\"");
     case Op::kAuth: return Auth(req, session, reply);
@@ -444,7 +525,7 @@ void RequestHandler::Impl::WithLocks(const std::vector<std::string_view>& keys,
                                      std::function<void(GuardPtr)> body) {
   locks.Acquire(keys, mode, [this, reply, body = std::move(body)](KeyLocks::Held held,
                                                                    bool immediate) mutable {
-    auto guard = std::shared_ptr<LockGuard>(new LockGuard{&locks, std::move(held)});
+    auto guard = std::make_shared<LockGuard>(&locks, std::move(held));
     auto run = [reply, guard = std::move(guard), body = std::move(body)]() mutable {
       try {
         // body owns the locks from here: it drops them before it answers,
@@ -532,7 +613,10 @@ void RequestHandler::Impl::Auth(const json& req, Session* session, const ReplyPt
 }
 
 void RequestHandler::Impl::Get(const json& req, const ReplyPtr& reply) {
-  std::string_view key = KeyOf(Field(req, "key"));
+  GetKey(KeyOf(Field(req, "key")), reply);
+}
+
+void RequestHandler::Impl::GetKey(std::string_view key, const ReplyPtr& reply) {
   std::optional<std::string> value = Read(key);
   if (!value) Fail("not_found", "key not found");
   reply->Ok(*value);
@@ -540,8 +624,25 @@ void RequestHandler::Impl::Get(const json& req, const ReplyPtr& reply) {
 
 void RequestHandler::Impl::Set(const json& req, const ReplyPtr& reply) {
   std::string_view key = KeyOf(Field(req, "key"));
+  SetKey(key, Canonical(Field(req, "value")), reply);
+}
+
+void RequestHandler::Impl::SetKey(std::string_view key, std::string value,
+                                  const ReplyPtr& reply) {
   WriteBatch batch;
-  batch.Put(key, Canonical(Field(req, "value")));
+  batch.Put(key, value);
+  WriteKey(key, std::move(batch), reply);
+}
+
+void RequestHandler::Impl::WriteKey(std::string_view key, WriteBatch batch,
+                                    const ReplyPtr& reply) {
+  // Usually the stripe is free: take it and commit here, without the
+  // callbacks WithLocks needs for the case where it is not.
+  KeyLocks::Held held;
+  if (locks.TryAcquireOne(key, KeyLocks::Mode::kShared, &held)) {
+    auto guard = std::make_shared<LockGuard>(&locks, std::move(held));
+    return Commit(std::move(batch), std::move(guard), reply, "null");
+  }
   WithLocks({key}, KeyLocks::Mode::kShared, reply,
             [this, reply, batch = std::move(batch)](GuardPtr guard) mutable {
               Commit(std::move(batch), std::move(guard), reply, "null");
@@ -549,13 +650,13 @@ void RequestHandler::Impl::Set(const json& req, const ReplyPtr& reply) {
 }
 
 void RequestHandler::Impl::Delete(const json& req, const ReplyPtr& reply) {
-  std::string_view key = KeyOf(Field(req, "key"));
+  DeleteKey(KeyOf(Field(req, "key")), reply);
+}
+
+void RequestHandler::Impl::DeleteKey(std::string_view key, const ReplyPtr& reply) {
   WriteBatch batch;
   batch.Delete(key);
-  WithLocks({key}, KeyLocks::Mode::kShared, reply,
-            [this, reply, batch = std::move(batch)](GuardPtr guard) mutable {
-              Commit(std::move(batch), std::move(guard), reply, "null");
-            });
+  WriteKey(key, std::move(batch), reply);
 }
 
 void RequestHandler::Impl::BulkSet(const json& req, const ReplyPtr& reply) {

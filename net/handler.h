@@ -44,6 +44,9 @@ struct HandlerOptions {
   // <checkpoint_dir>/<N>. Empty: the op is refused. Clients never name an
   // arbitrary path on the server's host.
   std::string checkpoint_dir;
+  // Serve simple ping/get/set/delete lines without building a JSON DOM (see
+  // fast_request.h). Same answers either way; tests turn it off to compare.
+  bool fast_path = true;
 };
 
 // Per-connection state the protocol needs. Besides auth it keeps one

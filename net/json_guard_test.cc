@@ -7,6 +7,20 @@
 namespace kvstore::net {
 namespace {
 
+TEST(JsonGuardTest, Utf8AtEveryOffsetOfTheWordAtATimeScan) {
+  for (size_t at = 0; at <= 24; ++at) {
+    std::string ascii(24, 'a');
+    SCOPED_TRACE(at);
+    EXPECT_TRUE(IsValidUtf8(ascii.substr(0, at)));
+    EXPECT_FALSE(IsValidUtf8(std::string(ascii).insert(at, "\xff")));
+    EXPECT_FALSE(IsValidUtf8(std::string(ascii).insert(at, "\x80")));
+    EXPECT_FALSE(IsValidUtf8(std::string(ascii).insert(at, "\xed\xa0\x80")));
+    EXPECT_FALSE(IsValidUtf8(ascii.substr(0, at) + "\xe2\x82"));  // truncated at the end
+    EXPECT_TRUE(IsValidUtf8(std::string(ascii).insert(at, "\xc3\xa9")));
+    EXPECT_TRUE(IsValidUtf8(std::string(ascii).insert(at, "\xf0\x9f\x98\x80")));
+  }
+}
+
 TEST(JsonGuardTest, Utf8) {
   EXPECT_TRUE(IsValidUtf8("plain ascii"));
   EXPECT_TRUE(IsValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));

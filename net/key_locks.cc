@@ -44,6 +44,19 @@ void KeyLocks::Acquire(const std::vector<std::string_view>& keys, Mode mode, Gra
   }
 }
 
+bool KeyLocks::TryAcquireOne(std::string_view key, Mode mode, Held* held) {
+  const auto idx = static_cast<uint32_t>(std::hash<std::string_view>{}(key) % stripes_.size());
+  {
+    std::lock_guard lock(mu_);
+    Stripe& s = stripes_[idx];
+    if (!s.queue.empty() || !CompatibleLocked(s, mode)) return false;
+    TakeLocked(s, mode);
+  }
+  held->mode = mode;
+  held->stripes.assign(1, idx);
+  return true;
+}
+
 void KeyLocks::Release(const Held& held) {
   std::vector<Request*> ready;
   {

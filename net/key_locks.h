@@ -48,6 +48,10 @@ class KeyLocks {
   KeyLocks& operator=(const KeyLocks&) = delete;
 
   void Acquire(const std::vector<std::string_view>& keys, Mode mode, Granted granted);
+  // Acquire's common case without its callback: takes key's stripe at once
+  // when it is free and nobody waits for it (so first come, first served
+  // still holds), filling *held. False, holding nothing, otherwise.
+  bool TryAcquireOne(std::string_view key, Mode mode, Held* held);
   void Release(const Held& held);
 
   // Requests queued behind a holder; for tests and stats.

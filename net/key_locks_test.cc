@@ -62,3 +62,35 @@ TEST(KeyLocksTest, MultiKeyRequestsTakeStripesInOrder) {
 
 }  // namespace
 }  // namespace kvstore::net
+
+namespace kvstore::net {
+namespace {
+
+TEST(KeyLocksTryTest, TryAcquireOneTakesOnlyAFreeUncontendedStripe) {
+  KeyLocks locks(16);
+  KeyLocks::Held a, b, c;
+  ASSERT_TRUE(locks.TryAcquireOne("k", KeyLocks::Mode::kShared, &a));
+  ASSERT_TRUE(locks.TryAcquireOne("k", KeyLocks::Mode::kShared, &b));
+  EXPECT_FALSE(locks.TryAcquireOne("k", KeyLocks::Mode::kExclusive, &c));
+  // An exclusive waiter queues; a later shared try must not jump it.
+  bool granted = false;
+  KeyLocks::Held x;
+  locks.Acquire({"k"}, KeyLocks::Mode::kExclusive, [&](KeyLocks::Held h, bool) {
+    granted = true;
+    x = std::move(h);
+  });
+  EXPECT_FALSE(granted);
+  EXPECT_FALSE(locks.TryAcquireOne("k", KeyLocks::Mode::kShared, &c));
+  locks.Release(a);
+  EXPECT_FALSE(granted);
+  locks.Release(b);
+  EXPECT_TRUE(granted);
+  EXPECT_FALSE(locks.TryAcquireOne("k", KeyLocks::Mode::kShared, &c));
+  locks.Release(x);
+  ASSERT_TRUE(locks.TryAcquireOne("k", KeyLocks::Mode::kExclusive, &c));
+  locks.Release(c);
+  EXPECT_EQ(locks.waiting(), 0u);
+}
+
+}  // namespace
+}  // namespace kvstore::net

@@ -172,17 +172,42 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // Reads usually answer inside Handle, on this strand: store those
     // directly instead of paying a post per response.
     dispatching_on_.store(std::this_thread::get_id(), std::memory_order_relaxed);
-    server_->handler->Handle(line, session_, [self = shared_from_this(), seq](std::string resp) {
+    // A raw pointer is enough, and keeps the callback small enough for
+    // std::function to hold without allocating: until this request's
+    // response reaches Complete, pending_ is not empty, so WriteLoop (which
+    // holds a reference) cannot finish; CompleteLater's post holds its own.
+    server_->handler->Handle(line, session_, [self = this, seq](std::string resp) {
       if (self->dispatching_on_.load(std::memory_order_relaxed) == std::this_thread::get_id()) {
         self->Complete(seq, std::move(resp));
         return;
       }
-      // Back onto the strand: only it touches pending_.
-      asio::post(self->socket_.get_executor(), [self, seq, resp = std::move(resp)]() mutable {
-        self->Complete(seq, std::move(resp));
-      });
+      self->CompleteLater(seq, std::move(resp));
     });
     dispatching_on_.store(std::thread::id(), std::memory_order_relaxed);
+  }
+
+  // From any thread (a DB callback): hands the response back to the strand,
+  // the only one touching pending_. One post carries every response queued
+  // until the strand runs it, so a write group's acknowledgements, which
+  // arrive back to back, wake the strand once rather than once each.
+  void CompleteLater(uint64_t seq, std::string resp) {
+    {
+      std::lock_guard lock(completed_mu_);
+      completed_.emplace_back(seq, std::move(resp));
+      if (completed_posted_) return;
+      completed_posted_ = true;
+    }
+    asio::post(socket_.get_executor(), [self = shared_from_this()] { self->TakeCompleted(); });
+  }
+
+  void TakeCompleted() {
+    {
+      std::lock_guard lock(completed_mu_);
+      taking_.swap(completed_);
+      completed_posted_ = false;
+    }
+    for (auto& [seq, resp] : taking_) Complete(seq, std::move(resp));
+    taking_.clear();  // keeps its capacity for the next swap
   }
 
   void Complete(uint64_t seq, std::string resp) {
@@ -273,6 +298,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // otherwise. Only that thread can match its own id, so other threads
   // reading it (a DB callback) always post.
   std::atomic<std::thread::id> dispatching_on_{};
+  // Responses answered off the strand, waiting for one post to store them.
+  std::mutex completed_mu_;
+  std::vector<std::pair<uint64_t, std::string>> completed_;  // guarded by completed_mu_
+  bool completed_posted_ = false;                             // guarded by completed_mu_
+  std::vector<std::pair<uint64_t, std::string>> taking_;      // strand only
   // Used as condition variables: a waiter sleeps until cancel().
   asio::steady_timer writer_wake_;
   asio::steady_timer reader_wake_;

@@ -1,0 +1,129 @@
+#include "net/fast_request.h"
+
+#include <cstddef>
+
+namespace kvstore::net {
+
+namespace {
+
+class Scanner {
+ public:
+  explicit Scanner(std::string_view s) : s_(s) {}
+
+  bool AtEnd() const { return i_ == s_.size(); }
+  char Peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
+
+  void SkipSpace() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r')) {
+      ++i_;
+    }
+  }
+
+  bool Consume(char c) {
+    if (Peek() != c || AtEnd()) return false;
+    ++i_;
+    return true;
+  }
+
+  // A string without escapes or control characters; *contents is what is
+  // between the quotes.
+  bool PlainString(std::string_view* contents) {
+    if (!Consume('"')) return false;
+    const size_t start = i_;
+    for (; i_ < s_.size(); ++i_) {
+      const auto c = static_cast<unsigned char>(s_[i_]);
+      if (c == '"') {
+        *contents = s_.substr(start, i_ - start);
+        ++i_;
+        return true;
+      }
+      if (c == '\\' || c < 0x20) return false;
+    }
+    return false;
+  }
+
+  // A scalar whose text is already canonical; *text is that text.
+  bool CanonicalScalar(std::string_view* text) {
+    const size_t start = i_;
+    const char c = Peek();
+    if (c == '"') {
+      std::string_view unused;
+      if (!PlainString(&unused)) return false;
+    } else if (c == 't' || c == 'f' || c == 'n') {
+      if (!Literal("true") && !Literal("false") && !Literal("null")) return false;
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      if (!Integer()) return false;
+    } else {
+      return false;  // objects, arrays, garbage: the full parser's business
+    }
+    *text = s_.substr(start, i_ - start);
+    return true;
+  }
+
+ private:
+  bool Literal(std::string_view word) {
+    if (s_.substr(i_, word.size()) != word) return false;
+    i_ += word.size();
+    return true;
+  }
+
+  // -?(0|[1-9][0-9]*) with at most 18 digits (fits int64 and uint64), not
+  // "-0" (nlohmann stores it as 0) and not followed by a fraction or
+  // exponent (a float, which nlohmann may print differently).
+  bool Integer() {
+    const bool negative = Consume('-');
+    const size_t digits_start = i_;
+    while (i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '9') ++i_;
+    const size_t digits = i_ - digits_start;
+    if (digits == 0 || digits > 18) return false;
+    if (s_[digits_start] == '0' && (digits > 1 || negative)) return false;
+    const char next = Peek();
+    return next != '.' && next != 'e' && next != 'E';
+  }
+
+  std::string_view s_;
+  size_t i_ = 0;
+};
+
+}  // namespace
+
+bool ParseFastRequest(std::string_view line, FastRequest* out) {
+  *out = FastRequest{};
+  bool seen_op = false, seen_id = false, seen_value = false;
+  Scanner sc(line);
+  sc.SkipSpace();
+  if (!sc.Consume('{')) return false;
+  for (;;) {
+    sc.SkipSpace();
+    std::string_view name;
+    if (!sc.PlainString(&name)) return false;
+    sc.SkipSpace();
+    if (!sc.Consume(':')) return false;
+    sc.SkipSpace();
+    // Each member at most once: with repeats nlohmann keeps the last, and
+    // that subtlety is left to it.
+    if (name == "op") {
+      if (seen_op || !sc.PlainString(&out->op)) return false;
+      seen_op = true;
+    } else if (name == "key") {
+      if (out->has_key || !sc.PlainString(&out->key)) return false;
+      out->has_key = true;
+    } else if (name == "id") {
+      if (seen_id || !sc.CanonicalScalar(&out->id)) return false;
+      seen_id = true;
+    } else if (name == "value") {
+      if (seen_value || !sc.CanonicalScalar(&out->value)) return false;
+      seen_value = true;
+    } else {
+      return false;
+    }
+    sc.SkipSpace();
+    if (sc.Consume(',')) continue;
+    if (!sc.Consume('}')) return false;
+    break;
+  }
+  sc.SkipSpace();
+  return seen_op && sc.AtEnd();
+}
+
+}  // namespace kvstore::net
