@@ -1002,6 +1002,33 @@ std::string RequestHandler::PrometheusText() {
   metric("kvstore_key_lock_waiters", "gauge", "Requests queued for key locks.", static_cast<double>(im.locks.waiting()));
   metric("kvstore_bad_requests_total", "counter", "Lines rejected before an op was known.",
          static_cast<double>(im.bad_requests.count.load()));
+  metric("kvstore_flushes_total", "counter", "Memtables flushed to tables since start.", static_cast<double>(s.flushes));
+  metric("kvstore_compactions_total", "counter", "Compactions since start.", static_cast<double>(s.compactions));
+  metric("kvstore_flush_bytes_total", "counter", "Bytes of tables written by flushes.",
+         static_cast<double>(s.flush_bytes_written));
+  metric("kvstore_compaction_read_bytes_total", "counter", "Bytes of tables read by compactions.",
+         static_cast<double>(s.compaction_bytes_read));
+  metric("kvstore_compaction_write_bytes_total", "counter", "Bytes of tables written by compactions.",
+         static_cast<double>(s.compaction_bytes_written));
+  metric("kvstore_write_amplification", "gauge", "Table bytes written per user byte written.", s.write_amplification);
+  metric("kvstore_write_stalls_total", "counter", "Writes slowed down or stopped by backpressure.",
+         static_cast<double>(s.stall_count));
+  metric("kvstore_write_stall_seconds_total", "counter", "Time writes spent stalled.",
+         static_cast<double>(s.stall_micros) / 1e6);
+  metric("kvstore_block_cache_hits_total", "counter", "Table blocks found in the block cache.",
+         static_cast<double>(s.block_cache_hits));
+  metric("kvstore_block_cache_misses_total", "counter", "Table blocks read from files.",
+         static_cast<double>(s.block_cache_misses));
+  metric("kvstore_background_error", "gauge", "1 while the last flush or compaction failed.",
+         s.background_error.empty() ? 0 : 1);
+  out += "# HELP kvstore_level_files Tables per level.\n# TYPE kvstore_level_files gauge\n";
+  for (size_t level = 0; level < s.levels.size(); level++) {
+    out += "kvstore_level_files{level=\"" + std::to_string(level) + "\"} " + std::to_string(s.levels[level].files) + "\n";
+  }
+  out += "# HELP kvstore_level_bytes Table bytes per level.\n# TYPE kvstore_level_bytes gauge\n";
+  for (size_t level = 0; level < s.levels.size(); level++) {
+    out += "kvstore_level_bytes{level=\"" + std::to_string(level) + "\"} " + std::to_string(s.levels[level].bytes) + "\n";
+  }
 
   out += "# HELP kvstore_requests_total Requests by op.\n# TYPE kvstore_requests_total counter\n";
   for (const OpEntry& e : kOps) {

@@ -421,6 +421,8 @@ TEST_F(ServerTest, MetricsAndHealthOnTheHttpPort) {
   EXPECT_NE(m.find("kvstore_keys 3"), std::string::npos);
   EXPECT_NE(m.find("kvstore_connections 1"), std::string::npos);
   EXPECT_NE(m.find("kvstore_wal_syncs_total"), std::string::npos);
+  EXPECT_NE(m.find("kvstore_write_stalls_total"), std::string::npos);
+  EXPECT_NE(m.find("kvstore_level_files{level=\"0\"}"), std::string::npos);
   EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
 }
 
