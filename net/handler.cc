@@ -205,6 +205,21 @@ class Reply {
 
 using ReplyPtr = std::shared_ptr<Reply>;
 
+// Runs fn, answering with the error when it throws: no exception leaves the
+// handler (a client's mistake is a ClientError, anything else internal).
+template <class Fn>
+void AnswerErrorsOf(const ReplyPtr& reply, Fn&& fn) {
+  try {
+    fn();
+  } catch (const ClientError& e) {
+    reply->Error(e.code, e.message);
+  } catch (const std::exception& e) {
+    reply->Error("internal", e.what());
+  } catch (...) {
+    reply->Error("internal", "unexpected failure");
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -413,19 +428,13 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   auto reply = std::make_shared<Reply>(std::move(id_prefix), std::move(done), counters);
   auto run = [this, op = *op, req = std::move(req), simple, key = std::move(simple_key),
               value = std::move(simple_value), session, reply]() mutable {
-    try {
+    AnswerErrorsOf(reply, [&] {
       if (simple) {
         impl_->DispatchSimple(op, key, std::move(value), session.get(), reply);
       } else {
         impl_->Dispatch(op, req, session.get(), reply);
       }
-    } catch (const ClientError& e) {
-      reply->Error(e.code, e.message);
-    } catch (const std::exception& e) {
-      reply->Error("internal", e.what());
-    } catch (...) {
-      reply->Error("internal", "unexpected failure");
-    }
+    });
   };
   {
     std::lock_guard lock(session->mu);
@@ -527,17 +536,9 @@ void RequestHandler::Impl::WithLocks(const std::vector<std::string_view>& keys,
                                                                    bool immediate) mutable {
     auto guard = std::make_shared<LockGuard>(&locks, std::move(held));
     auto run = [reply, guard = std::move(guard), body = std::move(body)]() mutable {
-      try {
-        // body owns the locks from here: it drops them before it answers,
-        // since an answered caller may destroy this handler.
-        body(std::move(guard));
-      } catch (const ClientError& e) {
-        reply->Error(e.code, e.message);
-      } catch (const std::exception& e) {
-        reply->Error("internal", e.what());
-      } catch (...) {
-        reply->Error("internal", "unexpected failure");
-      }
+      // body owns the locks from here: it drops them before it answers,
+      // since an answered caller may destroy this handler.
+      AnswerErrorsOf(reply, [&] { body(std::move(guard)); });
     };
     // A late grant runs inside another request's DB callback; reading and
     // writing there would hold up that thread's other callbacks.
