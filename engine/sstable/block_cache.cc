@@ -9,6 +9,19 @@ constexpr size_t kEntryOverhead = 96;
 
 BlockCache::BlockCache(size_t capacity_bytes) : capacity_(capacity_bytes) {}
 
+void BlockCache::Shard::Unlink(Entry* e) {
+  (e->prev != nullptr ? e->prev->next : head) = e->next;
+  (e->next != nullptr ? e->next->prev : tail) = e->prev;
+  e->prev = e->next = nullptr;
+}
+
+void BlockCache::Shard::PushFront(Entry* e) {
+  e->prev = nullptr;
+  e->next = head;
+  (head != nullptr ? head->prev : tail) = e;
+  head = e;
+}
+
 std::shared_ptr<const BlockContents> BlockCache::Lookup(uint64_t id, uint64_t offset) {
   Key k{id, offset};
   Shard& s = ShardFor(k);
@@ -18,9 +31,13 @@ std::shared_ptr<const BlockContents> BlockCache::Lookup(uint64_t id, uint64_t of
     misses_.fetch_add(1, std::memory_order_relaxed);
     return nullptr;
   }
-  s.lru.splice(s.lru.begin(), s.lru, it->second);
+  Entry* e = &it->second;
+  if (s.head != e) {
+    s.Unlink(e);
+    s.PushFront(e);
+  }
   hits_.fetch_add(1, std::memory_order_relaxed);
-  return it->second->block;
+  return e->block;
 }
 
 void BlockCache::Insert(uint64_t id, uint64_t offset, std::shared_ptr<const BlockContents> block) {
@@ -30,19 +47,22 @@ void BlockCache::Insert(uint64_t id, uint64_t offset, std::shared_ptr<const Bloc
   if (charge > shard_capacity) return;  // would evict everything for one block
   Shard& s = ShardFor(k);
   std::lock_guard lock(s.mu);
-  if (auto it = s.index.find(k); it != s.index.end()) {
-    s.usage -= it->second->charge;
-    s.lru.erase(it->second);
-    s.index.erase(it);
+  auto [it, inserted] = s.index.try_emplace(k);
+  Entry* e = &it->second;
+  if (!inserted) {
+    s.usage -= e->charge;
+    s.Unlink(e);
   }
-  s.lru.push_front(Entry{k, std::move(block), charge});
-  s.index.emplace(k, s.lru.begin());
+  e->key = k;
+  e->block = std::move(block);
+  e->charge = charge;
+  s.PushFront(e);
   s.usage += charge;
-  while (s.usage > shard_capacity && !s.lru.empty()) {
-    Entry& victim = s.lru.back();
-    s.usage -= victim.charge;
-    s.index.erase(victim.key);
-    s.lru.pop_back();
+  while (s.usage > shard_capacity && s.tail != nullptr && s.tail != e) {
+    Entry* victim = s.tail;
+    s.usage -= victim->charge;
+    s.Unlink(victim);
+    s.index.erase(victim->key);
   }
 }
 

@@ -7,7 +7,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <list>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -51,16 +50,25 @@ class BlockCache {
       return static_cast<size_t>(h);
     }
   };
+  // An entry lives in its shard's map (whose nodes never move) and is
+  // linked into the shard's LRU list through prev/next: one allocation per
+  // insert, none per hit.
   struct Entry {
     Key key;
     std::shared_ptr<const BlockContents> block;
-    size_t charge;
+    size_t charge = 0;
+    Entry* prev = nullptr;  // towards the most recently used
+    Entry* next = nullptr;  // towards the least recently used
   };
   struct Shard {
     std::mutex mu;
-    std::list<Entry> lru;  // front = most recently used
-    std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index;
+    std::unordered_map<Key, Entry, KeyHash> index;
+    Entry* head = nullptr;  // most recently used
+    Entry* tail = nullptr;  // least recently used
     size_t usage = 0;
+
+    void Unlink(Entry* e);
+    void PushFront(Entry* e);
   };
   Shard& ShardFor(const Key& k) { return shards_[KeyHash{}(k) % kShards]; }
 

@@ -251,5 +251,23 @@ TEST(BlockCacheTest, EvictsToBudget) {
   EXPECT_EQ(cache.Lookup(1, 0), nullptr);
 }
 
+TEST(BlockCacheTest, KeepsWhatIsUsedAndReplacesInPlace) {
+  BlockCache cache(16 * 8192);
+  auto block = [](char c) { return std::make_shared<BlockContents>(std::string(1000, c)); };
+  cache.Insert(7, 0, block('h'));  // the hot block
+  for (uint64_t i = 1; i < 5000; i++) {
+    cache.Insert(1, i * 4096, block('x'));
+    ASSERT_NE(cache.Lookup(1, i * 4096), nullptr) << i;  // what was just inserted is there
+    ASSERT_NE(cache.Lookup(7, 0), nullptr) << i;         // used all the time: never evicted
+    ASSERT_LE(cache.usage(), cache.capacity());
+  }
+  cache.Insert(7, 0, block('n'));  // replacing keeps one entry with the new contents
+  auto got = cache.Lookup(7, 0);
+  ASSERT_NE(got, nullptr);
+  EXPECT_EQ(got->data[0], 'n');
+  EXPECT_GT(cache.hits(), 9000u);
+  EXPECT_EQ(cache.Lookup(1, 4096), nullptr);  // long since evicted
+}
+
 }  // namespace
 }  // namespace kvstore::sstable
