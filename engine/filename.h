@@ -17,11 +17,11 @@ inline std::string LogFileName(const std::string& dbname, uint64_t number) {
 inline std::string LockFileName(const std::string& dbname) { return dbname + "/LOCK"; }
 
 // Parses "NNNNNN<suffix>" into its number.
-inline bool ParseNumberedFileName(std::string_view name, std::string_view kSuffix, uint64_t* number) {
-  if (name.size() <= kSuffix.size() || name.substr(name.size() - kSuffix.size()) != kSuffix) {
+inline bool ParseNumberedFileName(std::string_view name, std::string_view suffix, uint64_t* number) {
+  if (name.size() <= suffix.size() || name.substr(name.size() - suffix.size()) != suffix) {
     return false;
   }
-  name.remove_suffix(kSuffix.size());
+  name.remove_suffix(suffix.size());
   uint64_t n = 0;
   for (char c : name) {
     if (c < '0' || c > '9' || n > (UINT64_MAX - 9) / 10) return false;

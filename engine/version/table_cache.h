@@ -30,7 +30,6 @@ class TableCache {
   size_t open_tables();
   // Index and filter bytes of the open tables.
   size_t MemoryUsage();
-  sstable::BlockCache* block_cache() const { return block_cache_; }
 
  private:
   struct Entry {

@@ -170,7 +170,6 @@ void VersionSet::MarkFileNumberUsed(uint64_t number) {
   }
 }
 
-uint64_t VersionSet::manifest_size() const { return manifest_ != nullptr ? manifest_->size() : 0; }
 
 Status VersionSet::Apply(const VersionEdit& edit, std::shared_ptr<const Version>* out) const {
   auto v = std::make_shared<Version>();

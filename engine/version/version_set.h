@@ -92,7 +92,6 @@ class VersionSet {
     return last_sequence_;
   }
   uint64_t manifest_number() const { return manifest_number_; }
-  uint64_t manifest_size() const;
 
   // Every table any live version (the current one, or one still pinned by a
   // reader) refers to.
