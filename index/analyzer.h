@@ -1,0 +1,67 @@
+// The analyzer: turns stored values and queries into search terms, the same
+// way on both sides, so that what is indexed is what a query looks for.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvstore/status.h"
+
+namespace kvstore::index {
+
+struct AnalyzerOptions {
+  std::string stemmer_language = "english";  // a Snowball language name; "" = no stemming
+  bool stop_words = false;                    // drop common English stop words
+  // Strip combining marks after decomposition, so "café" and "cafe" are the
+  // same term. Without it marks stay inside the word.
+  bool strip_diacritics = true;
+};
+
+// Tokens longer than this many bytes are cut at the last UTF-8 boundary at
+// or before it: such "words" are mostly hashes and base64, and a bound keeps
+// the term dictionary sane.
+inline constexpr size_t kMaxTokenBytes = 64;
+
+// Thread-safe: Snowball stemmers are not, so each call borrows one from a
+// small pool.
+class Analyzer {
+ public:
+  ~Analyzer();
+  Analyzer(const Analyzer&) = delete;
+  Analyzer& operator=(const Analyzer&) = delete;
+
+  // InvalidArgument for a language Snowball does not know.
+  static Status Create(const AnalyzerOptions& options, std::unique_ptr<Analyzer>* out);
+
+  // Appends the tokens of UTF-8 text: NFKC, Unicode case folding, combining
+  // marks stripped (strip_diacritics), split on every code point that is not
+  // a letter, digit or (kept) mark; stop words dropped; stemmed.
+  // Each Han, Hiragana, Katakana and Hangul code point is a token of its own,
+  // since those scripts do not separate words with spaces. Emoji and
+  // punctuation separate tokens. Invalid UTF-8 bytes separate tokens too and
+  // are otherwise dropped: never an error.
+  void Tokenize(std::string_view text, std::vector<std::string>* tokens) const;
+
+  const AnalyzerOptions& options() const { return options_; }
+
+ private:
+  struct StemmerPool;
+  explicit Analyzer(const AnalyzerOptions& options);
+  AnalyzerOptions options_;
+  std::unique_ptr<StemmerPool> pool_;
+};
+
+// The text a stored value contributes to full-text and semantic indexing:
+// a JSON string -> the string; a JSON object or array -> every string leaf
+// (not the object keys) joined by "\n"; anything else (JSON numbers, bools,
+// null, non-JSON bytes) -> the bytes themselves. Never throws; parsing is
+// iterative, so deep nesting costs memory, not stack.
+void ExtractText(std::string_view value, std::string* text);
+
+// XXH3-64 of the raw value bytes: the exact-value index key.
+uint64_t ValueHash(std::string_view value);
+
+}  // namespace kvstore::index

@@ -1,0 +1,139 @@
+#include "index/mem_index.h"
+
+#include <algorithm>
+#include <mutex>
+
+namespace kvstore::index {
+
+MemIndex::MemIndex(const IndexConfig& config) : dimension_(config.dimension) {}
+
+void MemIndex::Add(AnalyzedDoc doc) {
+  if (!doc.vector.empty() && (dimension_ <= 0 || doc.vector.size() != static_cast<size_t>(dimension_))) {
+    doc.vector.clear();
+  }
+  // Approximate: the strings, the vector, and a per-entry overhead for each
+  // map and list the doc lands in.
+  size_t bytes = sizeof(AnalyzedDoc) + 2 * doc.key.size() + 96 + doc.vector.size() * sizeof(float);
+  for (const auto& [term, tf] : doc.terms) bytes += term.size() + 40 + sizeof(Posting);
+
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  const auto id = static_cast<uint32_t>(docs_.size());
+  if (!by_key_.emplace(std::make_pair(doc.key, doc.seq), id).second) return;
+  for (const auto& [term, tf] : doc.terms) postings_[term].push_back(Posting{id, tf});
+  exact_[doc.value_hash].push_back(id);
+  if (!doc.vector.empty()) vector_docs_.push_back(id);
+  if (doc.length > 0) {
+    doc_count_++;
+    total_length_ += doc.length;
+  }
+  memory_ += bytes;
+  docs_.push_back(std::move(doc));
+}
+
+size_t MemIndex::MemoryUsage() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return memory_;
+}
+
+uint64_t MemIndex::docs() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return docs_.size();
+}
+
+void MemIndex::ForEachDoc(const std::function<void(const AnalyzedDoc&)>& fn) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  for (const auto& [k, id] : by_key_) fn(docs_[id]);
+}
+
+bool MemIndex::FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  auto it = by_key_.find(std::make_pair(std::string(key), seq));
+  if (it == by_key_.end()) return false;
+  *doc = docs_[it->second];
+  return true;
+}
+
+void MemIndex::ExactCandidates(uint64_t value_hash, uint64_t max_seq, std::vector<Candidate>* out) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  auto it = exact_.find(value_hash);
+  if (it == exact_.end()) return;
+  for (uint32_t id : it->second) {
+    const AnalyzedDoc& d = docs_[id];
+    if (d.seq <= max_seq) out->push_back(Candidate{d.key, d.seq, 0});
+  }
+}
+
+uint64_t MemIndex::DocCount() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return doc_count_;
+}
+
+uint64_t MemIndex::TotalLength() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return total_length_;
+}
+
+uint64_t MemIndex::DocFrequency(std::string_view term) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  auto it = postings_.find(std::string(term));
+  return it == postings_.end() ? 0 : it->second.size();
+}
+
+void MemIndex::ScoreTerms(const std::vector<std::string>& terms, const std::vector<double>& idf, double avgdl,
+                          bool match_all, uint64_t max_seq, std::vector<Candidate>* out) const {
+  if (terms.empty() || idf.size() != terms.size()) return;
+  if (avgdl <= 0) avgdl = 1;
+  std::vector<std::pair<uint32_t, double>> hits;  // (doc id, contribution)
+  {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    for (size_t i = 0; i < terms.size(); i++) {
+      auto it = postings_.find(terms[i]);
+      if (it == postings_.end()) {
+        if (match_all) return;
+        continue;
+      }
+      for (const Posting& p : it->second) {
+        const AnalyzedDoc& d = docs_[p.doc];
+        if (d.seq > max_seq) continue;
+        const double norm = kBM25K1 * (1 - kBM25B + kBM25B * d.length / avgdl);
+        hits.emplace_back(p.doc, idf[i] * p.tf * (kBM25K1 + 1) / (p.tf + norm));
+      }
+    }
+    std::stable_sort(hits.begin(), hits.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (size_t i = 0; i < hits.size();) {
+      size_t j = i;
+      double score = 0;
+      while (j < hits.size() && hits[j].first == hits[i].first) score += hits[j++].second;
+      if (!match_all || j - i == terms.size()) {
+        const AnalyzedDoc& d = docs_[hits[i].first];
+        out->push_back(Candidate{d.key, d.seq, score});
+      }
+      i = j;
+    }
+  }
+}
+
+void MemIndex::NearestVectors(const float* query, int dimension, size_t n, uint64_t max_seq,
+                              std::vector<Candidate>* out) const {
+  if (n == 0 || dimension != dimension_ || dimension <= 0) return;
+  const size_t dim = static_cast<size_t>(dimension);
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::vector<std::pair<float, uint32_t>> best;
+  best.reserve(vector_docs_.size());
+  for (uint32_t id : vector_docs_) {
+    const AnalyzedDoc& d = docs_[id];
+    if (d.seq > max_seq) continue;
+    float dot = 0;
+    for (size_t i = 0; i < dim; i++) dot += d.vector[i] * query[i];
+    best.emplace_back(dot, id);
+  }
+  const size_t k = std::min(n, best.size());
+  std::partial_sort(best.begin(), best.begin() + static_cast<ptrdiff_t>(k), best.end(),
+                    [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+  for (size_t i = 0; i < k; i++) {
+    const AnalyzedDoc& d = docs_[best[i].second];
+    out->push_back(Candidate{d.key, d.seq, best[i].first});
+  }
+}
+
+}  // namespace kvstore::index

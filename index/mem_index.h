@@ -1,0 +1,68 @@
+// The memtable's index: the same IndexSource interface as a segment, built
+// one Put at a time.
+//
+// Thread safety: one writer (Add, called by the DB's write leader) and any
+// number of concurrent readers; readers never see a half-added doc.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "index/segment.h"
+
+namespace kvstore::index {
+
+class MemIndex final : public IndexSource {
+ public:
+  explicit MemIndex(const IndexConfig& config);
+
+  // Puts only. A (key, seq) added twice keeps the first. Docs whose vector
+  // has the wrong dimension keep no vector.
+  void Add(AnalyzedDoc doc);
+  size_t MemoryUsage() const;
+  uint64_t docs() const;
+  // All docs in (key ascending, seq descending) order, for a flush to write
+  // the segment without analysing again. Holds the read lock throughout.
+  void ForEachDoc(const std::function<void(const AnalyzedDoc&)>& fn) const;
+  bool FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) const;
+
+  void ExactCandidates(uint64_t value_hash, uint64_t max_seq, std::vector<Candidate>* out) const override;
+  uint64_t DocCount() const override;
+  uint64_t TotalLength() const override;
+  uint64_t DocFrequency(std::string_view term) const override;
+  void ScoreTerms(const std::vector<std::string>& terms, const std::vector<double>& idf, double avgdl,
+                  bool match_all, uint64_t max_seq, std::vector<Candidate>* out) const override;
+  // Brute force over every vector.
+  void NearestVectors(const float* query, int dimension, size_t n, uint64_t max_seq,
+                      std::vector<Candidate>* out) const override;
+
+ private:
+  struct KeyOrder {
+    using is_transparent = void;
+    bool operator()(const std::pair<std::string, uint64_t>& a, const std::pair<std::string, uint64_t>& b) const {
+      int c = a.first.compare(b.first);
+      return c != 0 ? c < 0 : a.second > b.second;
+    }
+  };
+  struct Posting {
+    uint32_t doc;
+    uint32_t tf;
+  };
+
+  const int dimension_;
+  mutable std::shared_mutex mu_;
+  std::vector<AnalyzedDoc> docs_;                               // by doc id (arrival order)
+  std::map<std::pair<std::string, uint64_t>, uint32_t, KeyOrder> by_key_;  // -> doc id
+  std::unordered_map<std::string, std::vector<Posting>> postings_;
+  std::unordered_map<uint64_t, std::vector<uint32_t>> exact_;
+  std::vector<uint32_t> vector_docs_;
+  uint64_t doc_count_ = 0;
+  uint64_t total_length_ = 0;
+  size_t memory_ = 0;
+};
+
+}  // namespace kvstore::index

@@ -1,0 +1,180 @@
+#include "index/query.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace kvstore::index {
+
+namespace {
+
+// Best first; equal scores by key, then newest first, so results are stable.
+bool Better(const Candidate& a, const Candidate& b) {
+  if (a.score != b.score) return a.score > b.score;
+  int c = a.key.compare(b.key);
+  return c != 0 ? c < 0 : a.seq > b.seq;
+}
+
+// Walks candidates best first, keeping the live ones, one hit per key.
+// Remembers every version it checked, so a caller may walk again (the
+// semantic search's next round) without asking the LiveCheck twice.
+class LiveCollector {
+ public:
+  LiveCollector(bool want_values, const LiveCheck& live, std::vector<Hit>* hits)
+      : want_values_(want_values), live_(live), hits_(hits) {}
+
+  // Starts a new walk: no hits yet, the checked versions remembered.
+  void Restart() {
+    hits_->clear();
+    hit_keys_.clear();
+  }
+
+  Status Offer(const Candidate& c) {
+    if (hit_keys_.count(c.key) != 0) return Status::OK();
+    std::string version = c.key;
+    version.append(reinterpret_cast<const char*>(&c.seq), sizeof(c.seq));
+    auto it = checked_.find(version);
+    if (it == checked_.end()) {
+      Checked result;
+      Status s = live_(c.key, c.seq, &result.live, want_values_ ? &result.value : nullptr);
+      if (!s.ok()) return s;
+      if (!result.live) result.value.clear();
+      it = checked_.emplace(std::move(version), std::move(result)).first;
+    }
+    if (!it->second.live) return Status::OK();
+    hit_keys_.insert(c.key);
+    Hit hit;
+    hit.key = c.key;
+    hit.score = c.score;
+    if (want_values_) {
+      hit.value = it->second.value;
+      hit.has_value = true;
+    }
+    hits_->push_back(std::move(hit));
+    return Status::OK();
+  }
+
+ private:
+  struct Checked {
+    bool live = false;
+    std::string value;
+  };
+  bool want_values_;
+  const LiveCheck& live_;
+  std::vector<Hit>* hits_;
+  std::unordered_set<std::string> hit_keys_;
+  std::unordered_map<std::string, Checked> checked_;  // key + seq -> outcome
+};
+
+}  // namespace
+
+Status ExactSearch(const std::vector<const IndexSource*>& sources, std::string_view value, uint64_t max_seq,
+                   size_t limit, bool want_values, const LiveCheck& live, std::vector<Hit>* hits) {
+  hits->clear();
+  if (limit == 0) return Status::OK();
+  const uint64_t hash = ValueHash(value);
+  std::vector<Candidate> candidates;
+  for (const IndexSource* source : sources) source->ExactCandidates(hash, max_seq, &candidates);
+  // Only a key's newest candidate can be live: an older one is shadowed at
+  // least by that newer one.
+  std::map<std::string_view, uint64_t> newest;
+  for (const Candidate& c : candidates) {
+    auto [it, inserted] = newest.emplace(c.key, c.seq);
+    if (!inserted && c.seq > it->second) it->second = c.seq;
+  }
+  std::string current;
+  for (const auto& [key, seq] : newest) {
+    bool is_live = false;
+    current.clear();
+    Status s = live(key, seq, &is_live, &current);
+    if (!s.ok()) return s;
+    if (!is_live || current != value) continue;  // shadowed, or a hash collision
+    Hit hit;
+    hit.key.assign(key);
+    if (want_values) {
+      hit.value = current;
+      hit.has_value = true;
+    }
+    hits->push_back(std::move(hit));
+    if (hits->size() == limit) break;
+  }
+  return Status::OK();
+}
+
+Status FullTextSearch(const std::vector<const IndexSource*>& sources, const Analyzer& analyzer,
+                      std::string_view query, bool match_all, uint64_t max_seq, size_t limit, bool want_values,
+                      const LiveCheck& live, std::vector<Hit>* hits) {
+  hits->clear();
+  if (limit == 0 || query.empty()) return Status::OK();
+  std::vector<std::string> tokens;
+  analyzer.Tokenize(query, &tokens);
+  std::vector<std::string> terms;  // distinct, in query order
+  for (std::string& t : tokens) {
+    if (std::find(terms.begin(), terms.end(), t) == terms.end()) terms.push_back(std::move(t));
+  }
+  if (terms.empty()) return Status::OK();
+
+  uint64_t n = 0, total = 0;
+  for (const IndexSource* source : sources) {
+    n += source->DocCount();
+    total += source->TotalLength();
+  }
+  if (n == 0) return Status::OK();
+  std::vector<double> idf(terms.size());
+  for (size_t i = 0; i < terms.size(); i++) {
+    uint64_t df = 0;
+    for (const IndexSource* source : sources) df += source->DocFrequency(terms[i]);
+    const double dfd = static_cast<double>(std::min(df, n));
+    idf[i] = std::log(1.0 + (static_cast<double>(n) - dfd + 0.5) / (dfd + 0.5));
+  }
+  const double avgdl = static_cast<double>(total) / static_cast<double>(n);
+
+  std::vector<Candidate> candidates;
+  for (const IndexSource* source : sources) {
+    source->ScoreTerms(terms, idf, avgdl, match_all, max_seq, &candidates);
+  }
+  // A heap, not a sort: most queries stop after the first few dozen.
+  auto worse = [](const Candidate& a, const Candidate& b) { return Better(b, a); };
+  std::make_heap(candidates.begin(), candidates.end(), worse);
+  LiveCollector collector(want_values, live, hits);
+  for (auto end = candidates.end(); end != candidates.begin() && hits->size() < limit;) {
+    std::pop_heap(candidates.begin(), end, worse);
+    --end;
+    Status s = collector.Offer(*end);
+    if (!s.ok()) return s;
+  }
+  return Status::OK();
+}
+
+Status SemanticSearch(const std::vector<const IndexSource*>& sources, const std::vector<float>& query, size_t k,
+                      double threshold, uint64_t max_seq, bool want_values, const LiveCheck& live,
+                      std::vector<Hit>* hits) {
+  hits->clear();
+  if (k == 0 || query.empty()) return Status::OK();
+  const int dim = static_cast<int>(query.size());
+  LiveCollector collector(want_values, live, hits);
+  for (size_t n = k;; n *= 2) {
+    std::vector<Candidate> candidates;
+    bool more = false;  // some source may hold more candidates above the threshold
+    for (const IndexSource* source : sources) {
+      const size_t before = candidates.size();
+      source->NearestVectors(query.data(), dim, n, max_seq, &candidates);
+      if (candidates.size() - before == n && candidates.back().score >= threshold) more = true;
+    }
+    std::sort(candidates.begin(), candidates.end(), Better);
+    // Every round walks from the top again, so hits stay best first; the
+    // collector remembers the versions checked in earlier rounds.
+    collector.Restart();
+    for (const Candidate& c : candidates) {
+      if (c.score < threshold || hits->size() >= k) break;
+      Status s = collector.Offer(c);
+      if (!s.ok()) return s;
+    }
+    if (hits->size() >= k || !more) break;
+  }
+  return Status::OK();
+}
+
+}  // namespace kvstore::index

@@ -1,0 +1,772 @@
+#include "index/segment.h"
+
+#include <hnswlib/hnswlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+
+#include "engine/coding/checksum.h"
+#include "engine/coding/coding.h"
+
+namespace kvstore::index {
+
+// ---------------------------------------------------------------------------
+// Configuration and analysis
+
+std::string IndexConfig::Fingerprint() const {
+  std::vector<std::string> sorted = prefixes;
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  std::string canon;
+  PutLengthPrefixed(&canon, analyzer.stemmer_language);
+  canon.push_back(analyzer.stop_words ? '1' : '0');
+  canon.push_back(analyzer.strip_diacritics ? '1' : '0');
+  PutVarint32(&canon, static_cast<uint32_t>(sorted.size()));
+  for (const std::string& p : sorted) PutLengthPrefixed(&canon, p);
+  PutLengthPrefixed(&canon, embedder_name);
+  PutVarint32(&canon, static_cast<uint32_t>(dimension));
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "idx1-%016llx", static_cast<unsigned long long>(Checksum64(canon)));
+  return buf;
+}
+
+bool KeyIndexed(const IndexConfig& config, std::string_view key) {
+  if (config.prefixes.empty()) return true;
+  for (const std::string& p : config.prefixes) {
+    if (key.starts_with(p)) return true;
+  }
+  return false;
+}
+
+Status AnalyzeDoc(const Analyzer& analyzer, Embedder* embedder, std::string_view key, uint64_t seq,
+                  std::string_view value, AnalyzedDoc* doc) {
+  doc->key.assign(key);
+  doc->seq = seq;
+  doc->value_hash = ValueHash(value);
+  doc->terms.clear();
+  doc->vector.clear();
+  std::string text;
+  ExtractText(value, &text);
+  std::vector<std::string> tokens;
+  analyzer.Tokenize(text, &tokens);
+  doc->length = static_cast<uint32_t>(std::min<size_t>(tokens.size(), UINT32_MAX));
+  std::sort(tokens.begin(), tokens.end());
+  for (size_t i = 0; i < tokens.size();) {
+    size_t j = i + 1;
+    while (j < tokens.size() && tokens[j] == tokens[i]) j++;
+    doc->terms.emplace_back(std::move(tokens[i]), static_cast<uint32_t>(std::min<size_t>(j - i, UINT32_MAX)));
+    i = j;
+  }
+  if (embedder != nullptr && !text.empty()) {
+    std::vector<std::vector<float>> vectors;
+    Status s = embedder->Embed({std::string_view(text)}, &vectors);
+    if (!s.ok()) return s;
+    if (vectors.size() != 1 || vectors[0].size() != static_cast<size_t>(embedder->dimension())) {
+      return Status::InvalidArgument("embedder " + embedder->name() + " returned a vector of the wrong dimension");
+    }
+    bool any = false;
+    for (float f : vectors[0]) {
+      if (f != 0.0f) any = true;
+      if (!std::isfinite(f)) return Status::InvalidArgument("embedder " + embedder->name() + " returned a non-finite value");
+    }
+    if (any) doc->vector = std::move(vectors[0]);
+  }
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------
+// Format (docs/format/index.md)
+
+namespace {
+
+constexpr uint32_t kFormatVersion = 1;
+constexpr uint64_t kMagic = 0x315844495453564bull;  // the bytes "KVSTIDX1", little-endian
+constexpr size_t kFooterSize = 40;
+
+enum SectionKind : uint32_t {
+  kProperties = 1,
+  kDocs = 2,
+  kTerms = 3,
+  kForward = 4,
+  kVectors = 5,
+  kHnsw = 6,
+};
+
+// HNSW parameters: M links per node (2M on level 0); construction and
+// search beam widths. Recall@10 is ~0.99 on the hashing embedder's vectors.
+constexpr size_t kHnswM = 16;
+constexpr size_t kHnswEfConstruction = 100;
+constexpr size_t kHnswEfSearch = 96;
+constexpr size_t kHnswMaxLevel = 32;
+constexpr uint32_t kMaxDimension = 1 << 16;
+
+void PutVarint64(std::string* dst, uint64_t v) {
+  while (v >= 0x80) {
+    dst->push_back(static_cast<char>(v | 0x80));
+    v >>= 7;
+  }
+  dst->push_back(static_cast<char>(v));
+}
+
+// Bounds-checked decoding: every getter fails instead of reading past the end.
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+  bool U32(uint32_t* v) { return GetVarint32(&in_, v); }
+  bool U64(uint64_t* v) {
+    uint64_t result = 0;
+    for (uint32_t shift = 0; shift <= 63 && !in_.empty(); shift += 7) {
+      uint64_t byte = static_cast<unsigned char>(in_[0]);
+      in_.remove_prefix(1);
+      if (shift == 63 && byte > 1) return false;
+      result |= (byte & 0x7f) << shift;
+      if (!(byte & 0x80)) {
+        *v = result;
+        return true;
+      }
+    }
+    return false;
+  }
+  bool Fixed64(uint64_t* v) {
+    if (in_.size() < 8) return false;
+    *v = DecodeFixed64(in_.data());
+    in_.remove_prefix(8);
+    return true;
+  }
+  bool Bytes(std::string_view* v) { return GetLengthPrefixed(&in_, v); }
+  bool Raw(size_t n, std::string_view* v) {
+    if (in_.size() < n) return false;
+    *v = in_.substr(0, n);
+    in_.remove_prefix(n);
+    return true;
+  }
+  bool empty() const { return in_.empty(); }
+  std::string_view rest() const { return in_; }
+
+ private:
+  std::string_view in_;
+};
+
+struct HnswGraph {
+  uint32_t max_level = 0;
+  uint32_t entry_point = 0;
+  std::vector<uint32_t> levels;                          // per node
+  std::vector<std::vector<std::vector<uint32_t>>> links;  // node -> level -> neighbours
+};
+
+}  // namespace
+
+struct Segment::Hnsw {
+  std::unique_ptr<hnswlib::InnerProductSpace> space;
+  std::unique_ptr<hnswlib::HierarchicalNSW<float>> index;
+};
+
+SegmentWriter::SegmentWriter(const IndexConfig& config) : config_(config), fingerprint_(config.Fingerprint()) {}
+SegmentWriter::~SegmentWriter() = default;
+
+void SegmentWriter::Add(AnalyzedDoc doc) {
+  if (!doc.vector.empty() && (config_.dimension <= 0 || doc.vector.size() != static_cast<size_t>(config_.dimension))) {
+    doc.vector.clear();
+  }
+  docs_.push_back(std::move(doc));
+}
+
+Status SegmentWriter::Finish(WritableFile* file) {
+  std::string contents;
+  Status s = Finish(&contents);
+  if (!s.ok()) return s;
+  return file->Append(contents);
+}
+
+Status SegmentWriter::Finish(std::string* out) {
+  std::stable_sort(docs_.begin(), docs_.end(), [](const AnalyzedDoc& a, const AnalyzedDoc& b) {
+    int c = a.key.compare(b.key);
+    return c != 0 ? c < 0 : a.seq > b.seq;
+  });
+  // A (key, seq) twice would be one version indexed twice: keep the first.
+  docs_.erase(std::unique(docs_.begin(), docs_.end(),
+                          [](const AnalyzedDoc& a, const AnalyzedDoc& b) { return a.key == b.key && a.seq == b.seq; }),
+              docs_.end());
+
+  // Term dictionary: term -> postings (doc id, tf), doc ids ascending.
+  std::map<std::string_view, std::vector<std::pair<uint32_t, uint32_t>>> postings;
+  uint64_t doc_count = 0, total_length = 0, max_seq = 0;
+  for (uint32_t id = 0; id < docs_.size(); id++) {
+    const AnalyzedDoc& d = docs_[id];
+    for (const auto& [term, tf] : d.terms) postings[term].emplace_back(id, tf);
+    if (d.length > 0) {
+      doc_count++;
+      total_length += d.length;
+    }
+    max_seq = std::max(max_seq, d.seq);
+  }
+  std::map<std::string_view, uint32_t> term_ids;
+  for (auto& [term, list] : postings) term_ids.emplace(term, static_cast<uint32_t>(term_ids.size()));
+
+  std::vector<std::pair<uint32_t, std::string>> sections;
+  std::string props;
+  PutLengthPrefixed(&props, fingerprint_);
+  PutVarint64(&props, docs_.size());
+  PutVarint64(&props, doc_count);
+  PutVarint64(&props, total_length);
+  PutVarint32(&props, static_cast<uint32_t>(std::max(config_.dimension, 0)));
+  PutVarint64(&props, max_seq);
+  sections.emplace_back(kProperties, std::move(props));
+
+  std::string docs;
+  for (const AnalyzedDoc& d : docs_) {
+    PutLengthPrefixed(&docs, d.key);
+    PutVarint64(&docs, d.seq);
+    PutVarint32(&docs, d.length);
+    PutFixed64(&docs, d.value_hash);
+  }
+  sections.emplace_back(kDocs, std::move(docs));
+
+  std::string terms;
+  PutVarint32(&terms, static_cast<uint32_t>(postings.size()));
+  std::string list_bytes;
+  for (const auto& [term, list] : postings) {
+    PutLengthPrefixed(&terms, term);
+    PutVarint32(&terms, static_cast<uint32_t>(list.size()));
+    list_bytes.clear();
+    uint32_t prev = 0;
+    for (const auto& [id, tf] : list) {
+      PutVarint32(&list_bytes, id - prev);
+      PutVarint32(&list_bytes, tf);
+      prev = id;
+    }
+    PutLengthPrefixed(&terms, list_bytes);
+  }
+  sections.emplace_back(kTerms, std::move(terms));
+
+  std::string forward;
+  for (const AnalyzedDoc& d : docs_) {
+    // terms are distinct and ascending, so ids are too
+    std::vector<std::pair<uint32_t, uint32_t>> ids;
+    ids.reserve(d.terms.size());
+    for (const auto& [term, tf] : d.terms) ids.emplace_back(term_ids[term], tf);
+    std::sort(ids.begin(), ids.end());
+    PutVarint32(&forward, static_cast<uint32_t>(ids.size()));
+    uint32_t prev = 0;
+    for (const auto& [id, tf] : ids) {
+      PutVarint32(&forward, id - prev);
+      PutVarint32(&forward, tf);
+      prev = id;
+    }
+  }
+  sections.emplace_back(kForward, std::move(forward));
+
+  std::vector<uint32_t> vector_docs;
+  for (uint32_t id = 0; id < docs_.size(); id++) {
+    if (!docs_[id].vector.empty()) vector_docs.push_back(id);
+  }
+  if (config_.dimension > 0 && !vector_docs.empty()) {
+    const size_t dim = static_cast<size_t>(config_.dimension);
+    std::string vectors;
+    PutVarint32(&vectors, static_cast<uint32_t>(dim));
+    PutVarint32(&vectors, static_cast<uint32_t>(vector_docs.size()));
+    uint32_t prev = 0;
+    for (uint32_t id : vector_docs) {
+      PutVarint32(&vectors, id - prev);
+      prev = id;
+    }
+    for (uint32_t id : vector_docs) {
+      vectors.append(reinterpret_cast<const char*>(docs_[id].vector.data()), dim * sizeof(float));
+    }
+    sections.emplace_back(kVectors, std::move(vectors));
+
+    if (vector_docs.size() >= kHnswMinVectors) {
+      std::string graph;
+      try {
+        hnswlib::InnerProductSpace space(dim);
+        hnswlib::HierarchicalNSW<float> hnsw(&space, vector_docs.size(), kHnswM, kHnswEfConstruction, 42);
+        for (size_t v = 0; v < vector_docs.size(); v++) hnsw.addPoint(docs_[vector_docs[v]].vector.data(), v);
+        PutVarint32(&graph, static_cast<uint32_t>(kHnswM));
+        PutVarint32(&graph, static_cast<uint32_t>(kHnswEfConstruction));
+        PutVarint32(&graph, static_cast<uint32_t>(hnsw.maxlevel_));
+        PutVarint32(&graph, static_cast<uint32_t>(hnsw.enterpoint_node_));
+        for (size_t v = 0; v < vector_docs.size(); v++) {
+          const auto node = static_cast<hnswlib::tableint>(v);
+          const int level = hnsw.element_levels_[v];
+          PutVarint32(&graph, static_cast<uint32_t>(level));
+          for (int l = 0; l <= level; l++) {
+            hnswlib::linklistsizeint* ll = hnsw.get_linklist_at_level(node, l);
+            const size_t count = hnsw.getListCount(ll);
+            const auto* ids = reinterpret_cast<const hnswlib::tableint*>(ll + 1);
+            PutVarint32(&graph, static_cast<uint32_t>(count));
+            for (size_t j = 0; j < count; j++) PutVarint32(&graph, ids[j]);
+          }
+        }
+      } catch (const std::exception& e) {
+        return Status::InvalidArgument(std::string("building the HNSW graph: ") + e.what());
+      }
+      sections.emplace_back(kHnsw, std::move(graph));
+    }
+  }
+
+  out->clear();
+  std::string directory;
+  PutVarint32(&directory, static_cast<uint32_t>(sections.size()));
+  for (const auto& [kind, bytes] : sections) {
+    PutVarint32(&directory, kind);
+    PutVarint64(&directory, out->size());
+    PutVarint64(&directory, bytes.size());
+    PutFixed64(&directory, Checksum64(bytes, kind));
+    out->append(bytes);
+  }
+  const uint64_t directory_offset = out->size();
+  out->append(directory);
+  std::string footer;
+  PutFixed64(&footer, directory_offset);
+  PutFixed64(&footer, directory.size());
+  PutFixed64(&footer, Checksum64(directory));
+  PutFixed32(&footer, kFormatVersion);
+  PutFixed32(&footer, Checksum32(footer));
+  PutFixed64(&footer, kMagic);
+  out->append(footer);
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+
+Segment::~Segment() = default;
+
+bool Segment::has_hnsw() const { return hnsw_ != nullptr; }
+
+Status Segment::Open(std::unique_ptr<RandomAccessFile> file, uint64_t file_size, const std::string& name,
+                     std::shared_ptr<Segment>* out) {
+  if (file_size < kFooterSize) return Status::Corruption(name + ": index segment too short");
+  if (file_size > (uint64_t{1} << 32)) return Status::Corruption(name + ": index segment larger than 4 GiB");
+  std::string contents;
+  contents.resize(file_size);
+  std::string_view result;
+  Status s = file->Read(0, file_size, &result, contents.data());
+  if (!s.ok()) return s;
+  if (result.size() != file_size) return Status::Corruption(name + ": index segment truncated");
+  if (result.data() != contents.data()) std::memcpy(contents.data(), result.data(), file_size);
+  return OpenContents(std::move(contents), name, out);
+}
+
+Status Segment::OpenContents(std::string contents, const std::string& name, std::shared_ptr<Segment>* out) {
+  std::shared_ptr<Segment> segment(new Segment());
+  segment->contents_ = std::move(contents);
+  Status s;
+  try {
+    s = segment->Parse(name);
+  } catch (const std::exception& e) {  // allocation failure, or hnswlib
+    s = Status::Corruption(name + ": index segment: " + e.what());
+  }
+  if (!s.ok()) return s;
+  *out = std::move(segment);
+  return Status::OK();
+}
+
+Status Segment::Parse(const std::string& name) {
+  auto corrupt = [&name](std::string_view what) {
+    return Status::Corruption(name + ": index segment: " + std::string(what));
+  };
+  const std::string_view file(contents_);
+  if (file.size() < kFooterSize) return corrupt("too short");
+  const char* footer = file.data() + file.size() - kFooterSize;
+  if (DecodeFixed64(footer + 32) != kMagic) return corrupt("bad magic");
+  if (DecodeFixed32(footer + 28) != Checksum32(std::string_view(footer, 28))) return corrupt("footer checksum mismatch");
+  const uint32_t version = DecodeFixed32(footer + 24);
+  if (version != kFormatVersion) return corrupt("unsupported format version " + std::to_string(version));
+  const uint64_t dir_offset = DecodeFixed64(footer);
+  const uint64_t dir_size = DecodeFixed64(footer + 8);
+  const uint64_t body = file.size() - kFooterSize;
+  if (dir_offset > body || dir_size != body - dir_offset) return corrupt("bad directory handle");
+  std::string_view directory = file.substr(dir_offset, dir_size);
+  if (Checksum64(directory) != DecodeFixed64(footer + 16)) return corrupt("directory checksum mismatch");
+
+  std::string_view sections[kHnsw + 1];
+  bool present[kHnsw + 1] = {};
+  Reader dir(directory);
+  uint32_t num_sections;
+  if (!dir.U32(&num_sections)) return corrupt("bad directory");
+  for (uint32_t i = 0; i < num_sections; i++) {
+    uint32_t kind;
+    uint64_t offset, size, checksum;
+    if (!dir.U32(&kind) || !dir.U64(&offset) || !dir.U64(&size) || !dir.Fixed64(&checksum)) {
+      return corrupt("bad directory");
+    }
+    if (offset > dir_offset || size > dir_offset - offset) return corrupt("section out of bounds");
+    std::string_view bytes = file.substr(offset, size);
+    if (Checksum64(bytes, kind) != checksum) return corrupt("checksum mismatch in section " + std::to_string(kind));
+    if (kind < kProperties || kind > kHnsw) continue;  // from a newer writer: not needed to answer queries
+    if (present[kind]) return corrupt("duplicate section");
+    present[kind] = true;
+    sections[kind] = bytes;
+  }
+  if (!dir.empty()) return corrupt("bad directory");
+  for (uint32_t k : {kProperties, kDocs, kTerms, kForward}) {
+    if (!present[k]) return corrupt("missing section " + std::to_string(k));
+  }
+  if (present[kHnsw] && !present[kVectors]) return corrupt("graph without vectors");
+
+  // Properties.
+  Reader props(sections[kProperties]);
+  std::string_view fingerprint;
+  uint64_t num_docs, doc_count, total_length, max_seq;
+  uint32_t dimension;
+  if (!props.Bytes(&fingerprint) || !props.U64(&num_docs) || !props.U64(&doc_count) || !props.U64(&total_length) ||
+      !props.U32(&dimension) || !props.U64(&max_seq)) {
+    return corrupt("bad properties");
+  }
+  if (dimension > kMaxDimension) return corrupt("bad dimension");
+  // Each doc takes at least 11 bytes: no count can exceed the file.
+  if (num_docs > file.size() / 11 || doc_count > num_docs) return corrupt("bad doc count");
+  fingerprint_.assign(fingerprint);
+  dimension_ = static_cast<int>(dimension);
+
+  // Docs.
+  Reader docs(sections[kDocs]);
+  docs_.reserve(num_docs);
+  uint64_t seen_count = 0, seen_length = 0, seen_max_seq = 0;
+  for (uint64_t i = 0; i < num_docs; i++) {
+    Doc d{};
+    if (!docs.Bytes(&d.key) || !docs.U64(&d.seq) || !docs.U32(&d.length) || !docs.Fixed64(&d.value_hash)) {
+      return corrupt("bad doc table");
+    }
+    if (!docs_.empty()) {
+      const Doc& prev = docs_.back();
+      int c = prev.key.compare(d.key);
+      if (c > 0 || (c == 0 && prev.seq <= d.seq)) return corrupt("docs out of order");
+    }
+    d.vector_id = -1;
+    if (d.length > 0) {
+      seen_count++;
+      seen_length += d.length;
+    }
+    seen_max_seq = std::max(seen_max_seq, d.seq);
+    docs_.push_back(d);
+  }
+  if (!docs.empty()) return corrupt("bad doc table");
+  if (seen_count != doc_count || seen_length != total_length || seen_max_seq != max_seq) {
+    return corrupt("properties disagree with the doc table");
+  }
+  doc_count_ = doc_count;
+  total_length_ = total_length;
+  max_seq_ = max_seq;
+
+  // Terms and postings.
+  Reader terms(sections[kTerms]);
+  uint32_t num_terms;
+  if (!terms.U32(&num_terms) || num_terms > sections[kTerms].size() / 3) return corrupt("bad term dictionary");
+  terms_.reserve(num_terms);
+  for (uint32_t t = 0; t < num_terms; t++) {
+    Term term{};
+    if (!terms.Bytes(&term.term) || !terms.U32(&term.df) || !terms.Bytes(&term.postings)) {
+      return corrupt("bad term dictionary");
+    }
+    if (!terms_.empty() && terms_.back().term >= term.term) return corrupt("terms out of order");
+    if (term.df == 0 || term.df > num_docs) return corrupt("bad document frequency");
+    Reader list(term.postings);
+    uint64_t id = 0;
+    for (uint32_t j = 0; j < term.df; j++) {
+      uint32_t delta, tf;
+      if (!list.U32(&delta) || !list.U32(&tf)) return corrupt("bad postings");
+      if ((j > 0 && delta == 0) || tf == 0) return corrupt("bad postings");
+      id += delta;
+      if (id >= num_docs) return corrupt("posting names a missing doc");
+    }
+    if (!list.empty()) return corrupt("bad postings");
+    terms_.push_back(term);
+  }
+  if (!terms.empty()) return corrupt("bad term dictionary");
+
+  // Forward lists: per doc, (term id, tf) ascending, tfs summing to its length.
+  forward_ = sections[kForward];
+  Reader forward(forward_);
+  for (Doc& d : docs_) {
+    d.forward_offset = static_cast<uint32_t>(forward_.size() - forward.rest().size());
+    uint32_t n;
+    if (!forward.U32(&n) || n > num_terms) return corrupt("bad forward list");
+    uint64_t id = 0, sum = 0;
+    for (uint32_t j = 0; j < n; j++) {
+      uint32_t delta, tf;
+      if (!forward.U32(&delta) || !forward.U32(&tf)) return corrupt("bad forward list");
+      if ((j > 0 && delta == 0) || tf == 0) return corrupt("bad forward list");
+      id += delta;
+      sum += tf;
+      if (id >= num_terms) return corrupt("forward list names a missing term");
+    }
+    if (sum != d.length) return corrupt("forward list disagrees with the doc length");
+  }
+  if (!forward.empty()) return corrupt("bad forward list");
+
+  exact_.reserve(docs_.size());
+  for (uint32_t id = 0; id < docs_.size(); id++) exact_.emplace_back(docs_[id].value_hash, id);
+  std::sort(exact_.begin(), exact_.end());
+
+  if (!present[kVectors]) return Status::OK();
+
+  // Vectors.
+  Reader vectors(sections[kVectors]);
+  uint32_t vdim, num_vectors;
+  if (!vectors.U32(&vdim) || !vectors.U32(&num_vectors)) return corrupt("bad vectors");
+  if (vdim != dimension || vdim == 0 || num_vectors > num_docs || num_vectors == 0) return corrupt("bad vectors");
+  vector_docs_.reserve(num_vectors);
+  uint64_t id = 0;
+  for (uint32_t v = 0; v < num_vectors; v++) {
+    uint32_t delta;
+    if (!vectors.U32(&delta) || (v > 0 && delta == 0)) return corrupt("bad vector ids");
+    id += delta;
+    if (id >= num_docs) return corrupt("vector names a missing doc");
+    vector_docs_.push_back(static_cast<uint32_t>(id));
+    docs_[id].vector_id = static_cast<int32_t>(v);
+    vector_seqs_.push_back(docs_[id].seq);
+  }
+  std::sort(vector_seqs_.begin(), vector_seqs_.end());
+  const size_t dim = vdim;
+  std::string_view floats = vectors.rest();
+  if (floats.size() != size_t{num_vectors} * dim * sizeof(float)) return corrupt("bad vector data");
+
+  if (!present[kHnsw]) {
+    vector_storage_.reset(new float[size_t{num_vectors} * dim]);
+    std::memcpy(vector_storage_.get(), floats.data(), floats.size());
+    vectors_ = vector_storage_.get();
+    return Status::OK();
+  }
+
+  // The graph: validated completely before hnswlib sees it, since hnswlib
+  // trusts every link it follows.
+  Reader graph(sections[kHnsw]);
+  uint32_t m, ef_construction, max_level, entry_point;
+  if (!graph.U32(&m) || !graph.U32(&ef_construction) || !graph.U32(&max_level) || !graph.U32(&entry_point)) {
+    return corrupt("bad graph");
+  }
+  if (m < 2 || m > 256 || max_level > kHnswMaxLevel || entry_point >= num_vectors) return corrupt("bad graph");
+  HnswGraph g;
+  g.levels.resize(num_vectors);
+  g.links.resize(num_vectors);
+  uint32_t seen_max_level = 0;
+  for (uint32_t v = 0; v < num_vectors; v++) {
+    uint32_t level;
+    if (!graph.U32(&level) || level > max_level) return corrupt("bad graph level");
+    g.levels[v] = level;
+    seen_max_level = std::max(seen_max_level, level);
+    g.links[v].resize(level + 1);
+    for (uint32_t l = 0; l <= level; l++) {
+      uint32_t count;
+      if (!graph.U32(&count) || count > (l == 0 ? 2 * m : m)) return corrupt("bad graph links");
+      auto& list = g.links[v][l];
+      list.resize(count);
+      for (uint32_t j = 0; j < count; j++) {
+        if (!graph.U32(&list[j]) || list[j] >= num_vectors) return corrupt("bad graph link");
+      }
+    }
+  }
+  if (!graph.empty() || seen_max_level != max_level || g.levels[entry_point] != max_level) {
+    return corrupt("bad graph");
+  }
+  // A link from v on level l must point at a node that has level l.
+  for (uint32_t v = 0; v < num_vectors; v++) {
+    for (uint32_t l = 1; l < g.links[v].size(); l++) {
+      for (uint32_t to : g.links[v][l]) {
+        if (g.levels[to] < l) return corrupt("graph link to a missing level");
+      }
+    }
+  }
+
+  auto h = std::make_unique<Hnsw>();
+  h->space = std::make_unique<hnswlib::InnerProductSpace>(dim);
+  h->index = std::make_unique<hnswlib::HierarchicalNSW<float>>(h->space.get(), num_vectors, m, ef_construction, 42);
+  hnswlib::HierarchicalNSW<float>& idx = *h->index;
+  for (uint32_t v = 0; v < num_vectors; v++) {
+    std::memset(idx.data_level0_memory_ + size_t{v} * idx.size_data_per_element_, 0, idx.size_data_per_element_);
+    idx.element_levels_[v] = static_cast<int>(g.levels[v]);
+    if (g.levels[v] > 0) {
+      const size_t bytes = idx.size_links_per_element_ * g.levels[v] + 1;
+      idx.linkLists_[v] = static_cast<char*>(std::malloc(bytes));
+      if (idx.linkLists_[v] == nullptr) {
+        idx.element_levels_[v] = 0;  // so the destructor does not free it
+        idx.cur_element_count = v;
+        return corrupt("out of memory loading the graph");
+      }
+      std::memset(idx.linkLists_[v], 0, bytes);
+    } else {
+      idx.linkLists_[v] = nullptr;
+    }
+    idx.cur_element_count = v + 1;  // the destructor frees link lists below this
+    for (uint32_t l = 0; l <= g.levels[v]; l++) {
+      hnswlib::linklistsizeint* ll = idx.get_linklist_at_level(v, static_cast<int>(l));
+      const auto& list = g.links[v][l];
+      idx.setListCount(ll, static_cast<unsigned short>(list.size()));
+      auto* ids = reinterpret_cast<hnswlib::tableint*>(ll + 1);
+      for (size_t j = 0; j < list.size(); j++) ids[j] = list[j];
+    }
+    std::memcpy(idx.getDataByInternalId(v), floats.data() + size_t{v} * dim * sizeof(float), dim * sizeof(float));
+    idx.setExternalLabel(v, v);
+    idx.label_lookup_[v] = v;
+  }
+  idx.maxlevel_ = static_cast<int>(max_level);
+  idx.enterpoint_node_ = entry_point;
+  idx.setEf(kHnswEfSearch);
+  hnsw_ = std::move(h);
+  return Status::OK();
+}
+
+const float* Segment::VectorAt(uint32_t vector_id) const {
+  if (hnsw_) return reinterpret_cast<const float*>(hnsw_->index->getDataByInternalId(vector_id));
+  return vectors_ + size_t{vector_id} * static_cast<size_t>(dimension_);
+}
+
+bool Segment::FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) const {
+  auto it = std::lower_bound(docs_.begin(), docs_.end(), std::make_pair(key, seq),
+                             [](const Doc& d, const std::pair<std::string_view, uint64_t>& k) {
+                               int c = d.key.compare(k.first);
+                               return c != 0 ? c < 0 : d.seq > k.second;
+                             });
+  if (it == docs_.end() || it->key != key || it->seq != seq) return false;
+  doc->key.assign(it->key);
+  doc->seq = it->seq;
+  doc->value_hash = it->value_hash;
+  doc->length = it->length;
+  doc->terms.clear();
+  Reader forward(forward_.substr(it->forward_offset));
+  uint32_t n = 0, id = 0;
+  (void)forward.U32(&n);  // validated at open
+  for (uint32_t j = 0; j < n; j++) {
+    uint32_t delta = 0, tf = 0;
+    (void)forward.U32(&delta);
+    (void)forward.U32(&tf);
+    id += delta;
+    doc->terms.emplace_back(std::string(terms_[id].term), tf);
+  }
+  doc->vector.clear();
+  if (it->vector_id >= 0) {
+    const float* v = VectorAt(static_cast<uint32_t>(it->vector_id));
+    doc->vector.assign(v, v + dimension_);
+  }
+  return true;
+}
+
+void Segment::ForEachDoc(const std::function<void(const AnalyzedDoc&)>& fn) const {
+  AnalyzedDoc doc;
+  for (const Doc& d : docs_) {
+    if (FindDoc(d.key, d.seq, &doc)) fn(doc);
+  }
+}
+
+size_t Segment::MemoryUsage() const {
+  size_t bytes = sizeof(*this) + contents_.capacity() + docs_.capacity() * sizeof(Doc) +
+                 terms_.capacity() * sizeof(Term) + exact_.capacity() * sizeof(exact_[0]) +
+                 vector_docs_.capacity() * 4 + vector_seqs_.capacity() * 8;
+  if (vector_storage_) bytes += vector_docs_.size() * static_cast<size_t>(dimension_) * sizeof(float);
+  if (hnsw_) {
+    const auto& idx = *hnsw_->index;
+    bytes += idx.max_elements_ * (idx.size_data_per_element_ + sizeof(void*) + sizeof(int) + 2 * sizeof(std::mutex));
+    for (size_t v = 0; v < idx.cur_element_count; v++) {
+      if (idx.element_levels_[v] > 0) bytes += idx.size_links_per_element_ * idx.element_levels_[v];
+    }
+    bytes += idx.label_lookup_.size() * 32 + idx.max_elements_ * sizeof(unsigned short);  // visited list
+  }
+  return bytes;
+}
+
+void Segment::ExactCandidates(uint64_t value_hash, uint64_t max_seq, std::vector<Candidate>* out) const {
+  auto it = std::lower_bound(exact_.begin(), exact_.end(), std::make_pair(value_hash, uint32_t{0}));
+  for (; it != exact_.end() && it->first == value_hash; ++it) {
+    const Doc& d = docs_[it->second];
+    if (d.seq <= max_seq) out->push_back(Candidate{std::string(d.key), d.seq, 0});
+  }
+}
+
+uint64_t Segment::DocFrequency(std::string_view term) const {
+  auto it = std::lower_bound(terms_.begin(), terms_.end(), term,
+                             [](const Term& t, std::string_view k) { return t.term < k; });
+  return it != terms_.end() && it->term == term ? it->df : 0;
+}
+
+void Segment::ScoreTerms(const std::vector<std::string>& terms, const std::vector<double>& idf, double avgdl,
+                         bool match_all, uint64_t max_seq, std::vector<Candidate>* out) const {
+  if (terms.empty() || idf.size() != terms.size()) return;
+  if (avgdl <= 0) avgdl = 1;
+  struct Hit {
+    uint32_t doc;
+    double score;
+  };
+  std::vector<Hit> hits;
+  for (size_t i = 0; i < terms.size(); i++) {
+    auto it = std::lower_bound(terms_.begin(), terms_.end(), std::string_view(terms[i]),
+                               [](const Term& t, std::string_view k) { return t.term < k; });
+    if (it == terms_.end() || it->term != terms[i]) {
+      if (match_all) return;
+      continue;
+    }
+    Reader list(it->postings);
+    uint32_t id = 0;
+    for (uint32_t j = 0; j < it->df; j++) {
+      uint32_t delta = 0, tf = 0;
+      (void)list.U32(&delta);  // validated at open
+      (void)list.U32(&tf);
+      id += delta;
+      const Doc& d = docs_[id];
+      if (d.seq > max_seq) continue;
+      const double norm = kBM25K1 * (1 - kBM25B + kBM25B * d.length / avgdl);
+      hits.push_back(Hit{id, idf[i] * tf * (kBM25K1 + 1) / (tf + norm)});
+    }
+  }
+  std::stable_sort(hits.begin(), hits.end(), [](const Hit& a, const Hit& b) { return a.doc < b.doc; });
+  for (size_t i = 0; i < hits.size();) {
+    size_t j = i;
+    double score = 0;
+    while (j < hits.size() && hits[j].doc == hits[i].doc) score += hits[j++].score;
+    if (!match_all || j - i == terms.size()) {
+      const Doc& d = docs_[hits[i].doc];
+      out->push_back(Candidate{std::string(d.key), d.seq, score});
+    }
+    i = j;
+  }
+}
+
+void Segment::NearestVectors(const float* query, int dimension, size_t n, uint64_t max_seq,
+                             std::vector<Candidate>* out) const {
+  if (n == 0 || dimension != dimension_ || vector_docs_.empty()) return;
+  const size_t dim = static_cast<size_t>(dimension_);
+  std::vector<std::pair<float, uint32_t>> best;  // (cosine, vector id)
+  if (hnsw_) {
+    // Ask for enough extra to make up for docs newer than the snapshot.
+    const size_t newer = static_cast<size_t>(vector_seqs_.end() -
+                                             std::upper_bound(vector_seqs_.begin(), vector_seqs_.end(), max_seq));
+    const size_t k = std::min(vector_docs_.size(), n + newer);
+    try {
+      auto queue = hnsw_->index->searchKnn(query, k);
+      while (!queue.empty()) {
+        best.emplace_back(1.0f - queue.top().first, static_cast<uint32_t>(queue.top().second));
+        queue.pop();
+      }
+    } catch (const std::exception&) {
+      best.clear();  // hnswlib found the graph inconsistent: answer nothing rather than fail
+    }
+    std::reverse(best.begin(), best.end());
+  } else {
+    best.reserve(vector_docs_.size());
+    for (uint32_t v = 0; v < vector_docs_.size(); v++) {
+      if (docs_[vector_docs_[v]].seq > max_seq) continue;
+      const float* x = VectorAt(v);
+      float dot = 0;
+      for (size_t i = 0; i < dim; i++) dot += x[i] * query[i];
+      best.emplace_back(dot, v);
+    }
+    const size_t k = std::min(n, best.size());
+    std::partial_sort(best.begin(), best.begin() + static_cast<ptrdiff_t>(k), best.end(),
+                      [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+    best.resize(k);
+  }
+  size_t added = 0;
+  for (const auto& [score, v] : best) {
+    if (v >= vector_docs_.size()) continue;
+    const Doc& d = docs_[vector_docs_[v]];
+    if (d.seq > max_seq) continue;
+    out->push_back(Candidate{std::string(d.key), d.seq, score});
+    if (++added == n) break;
+  }
+}
+
+}  // namespace kvstore::index

@@ -1,0 +1,173 @@
+// Index segments: the search indexes of one table, in a sidecar file
+// NNNNNN.idx beside NNNNNN.sst (docs/format/index.md), and the pieces shared
+// with the memtable's index: the index configuration, analysed documents and
+// the query-side IndexSource interface.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "index/analyzer.h"
+#include "kvstore/embedder.h"
+#include "kvstore/env.h"
+#include "kvstore/status.h"
+
+namespace kvstore::index {
+
+// What went into a segment; stored in it as a fingerprint: a segment whose
+// fingerprint differs from the store's current configuration is rebuilt.
+struct IndexConfig {
+  AnalyzerOptions analyzer;
+  std::vector<std::string> prefixes;  // empty: every key; else only keys starting with one of them
+  std::string embedder_name;          // "" / 0: no semantic index
+  int dimension = 0;
+  // "idx1-" and 16 hex digits: a hash of all the above (prefixes as a set).
+  std::string Fingerprint() const;
+};
+
+// What one Put contributes to the indexes.
+struct AnalyzedDoc {
+  std::string key;
+  uint64_t seq = 0;
+  uint64_t value_hash = 0;
+  std::vector<std::pair<std::string, uint32_t>> terms;  // distinct term -> term frequency, term ascending
+  uint32_t length = 0;                                  // token count (BM25 document length)
+  std::vector<float> vector;                            // empty: no semantic index, or no text features
+};
+
+// Fills *doc from (key, seq, value). embedder may be null (no semantic
+// index). Fails only when the embedder fails or returns a vector of the
+// wrong dimension.
+Status AnalyzeDoc(const Analyzer& analyzer, Embedder* embedder, std::string_view key, uint64_t seq,
+                  std::string_view value, AnalyzedDoc* doc);
+
+bool KeyIndexed(const IndexConfig& config, std::string_view key);
+
+struct Candidate {
+  std::string key;
+  uint64_t seq = 0;
+  double score = 0;
+};
+
+// BM25 parameters.
+inline constexpr double kBM25K1 = 1.2;
+inline constexpr double kBM25B = 0.75;
+// A segment with at least this many vectors gets an HNSW graph; below it
+// brute force is about as fast and exact.
+inline constexpr size_t kHnswMinVectors = 1000;
+
+// The query side, implemented by an on-disk Segment and the in-memory
+// MemIndex. Const methods are thread-safe. max_seq: docs with seq > max_seq
+// (newer than the reader's snapshot) are ignored.
+class IndexSource {
+ public:
+  virtual ~IndexSource() = default;
+  virtual void ExactCandidates(uint64_t value_hash, uint64_t max_seq, std::vector<Candidate>* out) const = 0;
+  virtual uint64_t DocCount() const = 0;     // docs with at least one token
+  virtual uint64_t TotalLength() const = 0;  // sum of their lengths
+  virtual uint64_t DocFrequency(std::string_view term) const = 0;
+  // Appends every doc matching all terms (match_all) or any, scored
+  // sum_i idf[i] * tf*(k1+1) / (tf + k1*(1 - b + b*len/avgdl)).
+  // terms should be distinct.
+  virtual void ScoreTerms(const std::vector<std::string>& terms, const std::vector<double>& idf, double avgdl,
+                          bool match_all, uint64_t max_seq, std::vector<Candidate>* out) const = 0;
+  // Appends up to n docs nearest to the L2-normalised query by cosine
+  // (score = cosine), best first. Nothing when dimension differs.
+  virtual void NearestVectors(const float* query, int dimension, size_t n, uint64_t max_seq,
+                              std::vector<Candidate>* out) const = 0;
+};
+
+class SegmentWriter {
+ public:
+  explicit SegmentWriter(const IndexConfig& config);
+  ~SegmentWriter();
+  // Docs come in table order (key ascending, seq descending); Finish sorts
+  // them anyway. Docs whose vector has the wrong dimension keep no vector.
+  void Add(AnalyzedDoc doc);
+  // Writes the whole segment; the caller syncs and closes the file.
+  Status Finish(WritableFile* file);
+  // The segment's bytes, for tests and for callers that write elsewhere.
+  Status Finish(std::string* contents);
+  size_t docs() const { return docs_.size(); }
+
+ private:
+  IndexConfig config_;
+  std::string fingerprint_;
+  std::vector<AnalyzedDoc> docs_;
+};
+
+class Segment final : public IndexSource {
+ public:
+  ~Segment() override;
+  // Reads the whole file and verifies magic, version, section checksums and
+  // every offset, count and id in it: Corruption naming `name` on any damage.
+  static Status Open(std::unique_ptr<RandomAccessFile> file, uint64_t file_size, const std::string& name,
+                     std::shared_ptr<Segment>* out);
+  // The same, from bytes in memory.
+  static Status OpenContents(std::string contents, const std::string& name, std::shared_ptr<Segment>* out);
+
+  const std::string& fingerprint() const { return fingerprint_; }
+  uint64_t docs() const { return docs_.size(); }
+  int dimension() const { return dimension_; }
+  bool has_hnsw() const;
+  // The analysed doc for (key, seq), to carry it through a compaction
+  // without analysing the value again; false when absent.
+  bool FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) const;
+  // Every doc in table order (key ascending, seq descending).
+  void ForEachDoc(const std::function<void(const AnalyzedDoc&)>& fn) const;
+  size_t MemoryUsage() const;
+
+  void ExactCandidates(uint64_t value_hash, uint64_t max_seq, std::vector<Candidate>* out) const override;
+  uint64_t DocCount() const override { return doc_count_; }
+  uint64_t TotalLength() const override { return total_length_; }
+  uint64_t DocFrequency(std::string_view term) const override;
+  void ScoreTerms(const std::vector<std::string>& terms, const std::vector<double>& idf, double avgdl,
+                  bool match_all, uint64_t max_seq, std::vector<Candidate>* out) const override;
+  void NearestVectors(const float* query, int dimension, size_t n, uint64_t max_seq,
+                      std::vector<Candidate>* out) const override;
+
+  struct Hnsw;  // the hnswlib graph, private to segment.cc
+
+ private:
+  Segment() = default;
+  Status Parse(const std::string& name);
+  const float* VectorAt(uint32_t vector_id) const;
+
+  struct Doc {
+    std::string_view key;
+    uint64_t seq;
+    uint64_t value_hash;
+    uint32_t length;
+    uint32_t forward_offset;  // into forward_: this doc's (term id, tf) list
+    int32_t vector_id;        // -1: none
+  };
+  struct Term {
+    std::string_view term;
+    uint32_t df;
+    std::string_view postings;  // validated (doc id delta, tf) varint pairs
+  };
+
+  std::string contents_;
+  std::string fingerprint_;
+  std::vector<Doc> docs_;
+  std::vector<Term> terms_;  // term ascending
+  std::string_view forward_;
+  std::vector<std::pair<uint64_t, uint32_t>> exact_;  // (value hash, doc id), sorted
+  uint64_t doc_count_ = 0;
+  uint64_t total_length_ = 0;
+  uint64_t max_seq_ = 0;
+  int dimension_ = 0;
+  std::vector<uint32_t> vector_docs_;  // vector id -> doc id
+  std::vector<uint64_t> vector_seqs_;  // sorted seqs of the docs with vectors
+  const float* vectors_ = nullptr;     // vector_docs_.size() * dimension_ floats (aligned copy)
+  std::unique_ptr<float[]> vector_storage_;
+  std::unique_ptr<Hnsw> hnsw_;
+};
+
+}  // namespace kvstore::index
