@@ -1,1 +1,413 @@
+#include "index/segment.h"
+
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <thread>
+
+#include "engine/coding/checksum.h"
+#include "engine/coding/coding.h"
+#include "index/embedder.h"
+#include "index/index_test_util.h"
+#include "index/mem_index.h"
+#include "kvstore/env.h"
+
+namespace kvstore::index {
+namespace {
+
+using namespace testutil;
+
+struct Fixture {
+  IndexConfig config;
+  std::unique_ptr<Analyzer> analyzer;
+  std::shared_ptr<Embedder> embedder;
+  Ref ref;
+
+  explicit Fixture(int dimension) {
+    embedder = NewHashingEmbedder(dimension);
+    config.embedder_name = embedder->name();
+    config.dimension = dimension;
+    EXPECT_TRUE(Analyzer::Create(config.analyzer, &analyzer).ok());
+  }
+  // n docs over n/2 keys, 1-3 versions each, seqs unique.
+  void MakeDocs(size_t n, uint64_t seed, uint64_t first_seq = 1) {
+    std::mt19937_64 rng(seed);
+    uint64_t seq = first_seq;
+    for (size_t i = 0; i < n; i++) {
+      AnalyzedDoc d;
+      char key[32];
+      std::snprintf(key, sizeof(key), "key%06d", static_cast<int>(rng() % (n / 2 + 1)));
+      ASSERT_TRUE(AnalyzeDoc(*analyzer, embedder.get(), key, seq++, RandomValue(rng), &d).ok());
+      ref.docs.push_back(std::move(d));
+    }
+  }
+};
+
+std::string TempDir() {
+  std::string dir = (std::filesystem::temp_directory_path() / ("index_test_" + std::to_string(getpid()))).string();
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::shared_ptr<Segment> WriteAndOpen(const Fixture& f, const std::string& name) {
+  SegmentWriter writer(f.config);
+  for (const auto& d : f.ref.docs) writer.Add(d);
+  Env* env = Env::Default();
+  std::string path = TempDir() + "/" + name;
+  std::unique_ptr<WritableFile> file;
+  EXPECT_TRUE(env->NewWritableFile(path, &file).ok());
+  EXPECT_TRUE(writer.Finish(file.get()).ok());
+  EXPECT_TRUE(file->Sync().ok());
+  EXPECT_TRUE(file->Close().ok());
+  uint64_t size = 0;
+  EXPECT_TRUE(env->GetFileSize(path, &size).ok());
+  std::unique_ptr<RandomAccessFile> in;
+  EXPECT_TRUE(env->NewRandomAccessFile(path, &in).ok());
+  std::shared_ptr<Segment> segment;
+  Status s = Segment::Open(std::move(in), size, path, &segment);
+  EXPECT_TRUE(s.ok()) << s.ToString();
+  std::filesystem::remove(path);
+  return segment;
+}
+
+// Every query against the brute-force reference.
+void CheckAgainstReference(const IndexSource& source, const Fixture& f, uint64_t seed) {
+  const Ref& ref = f.ref;
+  uint64_t max_seq_all = 0;
+  for (const auto& d : ref.docs) max_seq_all = std::max(max_seq_all, d.seq);
+  EXPECT_EQ(source.DocCount(), ref.DocCount());
+  EXPECT_EQ(source.TotalLength(), ref.TotalLength());
+  std::vector<std::string> terms;
+  for (const auto& w : Vocabulary()) f.analyzer->Tokenize(w, &terms);
+  terms.push_back("absent");
+  for (const auto& t : terms) EXPECT_EQ(source.DocFrequency(t), ref.DocFrequency(t)) << t;
+
+  std::mt19937_64 rng(seed);
+  for (int q = 0; q < 60; q++) {
+    const uint64_t max_seq = (q % 3 == 0) ? max_seq_all : rng() % (max_seq_all + 1);
+    // Exact.
+    const AnalyzedDoc& probe = ref.docs[rng() % ref.docs.size()];
+    std::vector<Candidate> got;
+    source.ExactCandidates(probe.value_hash, max_seq, &got);
+    std::set<Version> want;
+    for (const auto& d : ref.docs) {
+      if (d.value_hash == probe.value_hash && d.seq <= max_seq) want.emplace(d.key, d.seq);
+    }
+    EXPECT_EQ(Versions(got), want);
+
+    // BM25.
+    std::vector<std::string> qterms;
+    size_t nterms = 1 + rng() % 3;
+    while (qterms.size() < nterms) {
+      const std::string& t = terms[static_cast<size_t>(std::pow(std::uniform_real_distribution<double>(0, 1)(rng), 2) * terms.size())];
+      if (std::find(qterms.begin(), qterms.end(), t) == qterms.end()) qterms.push_back(t);
+    }
+    std::vector<double> idf;
+    for (size_t i = 0; i < qterms.size(); i++) idf.push_back(0.5 + i);
+    const double avgdl = 7.5;
+    for (bool match_all : {false, true}) {
+      got.clear();
+      source.ScoreTerms(qterms, idf, avgdl, match_all, max_seq, &got);
+      std::map<Version, double> want_scores;
+      for (const auto& d : ref.docs) {
+        double score;
+        if (d.seq <= max_seq && Ref::Score(d, qterms, idf, avgdl, match_all, &score)) want_scores[{d.key, d.seq}] = score;
+      }
+      ASSERT_EQ(got.size(), want_scores.size());
+      for (const auto& c : got) {
+        auto it = want_scores.find({c.key, c.seq});
+        ASSERT_NE(it, want_scores.end());
+        EXPECT_NEAR(c.score, it->second, 1e-9);
+      }
+    }
+
+    // Vectors (exact below the HNSW threshold).
+    std::vector<std::vector<float>> qv;
+    ASSERT_TRUE(f.embedder->Embed({RandomText(rng, 6)}, &qv).ok());
+    const size_t n = 1 + rng() % 20;
+    got.clear();
+    source.NearestVectors(qv[0].data(), f.config.dimension, n, max_seq, &got);
+    std::vector<double> want_scores;
+    for (const auto& d : ref.docs) {
+      if (!d.vector.empty() && d.seq <= max_seq) want_scores.push_back(Dot(d.vector, qv[0].data()));
+    }
+    std::sort(want_scores.rbegin(), want_scores.rend());
+    want_scores.resize(std::min(n, want_scores.size()));
+    ASSERT_EQ(got.size(), want_scores.size());
+    for (size_t i = 0; i < got.size(); i++) EXPECT_NEAR(got[i].score, want_scores[i], 1e-5);
+    got.clear();
+    source.NearestVectors(qv[0].data(), f.config.dimension + 1, n, max_seq, &got);
+    EXPECT_TRUE(got.empty());
+  }
+}
+
+void ExpectSameDoc(const AnalyzedDoc& a, const AnalyzedDoc& b) {
+  EXPECT_EQ(a.key, b.key);
+  EXPECT_EQ(a.seq, b.seq);
+  EXPECT_EQ(a.value_hash, b.value_hash);
+  EXPECT_EQ(a.terms, b.terms);
+  EXPECT_EQ(a.length, b.length);
+  EXPECT_EQ(a.vector, b.vector);
+}
+
+TEST(SegmentTest, EmptySegment) {
+  Fixture f(0);
+  f.config.embedder_name.clear();
+  auto segment = WriteAndOpen(f, "000001.idx");
+  ASSERT_TRUE(segment);
+  EXPECT_EQ(segment->docs(), 0u);
+  EXPECT_EQ(segment->fingerprint(), f.config.Fingerprint());
+  std::vector<Candidate> got;
+  segment->ScoreTerms({"x"}, {1.0}, 1.0, false, UINT64_MAX, &got);
+  EXPECT_TRUE(got.empty());
+}
+
+TEST(SegmentTest, RoundTripMatchesReference) {
+  Fixture f(64);
+  f.MakeDocs(600, 1);
+  auto segment = WriteAndOpen(f, "000002.idx");
+  ASSERT_TRUE(segment);
+  EXPECT_FALSE(segment->has_hnsw());
+  EXPECT_EQ(segment->docs(), f.ref.docs.size());
+  CheckAgainstReference(*segment, f, 2);
+  for (const auto& d : f.ref.docs) {
+    AnalyzedDoc got;
+    ASSERT_TRUE(segment->FindDoc(d.key, d.seq, &got));
+    ExpectSameDoc(got, d);
+  }
+  AnalyzedDoc none;
+  EXPECT_FALSE(segment->FindDoc("nope", 1, &none));
+  std::vector<std::pair<std::string, uint64_t>> order;
+  segment->ForEachDoc([&](const AnalyzedDoc& d) { order.emplace_back(d.key, d.seq); });
+  ASSERT_EQ(order.size(), f.ref.docs.size());
+  for (size_t i = 1; i < order.size(); i++) {
+    EXPECT_TRUE(order[i - 1].first < order[i].first ||
+                (order[i - 1].first == order[i].first && order[i - 1].second > order[i].second));
+  }
+  EXPECT_GT(segment->MemoryUsage(), 0u);
+}
+
+TEST(SegmentTest, NoSemanticIndex) {
+  Fixture f(32);
+  f.MakeDocs(100, 3);
+  f.config.embedder_name.clear();
+  f.config.dimension = 0;
+  auto segment = WriteAndOpen(f, "000003.idx");
+  ASSERT_TRUE(segment);
+  std::vector<Candidate> got;
+  std::vector<float> q(32, 0.1f);
+  segment->NearestVectors(q.data(), 32, 10, UINT64_MAX, &got);
+  EXPECT_TRUE(got.empty());
+  AnalyzedDoc d;
+  ASSERT_TRUE(segment->FindDoc(f.ref.docs[0].key, f.ref.docs[0].seq, &d));
+  EXPECT_TRUE(d.vector.empty());
+}
+
+TEST(SegmentTest, HnswRoundTrip) {
+  Fixture f(64);
+  f.MakeDocs(2400, 4);
+  auto segment = WriteAndOpen(f, "000004.idx");
+  ASSERT_TRUE(segment);
+  ASSERT_TRUE(segment->has_hnsw());
+  for (size_t i = 0; i < f.ref.docs.size(); i += 7) {
+    AnalyzedDoc got;
+    ASSERT_TRUE(segment->FindDoc(f.ref.docs[i].key, f.ref.docs[i].seq, &got));
+    ExpectSameDoc(got, f.ref.docs[i]);
+  }
+  // Approximate: recall@10 against brute force, with and without a snapshot
+  // that hides part of the segment.
+  std::mt19937_64 rng(5);
+  size_t found = 0, wanted = 0;
+  for (int q = 0; q < 100; q++) {
+    const uint64_t max_seq = q % 2 ? UINT64_MAX : f.ref.docs.size() / 2;
+    std::vector<std::vector<float>> qv;
+    ASSERT_TRUE(f.embedder->Embed({RandomText(rng, 5)}, &qv).ok());
+    std::vector<Candidate> got;
+    segment->NearestVectors(qv[0].data(), 64, 10, max_seq, &got);
+    std::vector<std::pair<double, Version>> all;
+    for (const auto& d : f.ref.docs) {
+      if (!d.vector.empty() && d.seq <= max_seq) all.emplace_back(Dot(d.vector, qv[0].data()), Version{d.key, d.seq});
+    }
+    std::sort(all.rbegin(), all.rend());
+    const double tenth = all[std::min<size_t>(9, all.size() - 1)].first;
+    for (const auto& c : got) EXPECT_LE(c.seq, max_seq);
+    // Ties at the 10th score make any of them right: count by score.
+    for (const auto& c : got) found += c.score >= tenth - 1e-6;
+    wanted += std::min<size_t>(10, all.size());
+    ASSERT_LE(got.size(), 10u);
+  }
+  EXPECT_GE(static_cast<double>(found) / wanted, 0.95);
+}
+
+TEST(SegmentTest, MemIndexMatchesReference) {
+  Fixture f(64);
+  f.MakeDocs(600, 6);
+  MemIndex mem(f.config);
+  for (const auto& d : f.ref.docs) mem.Add(d);
+  CheckAgainstReference(mem, f, 7);
+  for (const auto& d : f.ref.docs) {
+    AnalyzedDoc got;
+    ASSERT_TRUE(mem.FindDoc(d.key, d.seq, &got));
+    ExpectSameDoc(got, d);
+  }
+  // Flushing the memtable's docs gives the same segment as the docs themselves.
+  SegmentWriter a(f.config), b(f.config);
+  mem.ForEachDoc([&](const AnalyzedDoc& d) { a.Add(d); });
+  for (const auto& d : f.ref.docs) b.Add(d);
+  std::string sa, sb;
+  ASSERT_TRUE(a.Finish(&sa).ok());
+  ASSERT_TRUE(b.Finish(&sb).ok());
+  EXPECT_EQ(sa, sb);
+  EXPECT_GT(mem.MemoryUsage(), 0u);
+}
+
+TEST(SegmentTest, MemIndexConcurrentAddAndQuery) {
+  Fixture f(32);
+  f.MakeDocs(3000, 8);
+  MemIndex mem(f.config);
+  std::atomic<bool> done{false};
+  std::vector<std::thread> readers;
+  std::atomic<uint64_t> queries{0};
+  for (int t = 0; t < 3; t++) {
+    readers.emplace_back([&, t] {
+      std::vector<float> q(32, 0.0f);
+      q[t] = 1.0f;
+      while (!done.load()) {
+        std::vector<Candidate> got;
+        mem.ScoreTerms({"appl", "search"}, {1.0, 2.0}, 5.0, false, UINT64_MAX, &got);
+        mem.NearestVectors(q.data(), 32, 5, UINT64_MAX, &got);
+        mem.ExactCandidates(f.ref.docs[0].value_hash, UINT64_MAX, &got);
+        for (const auto& c : got) ASSERT_FALSE(c.key.empty());
+        (void)mem.DocCount();
+        queries++;
+      }
+    });
+  }
+  for (const auto& d : f.ref.docs) mem.Add(d);
+  done = true;
+  for (auto& r : readers) r.join();
+  EXPECT_GT(queries.load(), 0u);
+  CheckAgainstReference(mem, f, 9);
+}
+
+// Recomputes every checksum, so damage inside a section reaches the parser.
+std::string Reseal(std::string s) {
+  const size_t footer = s.size() - 40;
+  const uint64_t dir_offset = DecodeFixed64(s.data() + footer);
+  const uint64_t dir_size = DecodeFixed64(s.data() + footer + 8);
+  std::string_view dir(s.data() + dir_offset, dir_size);
+  uint32_t count = 0;
+  if (!GetVarint32(&dir, &count)) return s;
+  auto get64 = [&](uint64_t* v) {
+    *v = 0;
+    for (int shift = 0; !dir.empty(); shift += 7) {
+      uint64_t b = static_cast<unsigned char>(dir[0]);
+      dir.remove_prefix(1);
+      *v |= (b & 0x7f) << shift;
+      if (!(b & 0x80)) return true;
+    }
+    return false;
+  };
+  for (uint32_t i = 0; i < count; i++) {
+    uint32_t kind;
+    uint64_t offset, size;
+    if (!GetVarint32(&dir, &kind) || !get64(&offset) || !get64(&size) || dir.size() < 8) return s;
+    if (offset + size <= s.size()) {
+      EncodeFixed64(const_cast<char*>(dir.data()), Checksum64(std::string_view(s.data() + offset, size), kind));
+    }
+    dir.remove_prefix(8);
+  }
+  EncodeFixed64(s.data() + footer + 16, Checksum64(std::string_view(s.data() + dir_offset, dir_size)));
+  EncodeFixed32(s.data() + footer + 28, Checksum32(std::string_view(s.data() + footer, 28)));
+  return s;
+}
+
+void ExerciseQueries(const Segment& segment) {
+  std::vector<Candidate> got;
+  segment.ScoreTerms({"appl", "w0", "search"}, {1, 1, 1}, 3, false, UINT64_MAX, &got);
+  segment.ExactCandidates(0, UINT64_MAX, &got);
+  std::vector<float> q(segment.dimension() > 0 ? segment.dimension() : 1, 0.125f);
+  segment.NearestVectors(q.data(), segment.dimension(), 10, UINT64_MAX, &got);
+  AnalyzedDoc d;
+  segment.ForEachDoc([](const AnalyzedDoc&) {});
+}
+
+TEST(SegmentTest, CorruptionIsDetected) {
+  for (size_t docs : {40, 1100}) {
+    Fixture f(16);
+    f.MakeDocs(docs, 10 + docs);
+    SegmentWriter writer(f.config);
+    for (const auto& d : f.ref.docs) writer.Add(d);
+    std::string good;
+    ASSERT_TRUE(writer.Finish(&good).ok());
+    std::shared_ptr<Segment> segment;
+    ASSERT_TRUE(Segment::OpenContents(good, "good.idx", &segment).ok());
+    EXPECT_EQ(segment->has_hnsw(), docs > 1000);
+
+    std::mt19937_64 rng(docs);
+    // Every truncation.
+    for (size_t len = 0; len < good.size(); len += (len < 100 || good.size() - len < 100) ? 1 : 1 + rng() % 97) {
+      Status s = Segment::OpenContents(good.substr(0, len), "bad.idx", &segment);
+      ASSERT_TRUE(s.IsCorruption()) << len << " " << s.ToString();
+      EXPECT_NE(s.ToString().find("bad.idx"), std::string::npos);
+    }
+    // Flipped bytes: the checksums catch them.
+    for (int i = 0; i < 300; i++) {
+      std::string bad = good;
+      bad[rng() % bad.size()] ^= static_cast<char>(1 + rng() % 255);
+      ASSERT_TRUE(Segment::OpenContents(bad, "bad.idx", &segment).IsCorruption());
+    }
+    // Flipped bytes behind valid checksums: the parser must refuse or load
+    // something safe to query, never crash.
+    int opened = 0;
+    for (int i = 0; i < 3000; i++) {
+      std::string bad = good;
+      for (int j = 0; j < 1 + static_cast<int>(rng() % 3); j++) {
+        bad[rng() % (bad.size() - 40)] ^= static_cast<char>(1 << (rng() % 8));
+      }
+      Status s = Segment::OpenContents(Reseal(bad), "bad.idx", &segment);
+      if (s.ok()) {
+        opened++;
+        ExerciseQueries(*segment);
+      } else {
+        ASSERT_TRUE(s.IsCorruption()) << s.ToString();
+      }
+    }
+    (void)opened;
+  }
+}
+
+TEST(SegmentTest, FingerprintCoversTheConfig) {
+  IndexConfig a;
+  IndexConfig b = a;
+  EXPECT_EQ(a.Fingerprint(), b.Fingerprint());
+  b.prefixes = {"x", "y"};
+  IndexConfig c = a;
+  c.prefixes = {"y", "x", "x"};
+  EXPECT_EQ(b.Fingerprint(), c.Fingerprint());
+  EXPECT_NE(a.Fingerprint(), b.Fingerprint());
+  c = a;
+  c.analyzer.stop_words = true;
+  EXPECT_NE(a.Fingerprint(), c.Fingerprint());
+  c = a;
+  c.dimension = 8;
+  EXPECT_NE(a.Fingerprint(), c.Fingerprint());
+  c = a;
+  c.analyzer.stemmer_language = "";
+  EXPECT_NE(a.Fingerprint(), c.Fingerprint());
+}
+
+TEST(SegmentTest, KeyIndexed) {
+  IndexConfig c;
+  EXPECT_TRUE(KeyIndexed(c, "anything"));
+  c.prefixes = {"doc:", "user:"};
+  EXPECT_TRUE(KeyIndexed(c, "doc:1"));
+  EXPECT_TRUE(KeyIndexed(c, "user:"));
+  EXPECT_FALSE(KeyIndexed(c, "do"));
+  EXPECT_FALSE(KeyIndexed(c, "other"));
+}
+
+}  // namespace
+}  // namespace kvstore::index
