@@ -2,8 +2,19 @@
 
 #include <algorithm>
 #include <mutex>
+#include <shared_mutex>
 
 namespace kvstore::index {
+
+MemIndex::RwLock::RwLock() {
+  pthread_rwlockattr_t attr;
+  pthread_rwlockattr_init(&attr);
+  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&rw_, &attr);
+  pthread_rwlockattr_destroy(&attr);
+}
+
+MemIndex::RwLock::~RwLock() { pthread_rwlock_destroy(&rw_); }
 
 MemIndex::MemIndex(const IndexConfig& config) : dimension_(config.dimension) {}
 
@@ -16,7 +27,7 @@ void MemIndex::Add(AnalyzedDoc doc) {
   size_t bytes = sizeof(AnalyzedDoc) + 2 * doc.key.size() + 96 + doc.vector.size() * sizeof(float);
   for (const auto& [term, tf] : doc.terms) bytes += term.size() + 40 + sizeof(Posting);
 
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::unique_lock<RwLock> lock(mu_);
   const auto id = static_cast<uint32_t>(docs_.size());
   if (!by_key_.emplace(std::make_pair(doc.key, doc.seq), id).second) return;
   for (const auto& [term, tf] : doc.terms) postings_[term].push_back(Posting{id, tf});
@@ -31,22 +42,22 @@ void MemIndex::Add(AnalyzedDoc doc) {
 }
 
 size_t MemIndex::MemoryUsage() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<RwLock> lock(mu_);
   return memory_;
 }
 
 uint64_t MemIndex::docs() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<RwLock> lock(mu_);
   return docs_.size();
 }
 
 void MemIndex::ForEachDoc(const std::function<void(const AnalyzedDoc&)>& fn) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<RwLock> lock(mu_);
   for (const auto& [k, id] : by_key_) fn(docs_[id]);
 }
 
 bool MemIndex::FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<RwLock> lock(mu_);
   auto it = by_key_.find(std::make_pair(std::string(key), seq));
   if (it == by_key_.end()) return false;
   *doc = docs_[it->second];
@@ -54,7 +65,7 @@ bool MemIndex::FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) con
 }
 
 void MemIndex::ExactCandidates(uint64_t value_hash, uint64_t max_seq, std::vector<Candidate>* out) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<RwLock> lock(mu_);
   auto it = exact_.find(value_hash);
   if (it == exact_.end()) return;
   for (uint32_t id : it->second) {
@@ -64,17 +75,17 @@ void MemIndex::ExactCandidates(uint64_t value_hash, uint64_t max_seq, std::vecto
 }
 
 uint64_t MemIndex::DocCount() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<RwLock> lock(mu_);
   return doc_count_;
 }
 
 uint64_t MemIndex::TotalLength() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<RwLock> lock(mu_);
   return total_length_;
 }
 
 uint64_t MemIndex::DocFrequency(std::string_view term) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<RwLock> lock(mu_);
   auto it = postings_.find(std::string(term));
   return it == postings_.end() ? 0 : it->second.size();
 }
@@ -85,7 +96,7 @@ void MemIndex::ScoreTerms(const std::vector<std::string>& terms, const std::vect
   if (avgdl <= 0) avgdl = 1;
   std::vector<std::pair<uint32_t, double>> hits;  // (doc id, contribution)
   {
-    std::shared_lock<std::shared_mutex> lock(mu_);
+    std::shared_lock<RwLock> lock(mu_);
     for (size_t i = 0; i < terms.size(); i++) {
       auto it = postings_.find(terms[i]);
       if (it == postings_.end()) {
@@ -117,7 +128,7 @@ void MemIndex::NearestVectors(const float* query, int dimension, size_t n, uint6
                               std::vector<Candidate>* out) const {
   if (n == 0 || dimension != dimension_ || dimension <= 0) return;
   const size_t dim = static_cast<size_t>(dimension);
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<RwLock> lock(mu_);
   std::vector<std::pair<float, uint32_t>> best;
   best.reserve(vector_docs_.size());
   for (uint32_t id : vector_docs_) {

@@ -5,9 +5,10 @@
 // number of concurrent readers; readers never see a half-added doc.
 #pragma once
 
+#include <pthread.h>
+
 #include <functional>
 #include <map>
-#include <shared_mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -41,6 +42,22 @@ class MemIndex final : public IndexSource {
                       std::vector<Candidate>* out) const override;
 
  private:
+  // A writer-preferring reader/writer lock: glibc's default (and so
+  // std::shared_mutex) prefers readers, and a steady stream of searches
+  // would starve the write leader. Not recursive: no method locks twice.
+  class RwLock {
+   public:
+    RwLock();
+    ~RwLock();
+    void lock() { pthread_rwlock_wrlock(&rw_); }
+    void unlock() { pthread_rwlock_unlock(&rw_); }
+    void lock_shared() { pthread_rwlock_rdlock(&rw_); }
+    void unlock_shared() { pthread_rwlock_unlock(&rw_); }
+
+   private:
+    pthread_rwlock_t rw_;
+  };
+
   struct KeyOrder {
     using is_transparent = void;
     bool operator()(const std::pair<std::string, uint64_t>& a, const std::pair<std::string, uint64_t>& b) const {
@@ -54,7 +71,7 @@ class MemIndex final : public IndexSource {
   };
 
   const int dimension_;
-  mutable std::shared_mutex mu_;
+  mutable RwLock mu_;
   std::vector<AnalyzedDoc> docs_;                               // by doc id (arrival order)
   std::map<std::pair<std::string, uint64_t>, uint32_t, KeyOrder> by_key_;  // -> doc id
   std::unordered_map<std::string, std::vector<Posting>> postings_;
