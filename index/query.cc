@@ -157,11 +157,18 @@ Status SemanticSearch(const std::vector<const IndexSource*>& sources, const std:
   LiveCollector collector(want_values, live, hits);
   for (size_t n = k;; n *= 2) {
     std::vector<Candidate> candidates;
-    bool more = false;  // some source may hold more candidates above the threshold
+    // A source that returned all n it was asked for may hold more, each
+    // scoring at most its n-th: the highest such score bounds what any
+    // source has not shown yet.
+    bool more = false;
+    double unseen_bound = -2.0;
     for (const IndexSource* source : sources) {
       const size_t before = candidates.size();
       source->NearestVectors(query.data(), dim, n, max_seq, &candidates);
-      if (candidates.size() - before == n && candidates.back().score >= threshold) more = true;
+      if (candidates.size() - before == n && candidates.back().score >= threshold) {
+        more = true;
+        unseen_bound = std::max(unseen_bound, candidates.back().score);
+      }
     }
     std::sort(candidates.begin(), candidates.end(), Better);
     // Every round walks from the top again, so hits stay best first; the
@@ -172,7 +179,11 @@ Status SemanticSearch(const std::vector<const IndexSource*>& sources, const std:
       Status s = collector.Offer(c);
       if (!s.ok()) return s;
     }
-    if (hits->size() >= k || !more) break;
+    // Done when nothing unseen can beat the k-th hit. Dead candidates push a
+    // source's live docs further down its list, so k live hits alone are
+    // not enough: a source may have a better live doc just past its n-th.
+    if (!more) break;
+    if (hits->size() >= k && (*hits)[k - 1].score >= unseen_bound) break;
   }
   return Status::OK();
 }

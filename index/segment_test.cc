@@ -238,7 +238,9 @@ TEST(SegmentTest, HnswRoundTrip) {
     wanted += std::min<size_t>(10, all.size());
     ASSERT_LE(got.size(), 10u);
   }
-  EXPECT_GE(static_cast<double>(found) / wanted, 0.95);
+  const double recall = static_cast<double>(found) / wanted;
+  std::printf("HNSW segment recall@10: %.3f\n", recall);
+  EXPECT_GE(recall, 0.95);
 }
 
 TEST(SegmentTest, MemIndexMatchesReference) {
@@ -375,7 +377,7 @@ TEST(SegmentTest, CorruptionIsDetected) {
         ASSERT_TRUE(s.IsCorruption()) << s.ToString();
       }
     }
-    (void)opened;
+    std::printf("%zu docs: %d of 3000 resealed damaged segments opened (and were queried)\n", docs, opened);
   }
 }
 
