@@ -530,6 +530,7 @@ Status Segment::Parse(const std::string& name) {
     vector_storage_.reset(new float[size_t{num_vectors} * dim]);
     std::memcpy(vector_storage_.get(), floats.data(), floats.size());
     vectors_ = vector_storage_.get();
+    ReleaseCopiedSections(sections[kVectors].data() - contents_.data());
     return Status::OK();
   }
 
@@ -608,7 +609,31 @@ Status Segment::Parse(const std::string& name) {
   idx.enterpoint_node_ = entry_point;
   idx.setEf(kHnswEfSearch);
   hnsw_ = std::move(h);
+  ReleaseCopiedSections(std::min(sections[kVectors].data(), sections[kHnsw].data()) - contents_.data());
   return Status::OK();
+}
+
+// The vectors (and graph) now live in their own copies; when they end the
+// file, as the writer puts them, keep only the bytes before them.
+void Segment::ReleaseCopiedSections(ptrdiff_t keep) {
+  const char* old_base = contents_.data();
+  auto end_of = [old_base](std::string_view v) { return v.data() + v.size() - old_base; };
+  ptrdiff_t needed = end_of(forward_);
+  for (const Doc& d : docs_) needed = std::max(needed, end_of(d.key));
+  for (const Term& t : terms_) needed = std::max({needed, end_of(t.term), end_of(t.postings)});
+  if (keep < needed || keep <= 0 || static_cast<size_t>(keep) >= contents_.size()) return;
+  std::string kept(contents_.data(), static_cast<size_t>(keep));
+  const char* new_base = kept.data();
+  auto rebase = [old_base, new_base](std::string_view* v) {
+    if (v->data() != nullptr) *v = std::string_view(new_base + (v->data() - old_base), v->size());
+  };
+  rebase(&forward_);
+  for (Doc& d : docs_) rebase(&d.key);
+  for (Term& t : terms_) {
+    rebase(&t.term);
+    rebase(&t.postings);
+  }
+  contents_ = std::move(kept);
 }
 
 const float* Segment::VectorAt(uint32_t vector_id) const {

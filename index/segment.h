@@ -138,6 +138,7 @@ class Segment final : public IndexSource {
   Segment() = default;
   Status Parse(const std::string& name);
   const float* VectorAt(uint32_t vector_id) const;
+  void ReleaseCopiedSections(ptrdiff_t keep);
 
   struct Doc {
     std::string_view key;
