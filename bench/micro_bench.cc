@@ -1,5 +1,6 @@
 // Micro-benchmarks of the engine's parts, below the DB API: memtable insert
-// and lookup, WAL append (no sync), write batch encoding.
+// and lookup, WAL append (no sync), write batch encoding; and the search
+// indexes: tokenizer, hashing embedder, segment build, queries.
 //
 //   build/bench/micro_bench [--benchmark_filter=MemTable] [--benchmark_min_time=0.5]
 #include <benchmark/benchmark.h>
@@ -17,6 +18,10 @@
 
 #include "engine/memtable/memtable.h"
 #include "engine/wal/log_writer.h"
+#include "index/analyzer.h"
+#include "index/embedder.h"
+#include "index/query.h"
+#include "index/segment.h"
 #include "kvstore/env.h"
 #include "kvstore/write_batch.h"
 
@@ -172,6 +177,170 @@ void BM_WriteBatchPut(benchmark::State& state) {
                           static_cast<int64_t>(kKeySize + kValueSize));
 }
 BENCHMARK(BM_WriteBatchPut)->Arg(1)->Arg(100);
+
+// --- search indexes -------------------------------------------------------
+
+// A ~100-word English paragraph, varied per doc so the embedder and the
+// term dictionary see realistic spread.
+std::string IndexDoc(uint64_t i) {
+  static const char* const kWords[] = {
+      "the",     "storage", "engine",  "writes",   "every",  "batch",    "to",      "a",       "log",
+      "before",  "memory",  "tables",  "flush",    "sorted", "runs",     "search",  "index",   "segments",
+      "Running", "queries", "across",  "many",     "files",  "Unicode",  "café",    "東京",     "vector",
+      "nearest", "cosine",  "ranking", "BM25",     "terms",  "frequent", "rare",    "keys",    "values",
+      "JSON",    "object",  "string",  "compaction", "level", "bloom",   "filter",  "checksum", "block"};
+  constexpr size_t kNumWords = sizeof(kWords) / sizeof(kWords[0]);
+  std::mt19937_64 rng(i);
+  std::string doc;
+  for (int w = 0; w < 100; w++) {
+    if (w > 0) doc += (w % 12 == 0) ? ". " : " ";
+    doc += kWords[rng() % kNumWords];
+    if (rng() % 8 == 0) doc += std::to_string(rng() % 1000);
+  }
+  return doc;
+}
+
+void BM_Tokenize(benchmark::State& state) {
+  std::unique_ptr<kvstore::index::Analyzer> analyzer;
+  kvstore::index::AnalyzerOptions options;
+  if (state.range(0) == 0) options.stemmer_language.clear();
+  if (!kvstore::index::Analyzer::Create(options, &analyzer).ok()) state.SkipWithError("analyzer");
+  std::vector<std::string> docs;
+  for (uint64_t i = 0; i < 64; i++) docs.push_back(IndexDoc(i));
+  std::vector<std::string> tokens;
+  size_t i = 0, bytes = 0;
+  for (auto _ : state) {
+    tokens.clear();
+    const std::string& d = docs[i++ % docs.size()];
+    analyzer->Tokenize(d, &tokens);
+    bytes += d.size();
+    benchmark::DoNotOptimize(tokens.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));  // docs
+  state.SetBytesProcessed(static_cast<int64_t>(bytes));
+}
+BENCHMARK(BM_Tokenize)->Arg(0)->Arg(1)->ArgName("stem");
+
+void BM_HashingEmbed(benchmark::State& state) {
+  auto embedder = kvstore::NewHashingEmbedder(static_cast<int>(state.range(0)));
+  std::vector<std::string> docs;
+  for (uint64_t i = 0; i < 64; i++) docs.push_back(IndexDoc(i));
+  std::vector<std::vector<float>> vectors;
+  size_t i = 0;
+  for (auto _ : state) {
+    if (!embedder->Embed({docs[i++ % docs.size()]}, &vectors).ok()) state.SkipWithError("embed");
+    benchmark::DoNotOptimize(vectors.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+BENCHMARK(BM_HashingEmbed)->Arg(256);
+
+// n analysed docs (values are JSON strings), with 256-dim hashing vectors.
+struct IndexCorpus {
+  kvstore::index::IndexConfig config;
+  std::unique_ptr<kvstore::index::Analyzer> analyzer;
+  std::shared_ptr<kvstore::Embedder> embedder;
+  std::vector<kvstore::index::AnalyzedDoc> docs;
+  std::shared_ptr<kvstore::index::Segment> segment;
+
+  explicit IndexCorpus(size_t n) {
+    embedder = kvstore::NewHashingEmbedder(256);
+    config.embedder_name = embedder->name();
+    config.dimension = 256;
+    (void)kvstore::index::Analyzer::Create(config.analyzer, &analyzer);
+    for (size_t i = 0; i < n; i++) {
+      char key[32];
+      std::snprintf(key, sizeof(key), "doc%08zu", i);
+      kvstore::index::AnalyzedDoc d;
+      (void)kvstore::index::AnalyzeDoc(*analyzer, embedder.get(), key, i + 1, "\"" + IndexDoc(i) + "\"", &d);
+      docs.push_back(std::move(d));
+    }
+    kvstore::index::SegmentWriter writer(config);
+    for (const auto& d : docs) writer.Add(d);
+    std::string contents;
+    (void)writer.Finish(&contents);
+    (void)kvstore::index::Segment::OpenContents(std::move(contents), "bench.idx", &segment);
+  }
+  static IndexCorpus& Get() {
+    static IndexCorpus corpus(5000);
+    return corpus;
+  }
+};
+
+void BM_AnalyzeDoc(benchmark::State& state) {
+  IndexCorpus& c = IndexCorpus::Get();
+  std::vector<std::string> values;
+  for (uint64_t i = 0; i < 64; i++) values.push_back("\"" + IndexDoc(i) + "\"");
+  kvstore::index::AnalyzedDoc d;
+  size_t i = 0;
+  for (auto _ : state) {
+    (void)kvstore::index::AnalyzeDoc(*c.analyzer, c.embedder.get(), "key", 1, values[i++ % values.size()], &d);
+    benchmark::DoNotOptimize(d.terms.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+BENCHMARK(BM_AnalyzeDoc);
+
+// Writing a segment from analysed docs, HNSW graph included (>= 1000 vectors).
+void BM_SegmentBuild(benchmark::State& state) {
+  IndexCorpus& c = IndexCorpus::Get();
+  const size_t n = static_cast<size_t>(state.range(0));
+  for (auto _ : state) {
+    kvstore::index::SegmentWriter writer(c.config);
+    for (size_t i = 0; i < n; i++) writer.Add(c.docs[i]);
+    std::string contents;
+    if (!writer.Finish(&contents).ok()) state.SkipWithError("finish");
+    benchmark::DoNotOptimize(contents.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));  // docs
+}
+BENCHMARK(BM_SegmentBuild)->Arg(500)->Arg(2000)->Unit(benchmark::kMillisecond);
+
+void BM_SegmentOpen(benchmark::State& state) {
+  IndexCorpus& c = IndexCorpus::Get();
+  kvstore::index::SegmentWriter writer(c.config);
+  for (const auto& d : c.docs) writer.Add(d);
+  std::string contents;
+  (void)writer.Finish(&contents);
+  for (auto _ : state) {
+    std::shared_ptr<kvstore::index::Segment> segment;
+    if (!kvstore::index::Segment::OpenContents(contents, "bench.idx", &segment).ok()) state.SkipWithError("open");
+  }
+  state.counters["file_bytes"] = static_cast<double>(contents.size());
+}
+BENCHMARK(BM_SegmentOpen)->Unit(benchmark::kMillisecond);
+
+kvstore::Status AlwaysLive(std::string_view, uint64_t, bool* live, std::string*) {
+  *live = true;
+  return kvstore::Status::OK();
+}
+
+void BM_FullTextQuery(benchmark::State& state) {
+  IndexCorpus& c = IndexCorpus::Get();
+  std::vector<const kvstore::index::IndexSource*> sources = {c.segment.get()};
+  const char* const queries[] = {"compaction bloom filter", "nearest cosine vector", "café 東京", "rare keys"};
+  std::vector<kvstore::index::Hit> hits;
+  size_t i = 0;
+  for (auto _ : state) {
+    (void)kvstore::index::FullTextSearch(sources, *c.analyzer, queries[i++ % 4], state.range(0) != 0, UINT64_MAX, 10,
+                                         false, AlwaysLive, &hits);
+  }
+}
+BENCHMARK(BM_FullTextQuery)->Arg(0)->Arg(1)->ArgName("match_all");
+
+void BM_SemanticQuery(benchmark::State& state) {
+  IndexCorpus& c = IndexCorpus::Get();
+  std::vector<const kvstore::index::IndexSource*> sources = {c.segment.get()};
+  std::vector<std::vector<float>> queries;
+  (void)c.embedder->Embed({"compaction bloom filter", "nearest cosine vector", "search index segments"}, &queries);
+  std::vector<kvstore::index::Hit> hits;
+  size_t i = 0;
+  for (auto _ : state) {
+    (void)kvstore::index::SemanticSearch(sources, queries[i++ % queries.size()], 10, 0.0, UINT64_MAX, false,
+                                         AlwaysLive, &hits);
+  }
+}
+BENCHMARK(BM_SemanticQuery);
 
 }  // namespace
 
