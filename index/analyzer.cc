@@ -205,7 +205,7 @@ void Analyzer::Tokenize(std::string_view text, std::vector<std::string>* tokens)
   int map_options = UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT | UTF8PROC_CASEFOLD | UTF8PROC_IGNORE;
   if (options_.strip_diacritics) map_options |= UTF8PROC_STRIPMARK;
 
-  std::string chunk;
+  std::string chunk, lower;
   size_t pos = 0;
   const auto* bytes = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
   const size_t size = text.size();
@@ -214,7 +214,6 @@ void Analyzer::Tokenize(std::string_view text, std::vector<std::string>* tokens)
     // cut at an ASCII separator so that no word or combining sequence
     // straddles two chunks (unless a "word" is longer than a chunk).
     chunk.clear();
-    bool ascii = true;
     while (pos < size) {
       unsigned char b = bytes[pos];
       if (b < 0x80) {
@@ -230,28 +229,51 @@ void Analyzer::Tokenize(std::string_view text, std::vector<std::string>* tokens)
         } else {
           chunk.append(text.data() + pos, static_cast<size_t>(len));
           pos += static_cast<size_t>(len);
-          ascii = false;
         }
       }
       if (chunk.size() >= 2 * kChunkBytes) break;
     }
-    if (ascii) {
-      // Plain ASCII needs no normalisation: folding is lower-casing.
-      for (char& c : chunk) {
-        if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    // Normalise run by run between ASCII separators: plain ASCII runs (most
+    // words of most text) only need lower-casing, and no normalisation
+    // crosses an ASCII separator (combining marks are never ASCII).
+    size_t i = 0;
+    const size_t n = chunk.size();
+    while (i < n) {
+      const auto b = static_cast<unsigned char>(chunk[i]);
+      if (b < 0x80 && Classify(b) == CharClass::kSeparator) {
+        i++;
+        continue;
       }
-      sink.Split(chunk);
-      continue;
+      size_t j = i;
+      bool ascii = true;
+      for (; j < n; j++) {
+        const auto c = static_cast<unsigned char>(chunk[j]);
+        if (c >= 0x80) {
+          ascii = false;
+        } else if (Classify(c) == CharClass::kSeparator) {
+          break;
+        }
+      }
+      const std::string_view run(chunk.data() + i, j - i);
+      if (ascii) {
+        lower.assign(run);
+        for (char& c : lower) {
+          if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+        }
+        sink.Emit(lower, true);
+      } else {
+        utf8proc_uint8_t* mapped = nullptr;
+        utf8proc_ssize_t mapped_len =
+            utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(run.data()),
+                         static_cast<utf8proc_ssize_t>(run.size()), &mapped,
+                         static_cast<utf8proc_option_t>(map_options));
+        if (mapped_len >= 0 && mapped != nullptr) {
+          sink.Split(std::string_view(reinterpret_cast<const char*>(mapped), static_cast<size_t>(mapped_len)));
+        }
+        std::free(mapped);
+      }
+      i = j;
     }
-    utf8proc_uint8_t* mapped = nullptr;
-    utf8proc_ssize_t mapped_len =
-        utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(chunk.data()),
-                     static_cast<utf8proc_ssize_t>(chunk.size()), &mapped,
-                     static_cast<utf8proc_option_t>(map_options));
-    if (mapped_len >= 0 && mapped != nullptr) {
-      sink.Split(std::string_view(reinterpret_cast<const char*>(mapped), static_cast<size_t>(mapped_len)));
-    }
-    std::free(mapped);
   }
   if (pool_) pool_->Release(stemmer);
 }

@@ -1,7 +1,7 @@
 #include "index/embedder.h"
 
 #include <cmath>
-#include <unordered_map>
+#include <algorithm>
 
 #include "engine/coding/checksum.h"
 #include "index/analyzer.h"
@@ -49,14 +49,15 @@ class HashingEmbedder final : public Embedder {
   void EmbedOne(std::string_view text, std::vector<float>* out) const {
     std::vector<std::string> tokens;
     analyzer_->Tokenize(text, &tokens);
-    // feature hash -> (term frequency, kind weight)
-    std::unordered_map<uint64_t, std::pair<uint32_t, double>> features;
+    // (feature hash, kind weight); sorted below so equal features are
+    // adjacent and their count is the term frequency.
+    std::vector<std::pair<uint64_t, double>> features;
+    features.reserve(tokens.size() * 8);
     auto add = [&](std::string_view feature, uint64_t seed, double weight) {
-      auto& f = features[Checksum64(feature, seed)];
-      f.first++;
-      f.second = weight;
+      features.emplace_back(Checksum64(feature, seed), weight);
     };
     std::string scratch;
+    std::vector<size_t> starts;  // byte offset of each code point of scratch
     for (size_t i = 0; i < tokens.size(); i++) {
       const std::string& t = tokens[i];
       add(t, kUnigramSeed, kUnigramWeight);
@@ -72,7 +73,7 @@ class HashingEmbedder final : public Embedder {
       scratch.push_back('^');
       scratch.append(t);
       scratch.push_back('$');
-      std::vector<size_t> starts;  // byte offset of each code point
+      starts.clear();
       for (size_t b = 0; b < scratch.size(); b++) {
         if ((static_cast<unsigned char>(scratch[b]) & 0xC0) != 0x80) starts.push_back(b);
       }
@@ -84,10 +85,15 @@ class HashingEmbedder final : public Embedder {
     }
     out->assign(static_cast<size_t>(dimension_), 0.0f);
     std::vector<double> acc(static_cast<size_t>(dimension_), 0.0);
-    for (const auto& [h, f] : features) {
-      size_t bucket = static_cast<size_t>(h % static_cast<uint64_t>(dimension_));
-      double sign = (h >> 63) ? -1.0 : 1.0;
-      acc[bucket] += sign * f.second * (1.0 + std::log(static_cast<double>(f.first)));
+    std::sort(features.begin(), features.end());
+    for (size_t i = 0; i < features.size();) {
+      size_t j = i + 1;
+      while (j < features.size() && features[j].first == features[i].first) j++;
+      const uint64_t h = features[i].first;
+      const size_t bucket = static_cast<size_t>(h % static_cast<uint64_t>(dimension_));
+      const double sign = (h >> 63) ? -1.0 : 1.0;
+      acc[bucket] += sign * features[i].second * (1.0 + std::log(static_cast<double>(j - i)));
+      i = j;
     }
     double norm = 0;
     for (double v : acc) norm += v * v;
