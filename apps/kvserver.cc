@@ -20,6 +20,9 @@ int main(int argc, char** argv) {
   std::string token_file;
   std::string log_level = "info";
   kvstore::Options db_options;
+  // The server answers the three searches, so its store indexes by default.
+  db_options.search.enabled = true;
+  bool no_search = false, no_semantic = false;
 
   CLI::App app{"kvserver: the kvstore server (NDJSON over TCP; see docs/protocol.md)"};
   app.set_config("--config", "", "read options from this TOML/INI file");
@@ -48,11 +51,24 @@ int main(int argc, char** argv) {
   app.add_option("--checkpoint-dir", options.handler.checkpoint_dir,
                  "directory the checkpoint op writes into (off when empty)")
       ->envname("KVSTORE_CHECKPOINT_DIR");
+  app.add_flag("--no-search", no_search, "keep no search indexes (search ops answer unavailable)")
+      ->envname("KVSTORE_NO_SEARCH");
+  app.add_option("--index-prefix", db_options.search.prefixes,
+                 "index only keys under this prefix (repeatable; default: every key)")
+      ->envname("KVSTORE_INDEX_PREFIX");
+  app.add_option("--stemmer", db_options.search.stemmer_language,
+                 "Snowball stemmer language for full-text search; \"\" for none")
+      ->envname("KVSTORE_STEMMER")->capture_default_str();
+  app.add_flag("--stop-words", db_options.search.stop_words, "drop common English stop words from full-text indexing")
+      ->envname("KVSTORE_STOP_WORDS");
+  app.add_flag("--no-semantic", no_semantic, "keep no semantic (vector) index")->envname("KVSTORE_NO_SEMANTIC");
   app.add_option("--threads", options.threads, "server threads; 0 = one per core")
       ->envname("KVSTORE_THREADS")->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->envname("KVSTORE_LOG_LEVEL")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (no_search) db_options.search.enabled = false;
+  if (no_semantic) db_options.search.semantic = false;
 
   // Logs go to stderr; stdout carries only the "listening" line that
   // scripts and tests read.

@@ -1,10 +1,11 @@
 // kvbench: kvstore's benchmark driver. Each subcommand lives in its own
 // file and registers itself here; `kvbench engine` is the embedded engine
 // benchmark (see engine_bench.h), `kvbench server` loads a kvserver over TCP
-// (server_bench.h).
+// (server_bench.h), `kvbench search` the three searches (search_bench.h).
 #include <CLI/CLI.hpp>
 
 #include "bench/engine_bench.h"
+#include "bench/search_bench.h"
 #include "bench/server_bench.h"
 
 int main(int argc, char** argv) {
@@ -13,6 +14,7 @@ int main(int argc, char** argv) {
   int exit_code = 0;
   kvbench::AddEngineCommand(app, &exit_code);
   kvbench::AddServerCommand(app, &exit_code);
+  kvbench::AddSearchCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

@@ -56,6 +56,7 @@ struct DBImpl::Writer {
   bool sync = true;
   WriteCallback callback;  // empty for a synchronous writer
   bool force_rotate = false;  // Flush: rotate the memtable even if not full
+  DBSearch::BatchDocs docs;   // what the batch adds to the search indexes
   Status status;
   // A synchronous writer sleeps on this until its group is done. It is
   // released after queue_mu_ is dropped, so the writer does not wake up only
@@ -111,8 +112,16 @@ DBImpl::~DBImpl() {
 }
 
 Status DBImpl::Open() {
-  Status s = Recover();
+  Status s = DBSearch::Create(options_, env_, dbname_, &search_);
   if (!s.ok()) return s;
+  s = Recover();
+  if (!s.ok()) return s;
+  if (search_ != nullptr) {
+    // Tables written before search was turned on, or under another index
+    // configuration, get their segments now; those already built are kept.
+    s = search_->EnsureSegments(*versions_->current(), table_cache_.get());
+    if (!s.ok()) return s;
+  }
   committer_ = std::thread([this] { CommitterLoop(); });
   background_ = std::thread([this] { BackgroundLoop(); });
   return Status::OK();
@@ -181,6 +190,7 @@ Status DBImpl::Recover() {
   const uint64_t new_log = versions_->NewFileNumber();
   // Recovered writes all go to one memtable; it needs every replayed segment.
   auto mem = std::make_shared<MemTable>(logs.empty() ? new_log : logs.front(), options_.memtable_budget);
+  if (search_ != nullptr) search_->AttachMemIndex(mem.get());
   mem_ = mem.get();
   SequenceNumber max_sequence = versions_->last_sequence();
   std::map<uint64_t, uint64_t> wal_sizes;
@@ -296,6 +306,7 @@ Status DBImpl::ReplayLog(uint64_t number, bool is_last, SequenceNumber* max_sequ
     }
     s = WriteBatchInternal::SetContents(&batch, record);
     if (s.ok()) s = WriteBatchInternal::InsertInto(batch, mem_);
+    if (s.ok() && search_ != nullptr) search_->IndexReplayedBatch(batch, mem_);
     if (!s.ok()) {
       return Status::Corruption(path + " at offset " + std::to_string(offset) + ": " +
                                 std::string(s.message()));
@@ -364,6 +375,7 @@ Status DBImpl::WriteInternal(const WriteOptions& options, WriteBatch* batch, boo
   w.batch = batch;
   w.sync = options.sync;
   w.force_rotate = force_rotate;
+  if (search_ != nullptr) search_->AnalyzeBatch(*batch, &w.docs);
   std::unique_lock lock(queue_mu_);
   writers_.push_back(&w);
   if (leader_waiting_ && writers_.size() >= last_group_size_) group_cv_.notify_one();
@@ -390,6 +402,7 @@ void DBImpl::WriteAsync(const WriteOptions& options, WriteBatch batch, WriteCall
   w->batch = &w->owned;
   w->sync = options.sync;
   w->callback = callback ? std::move(callback) : [](Status) {};
+  if (search_ != nullptr) search_->AnalyzeBatch(w->owned, &w->docs);
   std::lock_guard lock(queue_mu_);
   writers_.push_back(w);
   if (leader_waiting_ && writers_.size() >= last_group_size_) group_cv_.notify_one();
@@ -547,6 +560,9 @@ Status DBImpl::WriteGroup(const std::vector<Writer*>& group, bool sync) {
       SetReadOnly(s);  // validated on entry: only a bug gets here
       return s;
     }
+    // Before the sequence is published: a search at that sequence must
+    // find every doc the memtable holds up to it.
+    if (!w->docs.docs.empty()) DBSearch::AddToMemIndex(&w->docs, WriteBatchInternal::Sequence(*w->batch), mem_);
   }
   last_sequence_.store(seq - 1, std::memory_order_release);
   stat_writes_.fetch_add(records_.size(), std::memory_order_relaxed);
@@ -559,7 +575,7 @@ Status DBImpl::MakeRoomForWrite(bool force) {
   std::unique_lock lock(mu_);
   Status s = WaitForRoomLocked(lock, force);
   if (!s.ok()) return s;
-  if (!force && mem_->MemoryUsage() < options_.memtable_budget) return Status::OK();
+  if (!force && MemBytes(*mem_) < options_.memtable_budget) return Status::OK();
   if (force && mem_->entries() == 0) return Status::OK();
   lock.unlock();
 
@@ -583,6 +599,7 @@ Status DBImpl::MakeRoomForWrite(bool force) {
   (void)old->Close();
 
   auto mem = std::make_shared<MemTable>(new_number, options_.memtable_budget);
+  if (search_ != nullptr) search_->AttachMemIndex(mem.get());
   mem_ = mem.get();
   lock.lock();
   closed_wal_sizes_[old_number] = old->size();
@@ -605,7 +622,7 @@ Status DBImpl::WaitForRoomLocked(std::unique_lock<std::mutex>& lock, bool force)
   for (;;) {
     if (shutting_down_) return Status::IOError("the DB is closing");
     const size_t l0 = view_->version->files[0].size();
-    const bool memtable_full = force || mem_->MemoryUsage() >= options_.memtable_budget;
+    const bool memtable_full = force || MemBytes(*mem_) >= options_.memtable_budget;
     if (!delayed && l0 >= kL0SlowdownFiles) {
       const auto start = std::chrono::steady_clock::now();
       lock.unlock();
@@ -739,7 +756,8 @@ Status DBImpl::FlushOldestImmutable() {
   const uint64_t number = NewOutputFileNumber();
   FileMeta meta;
   std::unique_ptr<InternalIterator> iter = imm->NewIterator();
-  Status s = BuildTable(env_, dbname_, number, compaction_options_.table, iter.get(), &meta);
+  Status s = BuildTable(env_, dbname_, number, compaction_options_.table, iter.get(), &meta,
+                        search_ != nullptr ? search_->ForFlush(imm) : SidecarFactory());
   if (s.ok() && meta.file_size > 0) s = env_->SyncDir(dbname_);
   VersionEdit edit;
   bool edit_attempted = false;
@@ -787,7 +805,8 @@ Status DBImpl::RunOneCompaction(std::unique_ptr<Compaction> c) {
     // background job.
     std::shared_ptr<const Version> v = versions_->current();
     s = RunCompaction(*c, *v, env_, dbname_, table_cache_.get(), compaction_options_, SmallestSnapshot(),
-                      new_file_number, &edit, &st);
+                      new_file_number, &edit, &st,
+                      search_ != nullptr ? search_->ForCompaction(*c) : SidecarFactory());
   }
   c.reset();
   const bool edit_attempted = s.ok();
@@ -843,6 +862,10 @@ void DBImpl::DeleteObsoleteFiles() {
     } else if (ParseTableFileName(name, &number)) {
       remove = live.count(number) == 0 && pending.count(number) == 0;
       if (remove) table_cache_->Evict(number);
+    } else if (ParseIndexFileName(name, &number)) {
+      // A table's index segment goes with it (and an orphan with its orphan).
+      remove = live.count(number) == 0 && pending.count(number) == 0;
+      if (remove && search_ != nullptr) search_->Evict(number);
     } else if (name.rfind("MANIFEST-", 0) == 0) {
       remove = name != ManifestFileName("", manifest).substr(1);
     } else if (name == "CURRENT.tmp") {
@@ -930,6 +953,11 @@ Status DBImpl::Checkpoint(const std::string& dir) {
   for (int level = 0; level < kNumLevels && s.ok(); level++) {
     for (const auto& f : version->files[level]) {
       s = env_->LinkFile(TableFileName(dbname_, f->number), TableFileName(dir, f->number));
+      // Its index segment too, when it has one (the checkpoint rebuilds
+      // what is missing when it is opened with search on).
+      if (s.ok() && env_->FileExists(IndexFileName(dbname_, f->number))) {
+        s = env_->LinkFile(IndexFileName(dbname_, f->number), IndexFileName(dir, f->number));
+      }
       if (!s.ok()) break;
     }
   }
@@ -992,9 +1020,14 @@ Status DBImpl::Get(const ReadOptions& options, std::string_view key, std::string
   SequenceNumber seq;
   std::shared_ptr<const View> view = CurrentView(options.snapshot, &seq);
   stat_reads_.fetch_add(1, std::memory_order_relaxed);
-  MemTable::Lookup r = view->mem->Get(key, seq, value);
-  for (size_t i = 0; r == MemTable::Lookup::kAbsent && i < view->imm.size(); i++) {
-    r = view->imm[i]->Get(key, seq, value);
+  return GetFromView(*view, seq, key, value, nullptr);
+}
+
+Status DBImpl::GetFromView(const View& view, SequenceNumber seq, std::string_view key, std::string* value,
+                           SequenceNumber* found_seq) {
+  MemTable::Lookup r = view.mem->Get(key, seq, value, found_seq);
+  for (size_t i = 0; r == MemTable::Lookup::kAbsent && i < view.imm.size(); i++) {
+    r = view.imm[i]->Get(key, seq, value, found_seq);
   }
   if (r == MemTable::Lookup::kFound) return Status::OK();
   if (r == MemTable::Lookup::kDeleted) return Status::NotFound();
@@ -1002,10 +1035,64 @@ Status DBImpl::Get(const ReadOptions& options, std::string_view key, std::string
   AppendInternalKey(&lookup, key, seq, kValueTypeForSeek);
   Version::Lookup vr;
   int probed = 0;
-  Status s = view->version->Get(lookup, table_cache_.get(), &vr, value, &probed);
+  Status s = view.version->Get(lookup, table_cache_.get(), &vr, value, &probed, found_seq);
   stat_tables_probed_.fetch_add(static_cast<uint64_t>(probed), std::memory_order_relaxed);
   if (!s.ok()) return s;
   return vr == Version::Lookup::kFound ? Status::OK() : Status::NotFound();
+}
+
+// ---------------------------------------------------------------------------
+// Search
+
+template <typename Fn>
+Status DBImpl::RunSearch(const Snapshot* snapshot, Fn&& fn) {
+  if (search_ == nullptr) return Status::NotSupported("search is off for this DB (Options::search.enabled)");
+  SequenceNumber seq;
+  std::shared_ptr<const View> view = CurrentView(snapshot, &seq);
+  std::vector<const MemTable*> mems{view->mem.get()};
+  for (const auto& imm : view->imm) mems.push_back(imm.get());
+  // A candidate counts only as the newest version of its key at seq.
+  DBSearch::LiveCheck live = [this, &view, seq](std::string_view key, uint64_t candidate_seq, bool* is_live,
+                                                std::string* value) {
+    std::string scratch;
+    SequenceNumber found_seq = 0;
+    Status s = GetFromView(*view, seq, key, value != nullptr ? value : &scratch, &found_seq);
+    *is_live = s.ok() && found_seq == candidate_seq;
+    return s.IsNotFound() ? Status::OK() : s;
+  };
+  return fn(mems, *view->version, seq, live);
+}
+
+Status DBImpl::SearchByValue(std::string_view value, const ValueSearchOptions& options,
+                             std::vector<SearchHit>* hits) {
+  hits->clear();
+  return RunSearch(options.snapshot, [&](const auto& mems, const Version& v, SequenceNumber seq, const auto& live) {
+    return search_->SearchByValue(mems, v, seq, value, options, live, hits);
+  });
+}
+
+Status DBImpl::FullTextSearch(std::string_view query, const FullTextOptions& options,
+                              std::vector<SearchHit>* hits) {
+  hits->clear();
+  return RunSearch(options.snapshot, [&](const auto& mems, const Version& v, SequenceNumber seq, const auto& live) {
+    return search_->FullTextSearch(mems, v, seq, query, options, live, hits);
+  });
+}
+
+Status DBImpl::SemanticSearch(std::string_view text, const SemanticOptions& options,
+                              std::vector<SearchHit>* hits) {
+  hits->clear();
+  return RunSearch(options.snapshot, [&](const auto& mems, const Version& v, SequenceNumber seq, const auto& live) {
+    return search_->SemanticSearch(mems, v, seq, text, nullptr, options, live, hits);
+  });
+}
+
+Status DBImpl::SemanticSearchByVector(const std::vector<float>& vector, const SemanticOptions& options,
+                                      std::vector<SearchHit>* hits) {
+  hits->clear();
+  return RunSearch(options.snapshot, [&](const auto& mems, const Version& v, SequenceNumber seq, const auto& live) {
+    return search_->SemanticSearch(mems, v, seq, {}, &vector, options, live, hits);
+  });
 }
 
 std::unique_ptr<Iterator> DBImpl::NewIterator(const ReadOptions& options) {
@@ -1061,10 +1148,19 @@ DBStats DBImpl::GetStats() {
     st.max_stall_micros = max_stall_micros_;
     if (!bg_error_.ok()) st.background_error = bg_error_.ToString();
   }
+  if (search_ != nullptr) {
+    const DBSearch::Stats ss = search_->GetStats();
+    st.search_enabled = true;
+    st.index_segments = ss.segments;
+    st.index_segment_bytes = ss.segment_bytes;
+    st.index_segments_built = ss.segments_built;
+    st.index_docs_built = ss.docs_indexed;
+    st.index_build_micros = ss.build_micros;
+  }
   int64_t live = view->mem->live_keys();
-  st.memtable_bytes = view->mem->MemoryUsage();
+  st.memtable_bytes = MemBytes(*view->mem);
   for (const auto& m : view->imm) {
-    st.memtable_bytes += m->MemoryUsage();
+    st.memtable_bytes += MemBytes(*m);
     live += m->live_keys();
   }
   st.immutable_memtables = view->imm.size();
@@ -1141,6 +1237,12 @@ bool DBImpl::GetProperty(std::string_view name, std::string* value) {
       {"stall_micros", std::to_string(st.stall_micros)},
       {"max_stall_micros", std::to_string(st.max_stall_micros)},
       {"background_error", st.background_error},
+      {"search_enabled", st.search_enabled ? "true" : "false"},
+      {"index_segments", std::to_string(st.index_segments)},
+      {"index_segment_bytes", std::to_string(st.index_segment_bytes)},
+      {"index_segments_built", std::to_string(st.index_segments_built)},
+      {"index_docs_built", std::to_string(st.index_docs_built)},
+      {"index_build_micros", std::to_string(st.index_build_micros)},
   };
   if (name == "stats") {
     value->clear();

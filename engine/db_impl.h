@@ -35,6 +35,7 @@
 
 #include "engine/coding/internal_key.h"
 #include "engine/compaction/compaction.h"
+#include "engine/db_search.h"
 #include "engine/memtable/memtable.h"
 #include "engine/sstable/block_cache.h"
 #include "engine/version/table_cache.h"
@@ -64,6 +65,14 @@ class DBImpl final : public DB {
   Status Flush() override;
   Status CompactRange(std::string_view begin, std::string_view end) override;
   Status Checkpoint(const std::string& dir) override;
+  Status SearchByValue(std::string_view value, const ValueSearchOptions& options,
+                       std::vector<SearchHit>* hits) override;
+  Status FullTextSearch(std::string_view query, const FullTextOptions& options,
+                        std::vector<SearchHit>* hits) override;
+  Status SemanticSearch(std::string_view text, const SemanticOptions& options,
+                        std::vector<SearchHit>* hits) override;
+  Status SemanticSearchByVector(const std::vector<float>& vector, const SemanticOptions& options,
+                                std::vector<SearchHit>* hits) override;
   DBStats GetStats() override;
   bool GetProperty(std::string_view name, std::string* value) override;
 
@@ -121,6 +130,15 @@ class DBImpl final : public DB {
   // The current view, and the sequence to read it at (the snapshot's, or
   // the newest published).
   std::shared_ptr<const View> CurrentView(const Snapshot* snapshot, SequenceNumber* sequence);
+  // The newest entry of key at sequence seq in view: OK with *found_seq
+  // and *value, or NotFound (absent or deleted).
+  Status GetFromView(const View& view, SequenceNumber seq, std::string_view key, std::string* value,
+                     SequenceNumber* found_seq);
+  // A memtable's bytes, its search index included.
+  static size_t MemBytes(const MemTable& mem) { return mem.MemoryUsage() + DBSearch::MemIndexBytes(mem); }
+  // Runs a search over the view of a snapshot (or the newest state).
+  template <typename Fn>
+  Status RunSearch(const Snapshot* snapshot, Fn&& fn);
 
   // Constant after construction.
   const Options options_;
@@ -131,6 +149,7 @@ class DBImpl final : public DB {
   std::unique_ptr<sstable::BlockCache> block_cache_;
   std::unique_ptr<TableCache> table_cache_;
   std::unique_ptr<VersionSet> versions_;
+  std::unique_ptr<DBSearch> search_;  // null unless options.search.enabled
 
   // Write queue.
   std::mutex queue_mu_;

@@ -77,6 +77,7 @@ const char* CodeFor(const Status& s) {
     case Status::Code::kInvalidArgument: return "bad_request";
     case Status::Code::kNoSpace: return "no_space";
     case Status::Code::kReadOnly: return "read_only";
+    case Status::Code::kNotSupported: return "unavailable";
     default: return "internal";
   }
 }
@@ -334,6 +335,7 @@ struct RequestHandler::Impl {
   void BulkSet(const json& req, const ReplyPtr& reply);
   void BulkGet(const json& req, const ReplyPtr& reply);
   void Scan(const json& req, const ReplyPtr& reply);
+  void Search(Op op, const json& req, const ReplyPtr& reply);
   void Cas(const json& req, const ReplyPtr& reply);
   void Txn(const json& req, const ReplyPtr& reply);
   void Stats(const ReplyPtr& reply);
@@ -522,8 +524,7 @@ void RequestHandler::Impl::Dispatch(Op op, const json& req, Session* session,
     case Op::kSearchByValue:
     case Op::kFulltextSearch:
     case Op::kSemanticSearch:
-      Fail("unavailable",
-           std::string(OpName(op)) + " needs the search indexes, which arrive with issue 4");
+      return Search(op, req, reply);
     case Op::kCount: break;
   }
   Fail("internal", "op not dispatched");
@@ -767,6 +768,100 @@ void RequestHandler::Impl::Scan(const json& req, const ReplyPtr& reply) {
   if (!s.ok()) return reply->Error(s);
   out += "],\"more\":";
   out += more ? "true}" : "false}";
+  reply->Ok(out);
+}
+
+// The three searches. Hits come back best first (search_by_value: in key
+// order) as {"key", "score", "value"?}; search_by_value answers a plain list
+// of keys unless values are asked for, as the earlier Python store did.
+void RequestHandler::Impl::Search(Op op, const json& req, const ReplyPtr& reply) {
+  auto count_field = [&](const char* name, size_t fallback) -> size_t {
+    const json* f = OptionalField(req, name);
+    if (f == nullptr) return fallback;
+    if (!f->is_number_unsigned() || f->get<uint64_t>() == 0) {
+      Fail("bad_request", std::string("\"") + name + "\" must be a positive integer");
+    }
+    if (f->get<uint64_t>() > options.max_scan_limit) {
+      Fail("too_large", std::string("\"") + name + "\" is over " + std::to_string(options.max_scan_limit));
+    }
+    return f->get<size_t>();
+  };
+  bool with_values = false;
+  if (const json* w = OptionalField(req, "with_values")) {
+    if (!w->is_boolean()) Fail("bad_request", "\"with_values\" must be a boolean");
+    with_values = w->get<bool>();
+  }
+  std::vector<SearchHit> hits;
+  Status s;
+  if (op == Op::kSearchByValue) {
+    ValueSearchOptions o;
+    o.limit = count_field("limit", 1000);
+    o.include_values = with_values;
+    s = db->SearchByValue(Canonical(Field(req, "value")), o, &hits);
+  } else if (op == Op::kFulltextSearch) {
+    FullTextOptions o;
+    o.limit = count_field("limit", 10);
+    o.include_values = with_values;
+    if (const json* m = OptionalField(req, "mode")) {
+      if (!m->is_string() || (*m != "all" && *m != "any")) {
+        Fail("bad_request", "\"mode\" must be \"all\" or \"any\"");
+      }
+      o.mode = *m == "all" ? MatchMode::kAllTerms : MatchMode::kAnyTerm;
+    }
+    s = db->FullTextSearch(StringField(req, "query"), o, &hits);
+  } else {
+    SemanticOptions o;
+    o.k = count_field("k", 10);
+    o.include_values = with_values;
+    o.threshold = 0.5;  // the earlier store's default
+    if (const json* t = OptionalField(req, "threshold")) {
+      if (!t->is_number()) Fail("bad_request", "\"threshold\" must be a number");
+      o.threshold = t->get<double>();
+    }
+    const json* vector = OptionalField(req, "vector");
+    const json* query = OptionalField(req, "query");
+    if ((vector == nullptr) == (query == nullptr)) {
+      Fail("bad_request", "give \"query\" (text) or \"vector\" (numbers), one of them");
+    }
+    if (vector != nullptr) {
+      if (!vector->is_array() || vector->empty() || vector->size() > 65536) {
+        Fail("bad_request", "\"vector\" must be a non-empty array of at most 65536 numbers");
+      }
+      std::vector<float> v;
+      v.reserve(vector->size());
+      for (const json& x : *vector) {
+        if (!x.is_number()) Fail("bad_request", "\"vector\" must hold numbers only");
+        v.push_back(x.get<float>());
+      }
+      s = db->SemanticSearchByVector(v, o, &hits);
+    } else {
+      if (!query->is_string()) Fail("bad_request", "\"query\" must be a string");
+      s = db->SemanticSearch(query->get_ref<const std::string&>(), o, &hits);
+    }
+  }
+  if (!s.ok()) return reply->Error(s);
+  std::string out = "[";
+  for (size_t i = 0; i < hits.size(); i++) {
+    if (i > 0) out += ',';
+    if (op == Op::kSearchByValue && !with_values) {
+      out += QuoteKey(hits[i].key);
+      continue;
+    }
+    out += "{\"key\":";
+    out += QuoteKey(hits[i].key);
+    if (op != Op::kSearchByValue) {
+      char score[32];
+      std::snprintf(score, sizeof(score), "%.6g", hits[i].score);
+      out += ",\"score\":";
+      out += score;
+    }
+    if (hits[i].value) {
+      out += ",\"value\":";
+      out += *hits[i].value;
+    }
+    out += '}';
+  }
+  out += ']';
   reply->Ok(out);
 }
 

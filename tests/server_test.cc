@@ -229,7 +229,31 @@ TEST_F(ServerTest, OpsAndErrorsOverOneConnection) {
     EXPECT_TRUE(Code(r) == "bad_request" || Code(r) == "unknown_op") << bad.substr(0, 40) << " -> " << r;
   }
   EXPECT_EQ(Code(c.Call({{"op", "flush"}})), "");
-  EXPECT_EQ(Code(c.Call({{"op", "semantic_search"}, {"query", "x"}})), "unavailable");
+  // The searches: hits, and every wrong argument a bad_request.
+  EXPECT_EQ(Code(c.Call({{"op", "set"}, {"key", "s1"}, {"value", "green tea leaves"}})), "");
+  EXPECT_EQ(Code(c.Call({{"op", "set"}, {"key", "s2"}, {"value", {{"t", "green apples"}}}})), "");
+  EXPECT_EQ(c.Call({{"op", "search_by_value"}, {"value", {{"t", "green apples"}}}})["result"], json({"s2"}));
+  json ft = c.Call({{"op", "fulltext_search"}, {"query", "GREEN"}, {"with_values", true}})["result"];
+  ASSERT_EQ(ft.size(), 2u) << ft;
+  EXPECT_TRUE(ft[0]["score"].is_number());
+  EXPECT_TRUE(ft[0].contains("value"));
+  EXPECT_EQ(c.Call({{"op", "fulltext_search"}, {"query", "green tea"}})["result"].size(), 1u);
+  EXPECT_EQ(c.Call({{"op", "fulltext_search"}, {"query", "green tea"}, {"mode", "any"}})["result"].size(), 2u);
+  json sem = c.Call({{"op", "semantic_search"}, {"query", "green tea"}, {"k", 1}, {"threshold", 0.1}})["result"];
+  ASSERT_EQ(sem.size(), 1u) << sem;
+  EXPECT_EQ(sem[0]["key"], "s1");
+  for (const json& bad : {json{{"op", "fulltext_search"}},
+                          json{{"op", "fulltext_search"}, {"query", 3}},
+                          json{{"op", "fulltext_search"}, {"query", "x"}, {"mode", "some"}},
+                          json{{"op", "fulltext_search"}, {"query", "x"}, {"limit", 0}},
+                          json{{"op", "semantic_search"}},
+                          json{{"op", "semantic_search"}, {"query", "x"}, {"vector", {1, 2}}},
+                          json{{"op", "semantic_search"}, {"vector", {1, 2}}},  // wrong dimension
+                          json{{"op", "semantic_search"}, {"vector", {"a"}}},
+                          json{{"op", "semantic_search"}, {"query", "x"}, {"threshold", "high"}},
+                          json{{"op", "search_by_value"}}}) {
+    EXPECT_EQ(Code(c.Call(bad)), "bad_request") << bad;
+  }
   EXPECT_EQ(Code(c.Call({{"op", "ping"}})), "");
   EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
 }

@@ -121,7 +121,7 @@ std::unique_ptr<Compaction> PickRangeCompaction(const Version& v, int level, con
 }
 
 Status BuildTable(Env* env, const std::string& dbname, uint64_t number, const sstable::TableOptions& options,
-                  InternalIterator* iter, FileMeta* meta) {
+                  InternalIterator* iter, FileMeta* meta, const SidecarFactory& sidecars) {
   meta->number = number;
   meta->file_size = 0;
   iter->SeekToFirst();
@@ -131,12 +131,17 @@ Status BuildTable(Env* env, const std::string& dbname, uint64_t number, const ss
   Status s = env->NewWritableFile(path, &file);
   if (!s.ok()) return s;
   sstable::TableBuilder builder(options, file.get());
-  for (; iter->Valid(); iter->Next()) builder.Add(iter->key(), iter->value());
+  std::unique_ptr<TableSidecar> sidecar = sidecars ? sidecars() : nullptr;
+  for (; iter->Valid(); iter->Next()) {
+    builder.Add(iter->key(), iter->value());
+    if (sidecar != nullptr) sidecar->Add(iter->key(), iter->value());
+  }
   s = iter->status();
   if (s.ok()) s = builder.Finish();
   if (s.ok()) s = file->Sync();
   Status c = file->Close();
   if (s.ok()) s = c;
+  if (s.ok() && sidecar != nullptr) s = sidecar->Finish(number);
   if (!s.ok()) {
     (void)env->RemoveFile(path);
     return s;
@@ -154,8 +159,12 @@ namespace {
 class OutputWriter {
  public:
   OutputWriter(Env* env, const std::string& dbname, const CompactionOptions& options,
-               const std::function<uint64_t()>& new_file_number)
-      : env_(env), dbname_(dbname), options_(options), new_file_number_(new_file_number) {}
+               const std::function<uint64_t()>& new_file_number, const SidecarFactory& sidecars)
+      : env_(env),
+        dbname_(dbname),
+        options_(options),
+        new_file_number_(new_file_number),
+        sidecars_(sidecars) {}
 
   Status Add(std::string_view key, std::string_view value) {
     if (builder_ == nullptr) {
@@ -164,8 +173,10 @@ class OutputWriter {
       Status s = env_->NewWritableFile(TableFileName(dbname_, meta_.number), &file_);
       if (!s.ok()) return s;
       builder_ = std::make_unique<sstable::TableBuilder>(options_.table, file_.get());
+      if (sidecars_) sidecar_ = sidecars_();
     }
     builder_->Add(key, value);
+    if (sidecar_ != nullptr) sidecar_->Add(key, value);
     return builder_->status();
   }
   bool Full() const { return builder_ != nullptr && builder_->FileSize() >= options_.target_file_size; }
@@ -176,6 +187,7 @@ class OutputWriter {
     if (s.ok()) s = file_->Sync();
     Status c = file_->Close();
     if (s.ok()) s = c;
+    if (s.ok() && sidecar_ != nullptr) s = sidecar_->Finish(meta_.number);
     if (s.ok()) {
       meta_.file_size = builder_->FileSize();
       meta_.entries = builder_->properties().entries;
@@ -185,6 +197,7 @@ class OutputWriter {
       bytes_written_ += meta_.file_size;
     }
     builder_.reset();
+    sidecar_.reset();
     file_.reset();
     return s;
   }
@@ -197,8 +210,10 @@ class OutputWriter {
   const std::string& dbname_;
   const CompactionOptions& options_;
   const std::function<uint64_t()>& new_file_number_;
+  const SidecarFactory& sidecars_;
   std::unique_ptr<WritableFile> file_;
   std::unique_ptr<sstable::TableBuilder> builder_;
+  std::unique_ptr<TableSidecar> sidecar_;
   FileMeta meta_;
   std::vector<FileMeta> outputs_;
   uint64_t bytes_written_ = 0;
@@ -209,7 +224,7 @@ class OutputWriter {
 Status RunCompaction(const Compaction& c, const Version& v, Env* env, const std::string& dbname,
                      TableCache* cache, const CompactionOptions& options, SequenceNumber smallest_snapshot,
                      const std::function<uint64_t()>& new_file_number, VersionEdit* edit,
-                     CompactionStats* stats) {
+                     CompactionStats* stats, const SidecarFactory& sidecars) {
   const int out_level = c.output_level;
   for (int i = 0; i < 2; i++) {
     for (const auto& f : c.inputs[i]) {
@@ -245,7 +260,7 @@ Status RunCompaction(const Compaction& c, const Version& v, Env* env, const std:
     return true;
   };
 
-  OutputWriter out(env, dbname, options, new_file_number);
+  OutputWriter out(env, dbname, options, new_file_number, sidecars);
   std::string current_user_key;
   bool has_current = false;
   SequenceNumber last_sequence_for_key = kMaxSequenceNumber;

@@ -54,11 +54,25 @@ std::unique_ptr<Compaction> PickRangeCompaction(const Version& v, int level, con
 // The highest score over all levels (>= 1 means a compaction is due).
 double MaxCompactionScore(const Version& v, const CompactionOptions& options);
 
+// A companion of one table (the search index segment): it sees every entry
+// the table gets, and is written and synced before the table is recorded in
+// the manifest, so a live table always has its companion. A companion left
+// by a failed write is an orphan like the table, removed with it.
+class TableSidecar {
+ public:
+  virtual ~TableSidecar() = default;
+  virtual void Add(std::string_view internal_key, std::string_view value) = 0;
+  // Writes and syncs the companion of table `number`.
+  virtual Status Finish(uint64_t number) = 0;
+};
+// Makes the companion of each table written; may be empty (no companions).
+using SidecarFactory = std::function<std::unique_ptr<TableSidecar>()>;
+
 // Writes the entries of iter (in internal-key order) as table number
 // `number`, fsyncs and closes it, and fills *meta. An empty input writes no
 // file and leaves meta->file_size 0.
 Status BuildTable(Env* env, const std::string& dbname, uint64_t number, const sstable::TableOptions& options,
-                  InternalIterator* iter, FileMeta* meta);
+                  InternalIterator* iter, FileMeta* meta, const SidecarFactory& sidecars = {});
 
 struct CompactionStats {
   uint64_t bytes_read = 0;
@@ -74,6 +88,6 @@ struct CompactionStats {
 Status RunCompaction(const Compaction& c, const Version& v, Env* env, const std::string& dbname,
                      TableCache* cache, const CompactionOptions& options, SequenceNumber smallest_snapshot,
                      const std::function<uint64_t()>& new_file_number, VersionEdit* edit,
-                     CompactionStats* stats);
+                     CompactionStats* stats, const SidecarFactory& sidecars = {});
 
 }  // namespace kvstore

@@ -61,7 +61,8 @@ void MemTable::Add(SequenceNumber seq, ValueType type, std::string_view key,
   entries_.fetch_add(1, std::memory_order_relaxed);
 }
 
-MemTable::Lookup MemTable::Get(std::string_view key, SequenceNumber seq, std::string* value) const {
+MemTable::Lookup MemTable::Get(std::string_view key, SequenceNumber seq, std::string* value,
+                               SequenceNumber* found_seq) const {
   // Encode the lookup key on the stack when it is small.
   char stack[256];
   std::string heap;
@@ -81,6 +82,7 @@ MemTable::Lookup MemTable::Get(std::string_view key, SequenceNumber seq, std::st
   if (!it.Valid()) return Lookup::kAbsent;
   std::string_view found = GetInternalKey(it.key());
   if (ExtractUserKey(found) != key) return Lookup::kAbsent;
+  if (found_seq != nullptr) *found_seq = TagSequence(ExtractTag(found));
   if (TagType(ExtractTag(found)) == ValueType::kDeletion) return Lookup::kDeleted;
   std::string_view v = GetValueAfter(found);
   value->assign(v.data(), v.size());

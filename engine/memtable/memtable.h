@@ -20,6 +20,10 @@
 
 namespace kvstore {
 
+namespace index {
+class MemIndex;
+}
+
 class MemTable {
  public:
   // wal_number: the first WAL segment holding this memtable's writes.
@@ -32,8 +36,10 @@ class MemTable {
   void Add(SequenceNumber seq, ValueType type, std::string_view key, std::string_view value);
 
   enum class Lookup { kFound, kDeleted, kAbsent };
-  // The newest version of key with sequence <= seq.
-  Lookup Get(std::string_view key, SequenceNumber seq, std::string* value) const;
+  // The newest version of key with sequence <= seq; *found_seq (when not
+  // null) receives its sequence.
+  Lookup Get(std::string_view key, SequenceNumber seq, std::string* value,
+             SequenceNumber* found_seq = nullptr) const;
 
   std::unique_ptr<InternalIterator> NewIterator() const;
 
@@ -42,6 +48,12 @@ class MemTable {
   // Keys whose newest version here is a value (not a deletion).
   int64_t live_keys() const { return live_keys_.load(std::memory_order_relaxed); }
   uint64_t wal_number() const { return wal_number_; }
+
+  // The search index of this memtable's entries, when the DB has one. It
+  // lives and dies with the memtable, so set it before the memtable is
+  // shared; engine/memtable itself never looks at it.
+  void set_search_index(std::shared_ptr<index::MemIndex> index) { search_index_ = std::move(index); }
+  const std::shared_ptr<index::MemIndex>& search_index() const { return search_index_; }
 
  private:
   struct KeyComparator {
@@ -55,6 +67,7 @@ class MemTable {
   Table table_;
   std::atomic<uint64_t> entries_{0};
   std::atomic<int64_t> live_keys_{0};
+  std::shared_ptr<index::MemIndex> search_index_;
 };
 
 }  // namespace kvstore

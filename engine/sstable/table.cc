@@ -62,7 +62,7 @@ Status Table::ReadDataBlock(std::string_view handle_value, std::shared_ptr<const
   return s;
 }
 
-Status Table::Get(std::string_view lookup_key, Lookup* result, std::string* value) const {
+Status Table::Get(std::string_view lookup_key, Lookup* result, std::string* value, uint64_t* found_seq) const {
   *result = Lookup::kAbsent;
   const std::string_view user_key = ExtractUserKey(lookup_key);
   if (!MayContain(user_key)) return Status::OK();
@@ -82,6 +82,7 @@ Status Table::Get(std::string_view lookup_key, Lookup* result, std::string* valu
                             : Status::Corruption(file_name_ + ": " + std::string(it.status().message()));
   }
   if (ExtractUserKey(it.key()) != user_key) return Status::OK();
+  if (found_seq != nullptr) *found_seq = TagSequence(ExtractTag(it.key()));
   if (TagType(ExtractTag(it.key())) == ValueType::kDeletion) {
     *result = Lookup::kDeleted;
   } else {

@@ -27,7 +27,9 @@ class Table {
   enum class Lookup { kFound, kDeleted, kAbsent };
   // The newest entry for the user key of lookup_key (an internal key at the
   // reader's sequence) with a sequence at or below it.
-  Status Get(std::string_view lookup_key, Lookup* result, std::string* value) const;
+  // *found_seq (when not null) receives the entry's sequence.
+  Status Get(std::string_view lookup_key, Lookup* result, std::string* value,
+             uint64_t* found_seq = nullptr) const;
   // False when the filter rules the user key out.
   bool MayContain(std::string_view user_key) const;
 

@@ -26,14 +26,14 @@ bool UserKeyInFile(std::string_view user_key, const FileMeta& f) {
 }
 
 Status ProbeTable(const FileMeta& f, std::string_view lookup_key, TableCache* cache, Version::Lookup* result,
-                  std::string* value, int* probed) {
+                  std::string* value, int* probed, SequenceNumber* found_seq) {
   std::shared_ptr<const sstable::Table> table;
   Status s = cache->Find(f.number, f.file_size, &table);
   if (!s.ok()) return s;
   if (!table->MayContain(ExtractUserKey(lookup_key))) return Status::OK();
   ++*probed;
   sstable::Table::Lookup r;
-  s = table->Get(lookup_key, &r, value);
+  s = table->Get(lookup_key, &r, value, found_seq);
   if (!s.ok()) return s;
   if (r == sstable::Table::Lookup::kFound) *result = Version::Lookup::kFound;
   if (r == sstable::Table::Lookup::kDeleted) *result = Version::Lookup::kDeleted;
@@ -105,12 +105,12 @@ std::unique_ptr<InternalIterator> NewLevelIterator(TableCache* cache,
 }
 
 Status Version::Get(std::string_view lookup_key, TableCache* cache, Lookup* result, std::string* value,
-                    int* tables_probed) const {
+                    int* tables_probed, SequenceNumber* found_seq) const {
   *result = Lookup::kAbsent;
   const std::string_view user_key = ExtractUserKey(lookup_key);
   for (const auto& f : files[0]) {
     if (!UserKeyInFile(user_key, *f)) continue;
-    Status s = ProbeTable(*f, lookup_key, cache, result, value, tables_probed);
+    Status s = ProbeTable(*f, lookup_key, cache, result, value, tables_probed, found_seq);
     if (!s.ok() || *result != Lookup::kAbsent) return s;
   }
   for (int level = 1; level < kNumLevels; level++) {
@@ -120,7 +120,7 @@ Status Version::Get(std::string_view lookup_key, TableCache* cache, Lookup* resu
                                  return CompareUserKeys(ExtractUserKey(f->largest), k) < 0;
                                });
     if (it == fs.end() || !UserKeyInFile(user_key, **it)) continue;
-    Status s = ProbeTable(**it, lookup_key, cache, result, value, tables_probed);
+    Status s = ProbeTable(**it, lookup_key, cache, result, value, tables_probed, found_seq);
     if (!s.ok() || *result != Lookup::kAbsent) return s;
   }
   return Status::OK();

@@ -34,8 +34,9 @@ class Version {
   enum class Lookup { kFound, kDeleted, kAbsent };
   // The newest entry for lookup_key's user key at or below its sequence.
   // *tables_probed counts the tables actually read (filters passed).
+  // *found_seq (when not null) receives the entry's sequence.
   Status Get(std::string_view lookup_key, TableCache* cache, Lookup* result, std::string* value,
-             int* tables_probed) const;
+             int* tables_probed, SequenceNumber* found_seq = nullptr) const;
 
   // One iterator per L0 table, one concatenating iterator per deeper level.
   void AddIterators(TableCache* cache, std::vector<std::unique_ptr<InternalIterator>>* out) const;

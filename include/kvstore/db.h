@@ -22,6 +22,7 @@
 
 #include "kvstore/iterator.h"
 #include "kvstore/options.h"
+#include "kvstore/search.h"
 #include "kvstore/status.h"
 #include "kvstore/write_batch.h"
 
@@ -80,6 +81,14 @@ struct DBStats {
   uint64_t stall_micros = 0;              // time writes spent stalled
   uint64_t max_stall_micros = 0;          // the longest single stall
   std::string background_error;           // last flush/compaction failure, if any
+
+  // Search indexes (all zero when Options::search is off).
+  bool search_enabled = false;
+  uint64_t index_segments = 0;            // index segments held in memory
+  uint64_t index_segment_bytes = 0;       // their memory
+  uint64_t index_segments_built = 0;      // by flushes, compactions and open since Open
+  uint64_t index_docs_built = 0;          // docs written into those segments
+  uint64_t index_build_micros = 0;        // time spent building them
 };
 
 class DB {
@@ -135,6 +144,22 @@ class DB {
   // file system): hard links to the tables, copies of the live WAL segments
   // and a manifest of their own. dir opens as a DB.
   virtual Status Checkpoint(const std::string& dir) = 0;
+
+  // Searches (kvstore/search.h). Status::NotSupported unless the DB was
+  // opened with options.search.enabled (and, for semantic search,
+  // options.search.semantic). Results are best first (exact: key order).
+  virtual Status SearchByValue(std::string_view value, const ValueSearchOptions& options,
+                               std::vector<SearchHit>* hits) = 0;
+  virtual Status FullTextSearch(std::string_view query, const FullTextOptions& options,
+                                std::vector<SearchHit>* hits) = 0;
+  // The query text goes through the DB's embedder.
+  virtual Status SemanticSearch(std::string_view text, const SemanticOptions& options,
+                                std::vector<SearchHit>* hits) = 0;
+  // A vector the caller embedded with the same model as the DB's embedder
+  // (Status::InvalidArgument when its dimension differs); it is normalised
+  // here.
+  virtual Status SemanticSearchByVector(const std::vector<float>& vector, const SemanticOptions& options,
+                                        std::vector<SearchHit>* hits) = 0;
 
   virtual DBStats GetStats() = 0;
   // Named properties as text: "kvstore.stats" (all of DBStats, one per

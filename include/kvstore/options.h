@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kvstore/search.h"
+
 namespace kvstore {
 
 class Env;
@@ -47,6 +49,10 @@ struct Options {
   // segment fails Open with Status::Corruption. With this set, replay instead
   // stops at the first bad record and keeps everything before it.
   bool best_effort_recovery = false;
+
+  // The exact-value, full-text and semantic indexes (kvstore/search.h).
+  // Off by default.
+  SearchOptions search;
 
   // File system to use; nullptr means the POSIX file system. Tests inject
   // faults through it. Must outlive the DB.

@@ -202,11 +202,24 @@ class KVClient:
     def stats(self):
         return self._call({"op": "stats"})
 
-    def search_by_value(self, value):
-        return self._call({"op": "search_by_value", "value": value})
+    def search_by_value(self, value, limit=1000):
+        """Keys whose current value equals value, in key order."""
+        return self._call({"op": "search_by_value", "value": value, "limit": limit})
 
-    def fulltext_search(self, query):
-        return self._call({"op": "fulltext_search", "query": query})
+    def fulltext_search(self, query, limit=10, mode="all", with_scores=False):
+        """Keys whose values hold the query's words (mode "all" or "any"),
+        best BM25 score first; (key, score) pairs with with_scores=True."""
+        hits = self._call({"op": "fulltext_search", "query": query, "limit": limit, "mode": mode})
+        if with_scores:
+            return [(h["key"], h["score"]) for h in hits]
+        return [h["key"] for h in hits]
 
     def semantic_search(self, query, k=10, threshold=0.5):
-        return self._call({"op": "semantic_search", "query": query, "k": k, "threshold": threshold})
+        """(key, cosine similarity) pairs, best first, similarity >= threshold.
+        query is text, or a list of numbers embedded on the client's side."""
+        request = {"op": "semantic_search", "k": k, "threshold": threshold}
+        if isinstance(query, str):
+            request["query"] = query
+        else:
+            request["vector"] = [float(x) for x in query]
+        return [(h["key"], h["score"]) for h in self._call(request)]

@@ -103,13 +103,27 @@ class KVClientTest(ServerCase):
         with self.assertRaises(KVError) as ctx:
             c.set(123, "not a string key")
         self.assertEqual(ctx.exception.code, "bad_request")
-        # Search arrives with issue 4; until then the server says so.
-        for call in (lambda: c.search_by_value("x"), lambda: c.fulltext_search("python database"),
-                     lambda: c.semantic_search("artificial intelligence", k=10, threshold=0.5)):
-            with self.assertRaises(KVError) as ctx:
-                call()
-            self.assertEqual(ctx.exception.code, "unavailable")
+        with self.assertRaises(KVError) as ctx:
+            c.semantic_search("x", k=0)
+        self.assertEqual(ctx.exception.code, "bad_request")
         self.assertEqual(c.ping(), "pong")  # the connection is still good
+
+    def test_searches(self):
+        c = self.client()
+        c.set("py:1", "python database engines")
+        c.set("py:2", {"title": "a python tutorial", "tags": ["snake"]})
+        c.set("py:3", "specific_value")
+        c.set("py:4", "specific_value")
+        self.assertEqual(c.search_by_value("specific_value"), ["py:3", "py:4"])
+        self.assertEqual(c.fulltext_search("python database"), ["py:1"])
+        self.assertEqual(sorted(c.fulltext_search("python database", mode="any")), ["py:1", "py:2"])
+        keys = [k for k, s in c.fulltext_search("python", with_scores=True)]
+        self.assertEqual(sorted(keys), ["py:1", "py:2"])
+        hits = c.semantic_search("python databases", k=2, threshold=0.1)
+        self.assertEqual(hits[0][0], "py:1")
+        self.assertTrue(all(isinstance(score, float) for _, score in hits))
+        c.delete("py:1")
+        self.assertEqual(c.fulltext_search("database"), [])
 
     def test_one_connection_is_reused(self):
         with KVClient(host="127.0.0.1", port=self.port) as c:
