@@ -82,19 +82,27 @@ class DBSearch::Sidecar final : public TableSidecar {
     // hold a hard link to the old one (a rebuild after a configuration
     // change), and must keep it as it was.
     (void)search_->env_->RemoveFile(path);
+    std::string contents;
+    Status s = writer_.Finish(&contents);
     std::unique_ptr<WritableFile> file;
-    Status s = search_->env_->NewWritableFile(path, &file);
-    if (s.ok()) s = writer_.Finish(file.get());
+    if (s.ok()) s = search_->env_->NewWritableFile(path, &file);
+    if (s.ok()) s = file->Append(contents);
     if (s.ok()) s = file->Sync();
     if (file != nullptr) {
       Status c = file->Close();
       if (s.ok()) s = c;
     }
+    // Held from now on: the first query after a flush should not pay for
+    // reading back what was just written.
+    std::shared_ptr<index::Segment> segment;
+    if (s.ok()) s = index::Segment::OpenContents(std::move(contents), path, &segment);
     if (!s.ok()) {
       (void)search_->env_->RemoveFile(path);
       return s;
     }
     search_->RecordBuild(writer_.docs(), micros_ + NowMicros() - start);
+    std::lock_guard lock(search_->mu_);
+    search_->segments_[number] = std::move(segment);
     return Status::OK();
   }
 
