@@ -245,9 +245,11 @@ struct Node::Impl {
     return ReplicaAnswer::Error("unavailable", why,
                                 unknown_outcome ? std::string(R"({"outcome":"unknown"})") : std::string());
   }
+  // appended: the entry reached the log, so it may still commit under
+  // another leader; only a refusal before that is a definite failure.
   ReplicaAnswer FromRaftError(int rv, bool appended) {
-    if (rv == RAFT_NOTLEADER) return NotLeader();
-    if (rv == RAFT_LEADERSHIPLOST || (appended && rv == RAFT_SHUTDOWN)) {
+    if (rv == RAFT_NOTLEADER && !appended) return NotLeader();
+    if (rv == RAFT_LEADERSHIPLOST || rv == RAFT_NOTLEADER || (appended && rv == RAFT_SHUTDOWN)) {
       return Unavailable(std::string("leadership lost before the write was acknowledged; it may or may not "
                                      "have been applied (") + raft_strerror(rv) + ")",
                          true);
@@ -661,7 +663,11 @@ void Node::Impl::OnBarrier(struct raft_barrier* req, int status) {
   auto* b = static_cast<Barrier*>(req->data);
   Impl* n = b->node;
   n->barrier_in_flight = nullptr;
-  ReplicaAnswer a = status == 0 ? ReplicaAnswer::Ok("null") : n->FromRaftError(status, false);
+  ReplicaAnswer a = status == 0                 ? ReplicaAnswer::Ok("null")
+                    : status == RAFT_NOTLEADER ? n->NotLeader()
+                                               : Unavailable(std::string("the read could not be confirmed by a majority (") +
+                                                                 raft_strerror(status) + "); retry",
+                                                             false);
   for (Answer& w : b->waiting) w(a);
   delete b;
   n->StartBarrier();
