@@ -177,8 +177,10 @@ int main(int argc, char** argv) {
     spdlog::info("serving {} on {}:{} (auth {})", data_dir, options.host, server.port(),
                  options.handler.auth_token.empty() ? "off" : "on");
     server.Run();
+    // Answers whatever is still queued while the handler that waits for
+    // those answers still exists.
+    if (node) node->Stop();
   }
-  if (node) node->Stop();  // answers whatever is still queued
   node.reset();
   db.reset();  // waits for writes in flight, then closes the store
   spdlog::info("stopped");
