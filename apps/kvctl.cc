@@ -2,6 +2,7 @@
 //
 //   kvctl [--host H] [--port P] COMMAND ARGS...     one command, then exit
 //   kvctl [--host H] [--port P]                     interactive: one command per line
+//   kvctl --hosts H:P,H:P,H:P COMMAND ...           a cluster: finds the leader
 //
 // A VALUE is taken as JSON when it parses as JSON, else as a string, so
 // `kvctl set n 42` stores the number and `kvctl set name Alice` the string.
@@ -11,6 +12,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -36,6 +38,7 @@ constexpr const char* kHelp = R"(commands:
   fulltext QUERY...
   semantic QUERY... [--k N] [--threshold X]
   flush | compact [START [END]] | checkpoint NAME
+  transfer-leader [NODE_ID]    cluster: hand leadership to that node (or any)
   raw JSON                     send one request as is
   help | quit)";
 
@@ -168,6 +171,16 @@ bool BuildRequest(std::vector<std::string> w, json* req, std::string* error) {
   } else if (cmd == "checkpoint") {
     if (!need(1, "checkpoint NAME")) return false;
     *req = {{"op", "checkpoint"}, {"name", w[1]}};
+  } else if (cmd == "transfer-leader") {
+    *req = {{"op", "transfer_leader"}};
+    if (w.size() >= 2) {
+      try {
+        (*req)["to"] = std::stoull(w[1]);
+      } catch (...) {
+        *error = "transfer-leader wants a node id";
+        return false;
+      }
+    }
   } else if (cmd == "raw") {
     if (!need(1, "raw JSON")) return false;
     *req = json::parse(Join(w, 1), nullptr, false);
@@ -240,12 +253,14 @@ int Run(kvstore::net::Client& client, const std::vector<std::string>& words) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string host = "127.0.0.1", token_file;
+  std::string host = "127.0.0.1", token_file, hosts;
   int port = 9000, timeout_ms = 30000;
   CLI::App app{"kvctl: the kvstore command-line client"};
   app.footer(kHelp);
   app.add_option("--host", host, "server address")->envname("KVSTORE_HOST")->capture_default_str();
   app.add_option("--port", port, "server port")->envname("KVSTORE_PORT")->capture_default_str();
+  app.add_option("--hosts", hosts, "a cluster's client addresses, host:port,...: requests go to its leader")
+      ->envname("KVSTORE_HOSTS");
   app.add_option("--token-file", token_file, "authenticate with this file's first line")
       ->envname("KVSTORE_AUTH_TOKEN_FILE");
   app.add_option("--timeout-ms", timeout_ms, "per-request timeout")->capture_default_str();
@@ -255,6 +270,16 @@ int main(int argc, char** argv) {
 
   kvstore::net::ClientOptions options;
   options.addresses = {host + ":" + std::to_string(port)};
+  if (!hosts.empty()) {
+    options.addresses.clear();
+    std::stringstream in(hosts);
+    std::string a;
+    while (std::getline(in, a, ',')) {
+      if (!a.empty()) options.addresses.push_back(a);
+    }
+    // Ride out an election (about a second) rather than fail.
+    options.failover_ms = 5000;
+  }
   options.timeout_ms = timeout_ms;
   if (!token_file.empty()) {
     std::ifstream in(token_file);

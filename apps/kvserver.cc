@@ -1,18 +1,35 @@
 // kvserver: serves a kvstore data directory over NDJSON/TCP (docs/protocol.md).
 // Thin: flags and environment in, net::Server out.
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "cluster/node.h"
 #include "kvstore/db.h"
 #include "net/server.h"
+
+namespace {
+
+std::vector<std::string> SplitList(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   kvstore::net::ServerOptions options;
@@ -23,6 +40,9 @@ int main(int argc, char** argv) {
   // The server answers the three searches, so its store indexes by default.
   db_options.search.enabled = true;
   bool no_search = false, no_semantic = false;
+  bool cluster = false;
+  kvstore::cluster::NodeOptions node_options;
+  std::string peers, peer_clients, peer_transfers;
 
   CLI::App app{"kvserver: the kvstore server (NDJSON over TCP; see docs/protocol.md)"};
   app.set_config("--config", "", "read options from this TOML/INI file");
@@ -66,9 +86,33 @@ int main(int argc, char** argv) {
       ->envname("KVSTORE_THREADS")->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->envname("KVSTORE_LOG_LEVEL")->capture_default_str();
+  auto* cl = app.add_option_group("cluster", "Raft replication (docs/cluster.md)");
+  cl->add_flag("--cluster", cluster, "run as a member of a Raft cluster")->envname("KVSTORE_CLUSTER");
+  cl->add_option("--node-id", node_options.id, "this node's id: its 1-based position in --peers")
+      ->envname("KVSTORE_NODE_ID");
+  cl->add_option("--peers", peers, "every member's Raft address, host:port,host:port,... (same on every node)")
+      ->envname("KVSTORE_PEERS");
+  cl->add_option("--peer-clients", peer_clients,
+                 "every member's client address, same order; not_leader answers name them")
+      ->envname("KVSTORE_PEER_CLIENTS");
+  cl->add_option("--peer-transfers", peer_transfers,
+                 "every member's checkpoint transfer address, same order (default: Raft port + 1000)")
+      ->envname("KVSTORE_PEER_TRANSFERS");
+  cl->add_option("--election-timeout-ms", node_options.election_timeout_ms, "Raft election timeout")
+      ->envname("KVSTORE_ELECTION_TIMEOUT_MS")->capture_default_str();
+  cl->add_option("--heartbeat-timeout-ms", node_options.heartbeat_timeout_ms, "Raft heartbeat interval")
+      ->envname("KVSTORE_HEARTBEAT_TIMEOUT_MS")->capture_default_str();
+  cl->add_option("--snapshot-threshold", node_options.snapshot_threshold,
+                 "take a snapshot (engine checkpoint) every this many log entries")
+      ->envname("KVSTORE_SNAPSHOT_THRESHOLD")->capture_default_str();
+  cl->add_option("--snapshot-trailing", node_options.snapshot_trailing,
+                 "log entries kept behind a snapshot for lagging followers")
+      ->envname("KVSTORE_SNAPSHOT_TRAILING")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (no_search) db_options.search.enabled = false;
   if (no_semantic) db_options.search.semantic = false;
+  // A peer that dies mid-send must not take this process with it.
+  std::signal(SIGPIPE, SIG_IGN);
 
   // Logs go to stderr; stdout carries only the "listening" line that
   // scripts and tests read.
@@ -106,13 +150,38 @@ int main(int argc, char** argv) {
     }
     options.handler.checkpoint_dir = std::filesystem::absolute(options.handler.checkpoint_dir).string();
   }
-  kvstore::Status s = kvstore::DB::Open(db_options, data_dir, &db);
-  if (!s.ok()) {
-    spdlog::error("cannot open {}: {}", data_dir, s.ToString());
-    return 1;
+  std::unique_ptr<kvstore::cluster::Node> node;
+  kvstore::DB* store = nullptr;
+  kvstore::Status s;
+  if (cluster) {
+    node_options.peers = SplitList(peers);
+    node_options.peer_clients = SplitList(peer_clients);
+    node_options.peer_transfers = SplitList(peer_transfers);
+    node_options.data_dir = data_dir;
+    node_options.db_options = db_options;
+    if (node_options.peers.empty() || node_options.id == 0) {
+      spdlog::error("--cluster needs --node-id and --peers");
+      return 2;
+    }
+    s = kvstore::cluster::Node::Open(node_options, &node);
+    if (!s.ok()) {
+      spdlog::error("cannot start cluster node {} in {}: {}", node_options.id, data_dir, s.ToString());
+      return 1;
+    }
+    store = node->db();
+    options.handler.replication = node.get();
+    // The Raft log is what is fsync'd; the handler writes nothing itself.
+    options.handler.sync = false;
+  } else {
+    s = kvstore::DB::Open(db_options, data_dir, &db);
+    if (!s.ok()) {
+      spdlog::error("cannot open {}: {}", data_dir, s.ToString());
+      return 1;
+    }
+    store = db.get();
   }
   {
-    kvstore::net::Server server(db.get(), options);
+    kvstore::net::Server server(store, options);
     s = server.Start();
     if (!s.ok()) {
       spdlog::error("{}", s.ToString());
@@ -124,7 +193,11 @@ int main(int argc, char** argv) {
     spdlog::info("serving {} on {}:{} (auth {})", data_dir, options.host, server.port(),
                  options.handler.auth_token.empty() ? "off" : "on");
     server.Run();
+    // Answers whatever is still queued while the handler that waits for
+    // those answers still exists.
+    if (node) node->Stop();
   }
+  node.reset();
   db.reset();  // waits for writes in flight, then closes the store
   spdlog::info("stopped");
   return 0;

@@ -7,7 +7,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
+#include <thread>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -147,22 +150,41 @@ Status Client::Exchange(std::string_view request, std::string* response) {
 }
 
 Status Client::Call(std::string_view request, std::string* response) {
-  for (int redirects = 0;; ++redirects) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.failover_ms);
+  int backoff_ms = 10;
+  // Waits before the next try; false once failover_ms is spent.
+  auto wait = [&] {
+    if (std::chrono::steady_clock::now() + std::chrono::milliseconds(backoff_ms) > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+    backoff_ms = std::min(backoff_ms * 2, 200);
+    return true;
+  };
+  int redirects = 0;
+  for (;;) {
     Status s = EnsureConnected();
-    if (!s.ok()) return s;
-    s = Exchange(request, response);
-    if (!s.ok()) return s;
-    if (redirects >= options_.max_redirects || response->find("not_leader") == std::string::npos) {
+    if (!s.ok()) {
+      if (wait()) continue;
       return s;
     }
+    s = Exchange(request, response);
+    if (!s.ok()) return s;
+    if (response->find("not_leader") == std::string::npos) return s;
     nlohmann::json r = nlohmann::json::parse(*response, nullptr, false);
     if (!r.is_object() || !r.contains("error") || !r["error"].is_object()) return s;
     const nlohmann::json& err = r["error"];
-    if (err.value("code", "") != "not_leader" || !err.contains("leader") || !err["leader"].is_string()) {
-      return s;
+    if (err.value("code", "") != "not_leader") return s;
+    if (err.contains("leader") && err["leader"].is_string() && redirects < options_.max_redirects) {
+      ++redirects;
+      if (ConnectTo(err["leader"].get<std::string>()).ok()) continue;
     }
-    s = ConnectTo(err["leader"].get<std::string>());
-    if (!s.ok()) return s;
+    // No leader named (an election is on), or it cannot be reached: try the
+    // next address after a pause.
+    if (!wait()) return Status::OK();
+    Close();
+    if (options_.addresses.size() > 1) {
+      std::rotate(options_.addresses.begin(), options_.addresses.begin() + 1, options_.addresses.end());
+    }
+    redirects = 0;
   }
 }
 

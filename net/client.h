@@ -8,7 +8,10 @@
 // its header; callers build requests with whatever they like. One connection
 // is opened on first use and reused; a connection that fails is dropped and
 // the next call reconnects. A not_leader answer naming a leader is followed
-// (the request is resent there), up to max_redirects times.
+// (the request is resent there), up to max_redirects times. With
+// failover_ms, a cluster client also waits out an election: while no node
+// accepts a connection, or the nodes answer not_leader without naming a
+// leader, Call keeps trying the addresses in turn, with backoff.
 //
 // Thread safety: one client per thread.
 #pragma once
@@ -30,6 +33,10 @@ struct ClientOptions {
   // Sent as {"op":"auth"} right after connecting, when non-empty.
   std::string token;
   int max_redirects = 3;
+  // How long Call keeps retrying while no leader is reachable (see above);
+  // 0: one try. A request that was sent but not answered is never resent
+  // (its outcome is unknown; the caller decides).
+  int failover_ms = 0;
 };
 
 class Client {

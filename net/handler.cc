@@ -15,6 +15,8 @@
 
 #include "net/fast_request.h"
 #include "net/json_guard.h"
+#include "net/replication.h"
+#include "net/write_command.h"
 
 namespace kvstore::net {
 
@@ -61,6 +63,7 @@ constexpr OpEntry kOps[] = {
     {"search_by_value", Op::kSearchByValue},
     {"fulltext_search", Op::kFulltextSearch},
     {"semantic_search", Op::kSemanticSearch},
+    {"transfer_leader", Op::kTransferLeader},
 };
 
 std::optional<Op> LookupOp(std::string_view name) {
@@ -292,7 +295,10 @@ struct RequestHandler::Impl {
     return w;
   }
 
-  void Dispatch(Op op, const json& req, Session* session, const ReplyPtr& reply);
+  // replicated: the request already went through Replicate (its read
+  // barrier passed), so it runs locally now.
+  void Dispatch(Op op, const json& req, Session* session, const ReplyPtr& reply,
+                bool replicated = false);
   // The fast path's ping, get, set and delete: key and value (canonical
   // text) already extracted and within their limits.
   void DispatchSimple(Op op, std::string_view key, std::string value, Session* session,
@@ -340,6 +346,12 @@ struct RequestHandler::Impl {
   void Txn(const json& req, const ReplyPtr& reply);
   void Stats(const ReplyPtr& reply);
   void Auth(const json& req, Session* session, const ReplyPtr& reply);
+
+  // Cluster mode (options.replication set); see the end of this file.
+  bool Replicate(Op op, const json& req, const ReplyPtr& reply);
+  void ReplicateSimple(Op op, std::string_view key, std::string value, const ReplyPtr& reply);
+  void Propose(const WriteCommand& command, const ReplyPtr& reply);
+  void AfterBarrier(const ReplyPtr& reply, std::function<void()> read);
 
   // Reads key's stored text; nullopt when missing. Fails the request on an
   // engine error.
@@ -492,6 +504,9 @@ void RequestHandler::Drain(const std::shared_ptr<Session>& session) {
 void RequestHandler::Impl::DispatchSimple(Op op, std::string_view key, std::string value,
                                           Session* session, const ReplyPtr& reply) {
   CheckAuth(op, session);
+  if (options.replication != nullptr && op != Op::kPing) {
+    return ReplicateSimple(op, key, std::move(value), reply);
+  }
   switch (op) {
     case Op::kPing: return reply->Ok("\"pong\"");
     case Op::kGet: return GetKey(key, reply);
@@ -503,8 +518,11 @@ void RequestHandler::Impl::DispatchSimple(Op op, std::string_view key, std::stri
 }
 
 void RequestHandler::Impl::Dispatch(Op op, const json& req, Session* session,
-                                    const ReplyPtr& reply) {
-  CheckAuth(op, session);
+                                    const ReplyPtr& reply, bool replicated) {
+  if (!replicated) {
+    CheckAuth(op, session);
+    if (options.replication != nullptr && Replicate(op, req, reply)) return;
+  }
   switch (op) {
     case Op::kPing: return reply->Ok("\"pong\"");
     case Op::kAuth: return Auth(req, session, reply);
@@ -525,6 +543,8 @@ void RequestHandler::Impl::Dispatch(Op op, const json& req, Session* session,
     case Op::kFulltextSearch:
     case Op::kSemanticSearch:
       return Search(op, req, reply);
+    case Op::kTransferLeader:
+      Fail("unavailable", "transfer_leader needs a cluster (kvserver --cluster)");
     case Op::kCount: break;
   }
   Fail("internal", "op not dispatched");
@@ -749,6 +769,9 @@ void RequestHandler::Impl::Scan(const json& req, const ReplyPtr& reply) {
   bool more = false;
   for (it->Seek(start); it->Valid(); it->Next()) {
     std::string_view k = it->key();
+    // Keys from 0xff on are the server's own (the cluster's applied index):
+    // no client key starts with that byte, which never occurs in UTF-8.
+    if (!k.empty() && static_cast<unsigned char>(k[0]) == 0xff) break;
     if (!prefix.empty() && !k.starts_with(prefix)) break;
     if (has_end && k >= end) break;
     // A response stops at limit entries or, past the first entry, at about
@@ -840,6 +863,8 @@ void RequestHandler::Impl::Search(Op op, const json& req, const ReplyPtr& reply)
     }
   }
   if (!s.ok()) return reply->Error(s);
+  // Keys from 0xff on are the server's own (the cluster's applied index).
+  std::erase_if(hits, [](const SearchHit& h) { return !h.key.empty() && static_cast<unsigned char>(h.key[0]) == 0xff; });
   std::string out = "[";
   for (size_t i = 0; i < hits.size(); i++) {
     if (i > 0) out += ',';
@@ -1062,6 +1087,10 @@ void RequestHandler::Impl::Stats(const ReplyPtr& reply) {
       {"bad_requests", bad_requests.count.load()},
       {"ops", std::move(ops_json)},
   };
+  if (options.replication != nullptr) {
+    json cluster = json::parse(options.replication->StatsJson(), nullptr, false);
+    if (!cluster.is_discarded()) r["cluster"] = std::move(cluster);
+  }
   reply->Ok(Dump(r));
 }
 
@@ -1152,6 +1181,7 @@ std::string RequestHandler::PrometheusText() {
            Dump(json(static_cast<double>(c.latency_ns.load()) / 1e9)) + "\n";
     out += "kvstore_request_duration_seconds_count" + label + "} " + std::to_string(cumulative) + "\n";
   }
+  if (im.options.replication != nullptr) out += im.options.replication->PrometheusText();
   return out;
 }
 
@@ -1161,7 +1191,222 @@ bool RequestHandler::Healthy(std::string* why) {
     *why = "read_only: " + s.read_only_reason;
     return false;
   }
+  if (impl_->options.replication != nullptr) return impl_->options.replication->Healthy(why);
   return true;
+}
+
+}  // namespace kvstore::net
+
+// Cluster mode: writes become WriteCommands proposed through the replicated
+// log and applied by the cluster on every node (so cas and txn are decided
+// there, in log order, and need no key locks here); reads wait for a read
+// barrier unless they ask for "stale":true; everything else stays local.
+namespace kvstore::net {
+
+namespace {
+
+void AnswerWith(const ReplyPtr& reply, const ReplicaAnswer& a) {
+  if (a.ok()) return reply->Ok(a.result);
+  json extra = a.error_extra.empty() ? json::object() : json::parse(a.error_extra, nullptr, false);
+  if (!extra.is_object()) extra = json::object();
+  reply->Error(a.error_code, a.error_message, &extra);
+}
+
+bool IsRead(Op op) {
+  return op == Op::kGet || op == Op::kBulkGet || op == Op::kScan || op == Op::kSearchByValue ||
+         op == Op::kFulltextSearch || op == Op::kSemanticSearch;
+}
+
+// The request's write as a WriteCommand, validated as the local ops
+// validate it (same error codes and messages).
+WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops) {
+  using C = WriteCommand::Compare;
+  using O = WriteCommand::Op;
+  WriteCommand cmd;
+  auto parse_ops = [&](const char* name) {
+    std::vector<O> out;
+    const json* list = OptionalField(req, name);
+    if (list == nullptr) return out;
+    if (!list->is_array()) Fail("bad_request", std::string("\"") + name + "\" must be an array");
+    for (const json& o : *list) {
+      if (!o.is_object()) Fail("bad_request", "each txn op must be an object");
+      std::string_view kind = StringField(o, "op");
+      O t{O::kGet, std::string(KeyOf(Field(o, "key"), "a txn op's key")), {}};
+      if (kind == "set") {
+        t.kind = O::kSet;
+        t.value = Canonical(Field(o, "value"));
+      } else if (kind == "delete") {
+        t.kind = O::kDelete;
+      } else if (kind != "get") {
+        Fail("bad_request", "a txn op must be get, set or delete, not \"" + std::string(kind.substr(0, 64)) + "\"");
+      }
+      out.push_back(std::move(t));
+    }
+    return out;
+  };
+  size_t bytes = 0;
+  switch (op) {
+    case Op::kSet: {
+      cmd.kind = WriteCommand::Kind::kSet;
+      std::string key(KeyOf(Field(req, "key")));
+      cmd.success.push_back({O::kSet, std::move(key), Canonical(Field(req, "value"))});
+      break;
+    }
+    case Op::kDelete:
+      cmd.kind = WriteCommand::Kind::kDelete;
+      cmd.success.push_back({O::kDelete, std::string(KeyOf(Field(req, "key"))), {}});
+      break;
+    case Op::kBulkSet:
+      cmd.kind = WriteCommand::Kind::kBulkSet;
+      for (const json& item : ArrayField(req, "items", max_batch_ops)) {
+        if (item.is_array() && item.size() == 2) {
+          std::string key(KeyOf(item[0], "an item's key"));
+          cmd.success.push_back({O::kSet, std::move(key), Canonical(item[1])});
+        } else if (item.is_object()) {
+          std::string key(KeyOf(Field(item, "key"), "an item's key"));
+          cmd.success.push_back({O::kSet, std::move(key), Canonical(Field(item, "value"))});
+        } else {
+          Fail("bad_request", "each item must be [key, value] or {\"key\":...,\"value\":...}");
+        }
+      }
+      break;
+    case Op::kCas: {
+      cmd.kind = WriteCommand::Kind::kCas;
+      std::string key(KeyOf(Field(req, "key")));
+      std::string value = Canonical(Field(req, "value"));
+      const json* expected = OptionalField(req, "expected");
+      const json* absent = OptionalField(req, "expect_absent");
+      if (absent != nullptr && !absent->is_boolean()) {
+        Fail("bad_request", "\"expect_absent\" must be a boolean");
+      }
+      const bool want_absent = absent != nullptr && absent->get<bool>();
+      if ((expected != nullptr) == want_absent) {
+        Fail("bad_request", "give exactly one of \"expected\" and \"expect_absent\":true");
+      }
+      if (want_absent) {
+        cmd.compares.push_back({C::kMissing, key, {}});
+      } else {
+        cmd.compares.push_back({C::kEq, key, Canonical(*expected)});
+      }
+      cmd.success.push_back({O::kSet, key, std::move(value)});
+      cmd.failure.push_back({O::kGet, std::move(key), {}});
+      break;
+    }
+    case Op::kTxn: {
+      cmd.kind = WriteCommand::Kind::kTxn;
+      for (const json& c : ArrayField(req, "compare", max_batch_ops)) {
+        if (!c.is_object()) Fail("bad_request", "each compare must be an object");
+        C cmp{C::kEq, std::string(KeyOf(Field(c, "key"), "a compare's key")), {}};
+        if (const json* e = OptionalField(c, "exists")) {
+          if (!e->is_boolean()) Fail("bad_request", "a compare's \"exists\" must be a boolean");
+          cmp.kind = e->get<bool>() ? C::kExists : C::kMissing;
+        } else {
+          cmp.value = Canonical(Field(c, "value"));
+          if (const json* o = OptionalField(c, "op")) {
+            if (*o == "ne") {
+              cmp.kind = C::kNe;
+            } else if (*o != "eq") {
+              Fail("bad_request", "a compare's \"op\" must be \"eq\" or \"ne\"");
+            }
+          }
+        }
+        cmd.compares.push_back(std::move(cmp));
+      }
+      cmd.success = parse_ops("success");
+      cmd.failure = parse_ops("failure");
+      if (cmd.compares.size() + cmd.success.size() + cmd.failure.size() > max_batch_ops) {
+        Fail("too_large", "txn has more than " + std::to_string(max_batch_ops) + " entries");
+      }
+      break;
+    }
+    default:
+      Fail("internal", "not a write");
+  }
+  for (const O& o : cmd.success) bytes += o.key.size() + o.value.size() + 16;
+  if (bytes > kMaxBatchSize) {
+    Fail("too_large", "batch is about " + std::to_string(bytes) + " bytes; the limit is " +
+                          std::to_string(kMaxBatchSize));
+  }
+  return cmd;
+}
+
+}  // namespace
+
+bool RequestHandler::Impl::Replicate(Op op, const json& req, const ReplyPtr& reply) {
+  switch (op) {
+    case Op::kSet:
+    case Op::kDelete:
+    case Op::kBulkSet:
+    case Op::kCas:
+    case Op::kTxn:
+      Propose(ParseWriteCommand(op, req, options.max_batch_ops), reply);
+      return true;
+    case Op::kTransferLeader: {
+      uint64_t to = 0;
+      if (const json* t = OptionalField(req, "to")) {
+        if (!t->is_number_unsigned()) Fail("bad_request", "\"to\" must be a node id");
+        to = t->get<uint64_t>();
+      }
+      options.replication->TransferLeadership(to, [reply](ReplicaAnswer a) { AnswerWith(reply, a); });
+      return true;
+    }
+    default:
+      break;
+  }
+  if (!IsRead(op)) return false;
+  if (const json* stale = OptionalField(req, "stale")) {
+    if (!stale->is_boolean()) Fail("bad_request", "\"stale\" must be a boolean");
+    if (stale->get<bool>()) return false;  // this node's own state, maybe behind
+  }
+  auto copy = std::make_shared<json>(req);
+  AfterBarrier(reply, [this, op, copy, reply] { Dispatch(op, *copy, nullptr, reply, true); });
+  return true;
+}
+
+void RequestHandler::Impl::ReplicateSimple(Op op, std::string_view key, std::string value,
+                                           const ReplyPtr& reply) {
+  using O = WriteCommand::Op;
+  WriteCommand cmd;
+  switch (op) {
+    case Op::kGet:
+      return AfterBarrier(reply, [this, key = std::string(key), reply] { GetKey(key, reply); });
+    case Op::kSet:
+      cmd.kind = WriteCommand::Kind::kSet;
+      cmd.success.push_back({O::kSet, std::string(key), std::move(value)});
+      return Propose(cmd, reply);
+    case Op::kDelete:
+      cmd.kind = WriteCommand::Kind::kDelete;
+      cmd.success.push_back({O::kDelete, std::string(key), {}});
+      return Propose(cmd, reply);
+    default:
+      break;
+  }
+  Fail("internal", "op not dispatched");
+}
+
+void RequestHandler::Impl::Propose(const WriteCommand& command, const ReplyPtr& reply) {
+  owner->writes_in_flight_.fetch_add(1, std::memory_order_relaxed);
+  options.replication->Propose(EncodeWriteCommand(command), [this, reply](ReplicaAnswer a) {
+    // Last touch of the handler: once answered, its owner may destroy it.
+    owner->writes_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    AnswerWith(reply, a);
+  });
+}
+
+void RequestHandler::Impl::AfterBarrier(const ReplyPtr& reply, std::function<void()> read) {
+  // Counted as a write so that the server keeps the DB open until it ran.
+  owner->writes_in_flight_.fetch_add(1, std::memory_order_relaxed);
+  options.replication->ReadBarrier([this, reply, read = std::move(read)](ReplicaAnswer a) mutable {
+    if (!a.ok()) {
+      owner->writes_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+      return AnswerWith(reply, a);
+    }
+    // The barrier answers on the consensus thread: read elsewhere.
+    post([this, reply, read = std::move(read)] {
+      AnswerErrorsOf(reply, read);
+      owner->writes_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    });
+  });
 }
 
 }  // namespace kvstore::net

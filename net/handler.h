@@ -27,6 +27,8 @@
 
 namespace kvstore::net {
 
+class Replication;
+
 struct HandlerOptions {
   // Deepest '[' / '{' nesting a request may have (bad_request beyond).
   size_t max_depth = 64;
@@ -47,6 +49,10 @@ struct HandlerOptions {
   // Serve simple ping/get/set/delete lines without building a JSON DOM (see
   // fast_request.h). Same answers either way; tests turn it off to compare.
   bool fast_path = true;
+  // Cluster mode (see replication.h): writes go through it, reads wait for
+  // its read barrier unless the request says "stale":true. Not owned; must
+  // outlive the handler. nullptr: a standalone server.
+  Replication* replication = nullptr;
 };
 
 // Per-connection state the protocol needs. Besides auth it keeps one
@@ -77,6 +83,7 @@ struct Session {
 enum class Op : uint8_t {
   kPing, kAuth, kGet, kSet, kDelete, kBulkSet, kBulkGet, kScan, kCas, kTxn, kStats,
   kFlush, kCompact, kCheckpoint, kSearchByValue, kFulltextSearch, kSemanticSearch,
+  kTransferLeader,
   kCount
 };
 const char* OpName(Op op);

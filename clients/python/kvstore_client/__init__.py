@@ -14,10 +14,21 @@ protocol code (see docs/protocol.md) in .code.
 
 A client holds one connection, opened on first use and reused; it is not
 thread-safe (use one client per thread).
+
+For a cluster, give every node's client address:
+
+    KVClient(hosts=["10.0.0.1:9000", "10.0.0.2:9000", "10.0.0.3:9000"])
+
+Requests then go to the leader: not_leader answers are followed, and while
+an election is on (no node accepts, or none names a leader) the client
+retries the nodes in turn with backoff for up to failover_timeout seconds.
+A write whose connection broke after it was sent is not resent (its outcome
+is unknown): that raises KVError("connection").
 """
 
 import json
 import socket
+import time
 
 __all__ = ["KVClient", "KVError"]
 
@@ -34,7 +45,15 @@ class KVError(Exception):
 
 
 class KVClient:
-    def __init__(self, host="localhost", port=9000, timeout=30.0, token=None, max_redirects=3):
+    def __init__(self, host="localhost", port=9000, timeout=30.0, token=None, max_redirects=3,
+                 hosts=None, failover_timeout=5.0):
+        self.hosts = []
+        for h in hosts or ():
+            hh, _, pp = h.rpartition(":")
+            self.hosts.append((hh, int(pp)))
+        if self.hosts:
+            host, port = self.hosts[0]
+        self.failover_timeout = failover_timeout if self.hosts else 0.0
         self.host = host
         self.port = int(port)
         self.timeout = timeout
@@ -86,19 +105,44 @@ class KVClient:
             raise KVError("connection", "response out of order: %r" % (response,))
         return response
 
+    def _next_host(self):
+        """Moves to the next of hosts (for failover), if there are several."""
+        if len(self.hosts) > 1:
+            i = self.hosts.index((self.host, self.port)) if (self.host, self.port) in self.hosts else -1
+            self.host, self.port = self.hosts[(i + 1) % len(self.hosts)]
+
     def _call(self, request):
         """Sends one request and returns its result, or raises KVError.
         Follows not_leader redirects; reconnects once when the reused
-        connection turns out to be closed (e.g. by the idle timeout)."""
+        connection turns out to be closed (e.g. by the idle timeout); with
+        hosts, waits out elections (see the module doc)."""
         redirects = 0
         # A cas or txn that failed mid-flight may have been applied; resending
         # it could report a conflict with itself, so only the rest retry.
         may_retry = request.get("op") not in ("cas", "txn")
+        deadline = time.monotonic() + self.failover_timeout
+        backoff = 0.01
+
+        def pause():
+            nonlocal backoff
+            if time.monotonic() + backoff > deadline:
+                return False
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 0.2)
+            return True
+
         while True:
             reused = self._sock is not None
             try:
                 if self._sock is None:
-                    self._connect()
+                    try:
+                        self._connect()
+                    except OSError as e:
+                        self.close()
+                        self._next_host()
+                        if pause():
+                            continue
+                        raise KVError("connection", str(e)) from e
                 response = self._roundtrip(request)
             except (OSError, ValueError) as e:  # socket errors, timeouts, bad JSON
                 self.close()
@@ -115,6 +159,12 @@ class KVClient:
                 host, _, port = error["leader"].rpartition(":")
                 self.close()
                 self.host, self.port = host or self.host, int(port)
+                continue
+            if code == "not_leader" and pause():
+                # An election is on: try the next node in a moment.
+                self.close()
+                self._next_host()
+                redirects = 0
                 continue
             details = {k: v for k, v in error.items() if k not in ("code", "message")}
             raise KVError(code, error.get("message", ""), details)
@@ -198,6 +248,11 @@ class KVClient:
         """etcd-style transaction; returns {"succeeded": bool, "results": [...]}."""
         return self._call({"op": "txn", "compare": list(compare),
                            "success": list(success), "failure": list(failure)})
+
+    def transfer_leader(self, to=0):
+        """Cluster: hands leadership to node `to` (0: any); returns the new
+        leader as {"leader_id": N, "leader": "host:port"}."""
+        return self._call({"op": "transfer_leader", "to": to})
 
     def stats(self):
         return self._call({"op": "stats"})

@@ -143,6 +143,19 @@ class KVClientTest(ServerCase):
             KVClient(host="127.0.0.1", port=port, timeout=2.0).ping()
         self.assertEqual(ctx.exception.code, "connection")
 
+    def test_hosts_skips_a_node_that_is_down(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+        s.close()
+        with KVClient(hosts=["127.0.0.1:%d" % dead, "127.0.0.1:%d" % self.port], timeout=2.0) as c:
+            c.set("failover", 1)
+            self.assertEqual(c.get("failover"), 1)
+            self.assertEqual(c.port, self.port)
+        with self.assertRaises(KVError) as ctx:
+            KVClient(hosts=["127.0.0.1:%d" % dead], failover_timeout=0.3).ping()
+        self.assertEqual(ctx.exception.code, "connection")
+
 
 class IdleReconnectTest(ServerCase):
     extra_args = ["--idle-timeout-ms", "200"]

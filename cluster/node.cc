@@ -1,0 +1,1059 @@
+#include "cluster/node.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cinttypes>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+extern "C" {
+// raft.h has no extern "C" guards of its own.
+#include <raft.h>
+#include <raft/uv.h>
+}
+#include <uv.h>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "cluster/swappable_db.h"
+#include "cluster/transfer.h"
+#include "net/write_command.h"
+
+namespace kvstore::cluster {
+
+namespace fs = std::filesystem;
+using net::ReplicaAnswer;
+using json = nlohmann::json;
+
+namespace {
+
+// Log entry format (version 1), little-endian:
+//   u32 version, u32 length of everything before the padding,
+//   u64 proposer nonce, u64 proposer sequence (together: which pending
+//   request, if any, is waiting here for the answers),
+//   u32 command count, then per command u32 length + EncodeWriteCommand bytes,
+//   zeros up to a multiple of 8 bytes: libraft 0.15 corrupts followers' logs
+//   otherwise.
+constexpr uint32_t kEntryVersion = 1;
+constexpr size_t kEntryHeader = 4 + 4 + 8 + 8 + 4;
+
+void PutU32(char* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>(v >> (8 * i));
+}
+void PutU64(char* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>(v >> (8 * i));
+}
+uint32_t GetU32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+  return v;
+}
+uint64_t GetU64(const char* p) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(p[i])) << (8 * i);
+  return v;
+}
+
+size_t Pad8(size_t n) { return (n + 7) & ~size_t{7}; }
+
+// Snapshot descriptor (the whole of a version-1 snapshot buffer): one text
+// line, "kvstore-snapshot 1 <holder node id> <applied index> <checkpoint id>",
+// zero-padded. The files stay in the holder's checkpoints/<id>.
+struct Descriptor {
+  uint64_t holder = 0;
+  uint64_t applied = 0;
+  std::string id;
+};
+
+bool ParseDescriptor(const raft_buffer& buf, Descriptor* d) {
+  std::string text(static_cast<const char*>(buf.base), strnlen(static_cast<const char*>(buf.base), buf.len));
+  char id[128];
+  unsigned long long holder, applied;
+  int version;
+  if (std::sscanf(text.c_str(), "kvstore-snapshot %d %llu %llu %127s", &version, &holder, &applied, id) != 4 ||
+      version != 1) {
+    return false;
+  }
+  *d = {holder, applied, id};
+  return true;
+}
+
+std::string CheckpointId(uint64_t applied) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%020" PRIu64, applied);
+  return buf;
+}
+
+Status SyncPath(const std::string& path, bool directory) {
+  int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return Status::IOError("open " + path + ": " + std::strerror(errno));
+  int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) return Status::IOError("fsync " + path + ": " + std::strerror(errno));
+  return Status::OK();
+}
+
+// Writes path atomically: temp file, fsync, rename, fsync of the directory.
+Status WriteFileAtomic(const std::string& path, const std::string& contents) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << contents;
+    if (!out.good()) return Status::IOError("write " + tmp);
+  }
+  Status s = SyncPath(tmp, false);
+  if (!s.ok()) return s;
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) return Status::IOError("rename " + tmp + ": " + ec.message());
+  return SyncPath(fs::path(path).parent_path().string(), true);
+}
+
+std::string RaftHost(const std::string& address) { return address.substr(0, address.rfind(':')); }
+
+const char* RoleName(int state) {
+  switch (state) {
+    case RAFT_FOLLOWER: return "follower";
+    case RAFT_CANDIDATE: return "candidate";
+    case RAFT_LEADER: return "leader";
+    default: return "unavailable";
+  }
+}
+
+}  // namespace
+
+struct Node::Impl {
+  NodeOptions opt;
+  std::string raft_dir, ckpt_dir;
+
+  std::unique_ptr<SwappableDB> db;
+  uint64_t store_gen = 0;                              // loop thread after Open
+  std::shared_ptr<std::atomic<bool>> store_obsolete;  // the current store's "delete me when closed"
+  uint64_t db_applied = 0;                             // loop thread after Open
+
+  std::unique_ptr<CheckpointServer> transfer_server;
+
+  // Identifies this process's proposals in the log (see the entry format).
+  uint64_t nonce = 0;
+  uint64_t next_entry = 1;
+
+  uv_loop_t loop{};
+  uv_async_t async{};
+  uv_timer_t timer{};
+  raft_uv_transport transport{};
+  raft_io io{};
+  raft_fsm fsm{};
+  struct raft raft{};
+  std::thread thread;
+
+  struct Proposal {
+    std::string command;
+    Answer done;
+  };
+  struct TransferRequest {
+    uint64_t to;
+    Answer done;
+  };
+  // A log entry this node proposed, alive until libraft's callback.
+  struct Entry {
+    struct raft_apply req;
+    Impl* node;
+    uint64_t seq;
+    std::vector<Answer> waiting;
+    std::vector<ReplicaAnswer> answers;  // filled by Apply
+    bool applied = false;
+    raft_index applied_at = 0;
+  };
+  struct Barrier {
+    struct raft_barrier req;
+    Impl* node;
+    std::vector<Answer> waiting;
+  };
+  struct Transfer {
+    struct raft_transfer req;
+    Impl* node;
+    Answer done;
+  };
+
+  std::mutex mu;
+  std::deque<Proposal> proposals;          // guarded by mu
+  std::vector<Answer> reads;               // guarded by mu
+  std::deque<TransferRequest> transfers;   // guarded by mu
+  bool stopping = false;                   // guarded by mu
+  bool loop_running = false;               // guarded by mu
+
+  // Loop thread only.
+  bool closing = false;
+  std::unordered_map<uint64_t, Entry*> entries;  // by seq
+  std::vector<Answer> barrier_waiting;
+  Barrier* barrier_in_flight = nullptr;
+  Transfer* transfer_in_flight = nullptr;
+
+  // Copied from raft on the loop thread for stats and health.
+  struct Snapshot {
+    int state = RAFT_UNAVAILABLE;
+    uint64_t term = 0, leader = 0, commit = 0, applied = 0, last_index = 0, store_applied = 0;
+    std::vector<std::pair<uint64_t, uint64_t>> match;  // (id, match index), on a leader
+  };
+  mutable std::mutex stats_mu;
+  Snapshot stats;                         // guarded by stats_mu
+  std::atomic<uint64_t> snapshots_taken{0}, snapshots_installed{0}, entries_proposed{0},
+      commands_proposed{0}, leader_changes{0};
+  uint64_t last_leader = 0;  // loop thread
+
+  Status OpenStore();
+  Status Start();
+  void Run(std::promise<Status>* started);
+  void Shutdown();
+
+  std::string TransferAddress(uint64_t id) const {
+    if (id == 0 || id > opt.peers.size()) return "";
+    if (!opt.peer_transfers.empty()) return opt.peer_transfers[id - 1];
+    const std::string& raft_addr = opt.peers[id - 1];
+    int port = std::atoi(raft_addr.substr(raft_addr.rfind(':') + 1).c_str());
+    return RaftHost(raft_addr) + ":" + std::to_string(port + 1000);
+  }
+  std::string ClientAddress(uint64_t id) const {
+    if (id == 0 || id > opt.peer_clients.size()) return "";
+    return opt.peer_clients[id - 1];
+  }
+  // Loop thread: the not_leader answer, naming the leader when known.
+  ReplicaAnswer NotLeader() {
+    raft_id id = 0;
+    const char* address = nullptr;
+    raft_leader(&raft, &id, &address);
+    std::string client = ClientAddress(id);
+    if (client.empty()) {
+      return ReplicaAnswer::Error("not_leader", "this node is not the leader, and no leader is known yet");
+    }
+    return ReplicaAnswer::Error("not_leader", "this node is not the leader",
+                                json{{"leader", client}, {"leader_id", id}}.dump());
+  }
+  static ReplicaAnswer Unavailable(const std::string& why, bool unknown_outcome) {
+    return ReplicaAnswer::Error("unavailable", why,
+                                unknown_outcome ? std::string(R"({"outcome":"unknown"})") : std::string());
+  }
+  // appended: the entry reached the log, so it may still commit under
+  // another leader; only a refusal before that is a definite failure.
+  ReplicaAnswer FromRaftError(int rv, bool appended) {
+    if (rv == RAFT_NOTLEADER && !appended) return NotLeader();
+    if (rv == RAFT_LEADERSHIPLOST || rv == RAFT_NOTLEADER || (appended && rv == RAFT_SHUTDOWN)) {
+      return Unavailable(std::string("leadership lost before the write was acknowledged; it may or may not "
+                                     "have been applied (") + raft_strerror(rv) + ")",
+                         true);
+    }
+    return Unavailable(std::string("raft: ") + raft_strerror(rv), appended);
+  }
+
+  // Loop thread.
+  static void OnAsync(uv_async_t* handle);
+  static void OnTimer(uv_timer_t* handle);
+  static void OnApplied(struct raft_apply* req, int status, void* result);
+  static void OnBarrier(struct raft_barrier* req, int status);
+  static void OnTransfer(struct raft_transfer* req);
+  static void OnRaftClosed(struct raft* r);
+  static int FsmApply(raft_fsm* fsm, const raft_buffer* buf, void** result);
+  static int FsmSnapshot(raft_fsm* fsm, raft_buffer* bufs[], unsigned* n_bufs);
+  static int FsmRestore(raft_fsm* fsm, raft_buffer* buf);
+  void ProposeBatch(std::vector<Proposal>& batch, size_t first, size_t last);
+  void StartBarrier();
+  void RefreshStats();
+  void ApplyEntry(raft_index index, const raft_buffer& buf);
+  Status InstallCheckpoint(const Descriptor& d);
+  Status OpenStoreAt(const std::string& name, std::shared_ptr<DB>* db, uint64_t* applied,
+                     std::shared_ptr<std::atomic<bool>>* obsolete);
+  void CollectCheckpoints();
+};
+
+// ---- the store ------------------------------------------------------------
+
+Status Node::Impl::OpenStoreAt(const std::string& name, std::shared_ptr<DB>* out, uint64_t* applied,
+                               std::shared_ptr<std::atomic<bool>>* obsolete) {
+  const std::string dir = opt.data_dir + "/" + name;
+  std::unique_ptr<DB> db;
+  Status s = DB::Open(opt.db_options, dir, &db);
+  if (!s.ok()) return s;
+  std::string value;
+  s = db->Get(ReadOptions{}, kAppliedIndexKey, &value);
+  if (s.IsNotFound()) {
+    *applied = 0;
+  } else if (!s.ok()) {
+    return s;
+  } else {
+    *applied = std::strtoull(value.c_str(), nullptr, 10);
+  }
+  auto flag = std::make_shared<std::atomic<bool>>(false);
+  // A store replaced by a snapshot install is deleted once its last reader
+  // lets go of it.
+  *out = std::shared_ptr<DB>(db.release(), [dir, flag](DB* d) {
+    delete d;
+    if (flag->load()) {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  });
+  *obsolete = flag;
+  return Status::OK();
+}
+
+Status Node::Impl::OpenStore() {
+  std::error_code ec;
+  for (const std::string& d : {opt.data_dir, raft_dir, ckpt_dir}) {
+    fs::create_directories(d, ec);
+    if (ec) return Status::IOError("cannot create " + d + ": " + ec.message());
+  }
+  std::string current = "store-1";
+  {
+    std::ifstream in(opt.data_dir + "/STORE");
+    std::string line;
+    if (std::getline(in, line) && line.starts_with("store-")) current = line;
+  }
+  store_gen = std::strtoull(current.c_str() + 6, nullptr, 10);
+  // Leftovers of an install cut short: stores not named by STORE, partial
+  // fetches.
+  for (const auto& e : fs::directory_iterator(opt.data_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with("store-") && name != current) fs::remove_all(e.path(), ec);
+  }
+  for (const auto& e : fs::directory_iterator(ckpt_dir, ec)) {
+    if (e.path().extension() == ".fetch" || e.path().extension() == ".tmp") fs::remove_all(e.path(), ec);
+  }
+  std::shared_ptr<DB> store;
+  Status s = OpenStoreAt(current, &store, &db_applied, &store_obsolete);
+  if (!s.ok()) return s;
+  if (!fs::exists(opt.data_dir + "/STORE")) {
+    s = WriteFileAtomic(opt.data_dir + "/STORE", current + "\n");
+    if (!s.ok()) return s;
+  }
+  db = std::make_unique<SwappableDB>(std::move(store));
+  spdlog::info("node {}: store {} holds the log up to index {}", opt.id, current, db_applied);
+  return Status::OK();
+}
+
+Status Node::Impl::InstallCheckpoint(const Descriptor& d) {
+  const std::string dir = ckpt_dir + "/" + d.id;
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) {
+    // The holder first; any peer that installed the same snapshot has the
+    // same checkpoint id.
+    std::vector<uint64_t> order = {d.holder};
+    for (uint64_t id = 1; id <= opt.peers.size(); ++id) {
+      if (id != d.holder && id != opt.id) order.push_back(id);
+    }
+    Status s = Status::NotFound("no peer has checkpoint " + d.id);
+    for (uint64_t id : order) {
+      const std::string tmp = dir + ".fetch";
+      fs::remove_all(tmp, ec);
+      s = FetchCheckpoint(TransferAddress(id), d.id, tmp, 5000);
+      if (s.ok()) {
+        fs::rename(tmp, dir, ec);
+        if (ec) s = Status::IOError("rename " + tmp + ": " + ec.message());
+        if (s.ok()) s = SyncPath(ckpt_dir, true);
+        if (s.ok()) break;
+      }
+      spdlog::warn("node {}: fetching checkpoint {} from node {}: {}", opt.id, d.id, id, s.ToString());
+      fs::remove_all(tmp, ec);
+    }
+    if (!s.ok()) return s;
+  }
+  // A new store from the checkpoint: tables hard-linked (immutable), the
+  // rest copied, since the store appends to its WAL and manifest.
+  const std::string name = "store-" + std::to_string(store_gen + 1);
+  const std::string store_dir = opt.data_dir + "/" + name;
+  fs::remove_all(store_dir, ec);
+  fs::create_directories(store_dir, ec);
+  if (ec) return Status::IOError("cannot create " + store_dir + ": " + ec.message());
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const fs::path to = fs::path(store_dir) / e.path().filename();
+    if (e.path().extension() == ".sst") {
+      fs::create_hard_link(e.path(), to, ec);
+    } else {
+      fs::copy_file(e.path(), to, ec);
+      if (!ec) {
+        Status s = SyncPath(to.string(), false);
+        if (!s.ok()) return s;
+      }
+    }
+    if (ec) return Status::IOError("cannot copy " + e.path().string() + ": " + ec.message());
+  }
+  Status s = SyncPath(store_dir, true);
+  if (!s.ok()) return s;
+  std::shared_ptr<DB> store;
+  uint64_t applied = 0;
+  std::shared_ptr<std::atomic<bool>> obsolete;
+  s = OpenStoreAt(name, &store, &applied, &obsolete);
+  if (!s.ok()) return s;
+  if (applied < d.applied) {
+    return Status::Corruption("checkpoint " + d.id + " holds index " + std::to_string(applied) +
+                              ", not " + std::to_string(d.applied));
+  }
+  s = WriteFileAtomic(opt.data_dir + "/STORE", name + "\n");
+  if (!s.ok()) return s;
+  store_obsolete->store(true);
+  db->Swap(std::move(store));
+  store_obsolete = std::move(obsolete);
+  store_gen++;
+  spdlog::info("node {}: installed checkpoint {} (index {} -> {})", opt.id, d.id, db_applied, applied);
+  db_applied = applied;
+  snapshots_installed++;
+  return Status::OK();
+}
+
+// Keeps the newest few checkpoints: libraft keeps two snapshots, and a
+// follower may still be fetching the one before.
+void Node::Impl::CollectCheckpoints() {
+  std::error_code ec;
+  std::vector<std::string> ids;
+  for (const auto& e : fs::directory_iterator(ckpt_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() == 20 && name.find_first_not_of("0123456789") == std::string::npos) ids.push_back(name);
+  }
+  std::sort(ids.begin(), ids.end());
+  for (size_t i = 0; i + 3 < ids.size(); ++i) fs::remove_all(ckpt_dir + "/" + ids[i], ec);
+}
+
+// ---- the state machine (loop thread) ----------------------------------------
+
+void Node::Impl::ApplyEntry(raft_index index, const raft_buffer& buf) {
+  const char* p = static_cast<const char*>(buf.base);
+  uint64_t seq = 0;
+  uint64_t entry_nonce = 0;
+  std::vector<std::string_view> commands;
+  bool ok = buf.len >= kEntryHeader && GetU32(p) == kEntryVersion && GetU32(p + 4) <= buf.len &&
+            GetU32(p + 4) >= kEntryHeader;
+  if (ok) {
+    const size_t len = GetU32(p + 4);
+    entry_nonce = GetU64(p + 8);
+    seq = GetU64(p + 16);
+    uint32_t count = GetU32(p + 24);
+    size_t pos = kEntryHeader;
+    for (uint32_t i = 0; i < count && ok; ++i) {
+      if (pos + 4 > len) {
+        ok = false;
+        break;
+      }
+      uint32_t n = GetU32(p + pos);
+      pos += 4;
+      if (pos + n > len) {
+        ok = false;
+        break;
+      }
+      commands.emplace_back(p + pos, n);
+      pos += n;
+    }
+  }
+  Entry* mine = nullptr;
+  if (ok && entry_nonce == nonce) {
+    auto it = entries.find(seq);
+    if (it != entries.end()) mine = it->second;
+  }
+  if (index <= db_applied) return;  // the store has it already (replay after a restart)
+
+  std::vector<ReplicaAnswer> answers;
+  WriteBatch batch;
+  net::CommandOverlay overlay;
+  DB* store = db.get();
+  net::CommandReader read = [store](std::string_view key, std::optional<std::string>* value) {
+    std::string v;
+    Status s = store->Get(ReadOptions{}, key, &v);
+    if (s.IsNotFound()) return Status::OK();
+    if (s.ok()) *value = std::move(v);
+    return s;
+  };
+  for (std::string_view c : commands) {
+    net::WriteCommand cmd;
+    if (!net::DecodeWriteCommand(c, &cmd)) {
+      answers.push_back(ReplicaAnswer::Error("internal", "undecodable command in the log"));
+      continue;
+    }
+    answers.push_back(net::EvaluateWriteCommand(cmd, read, &overlay, &batch));
+  }
+  if (!ok) spdlog::error("node {}: malformed log entry at index {}; skipped", opt.id, index);
+  batch.Put(kAppliedIndexKey, std::to_string(index));
+  // The Raft log is the durability point: the engine need not fsync here.
+  // Snapshots flush the engine before libraft may drop log entries.
+  WriteOptions wo;
+  wo.sync = false;
+  Status s = db->Write(wo, &batch);
+  if (!s.ok()) {
+    // Going on would leave this node's store behind its log forever; a
+    // restart replays the entry from the log instead.
+    spdlog::critical("node {}: cannot apply index {}: {}; stopping", opt.id, index, s.ToString());
+    std::abort();
+  }
+  db_applied = index;
+  if (mine != nullptr) {
+    mine->answers = std::move(answers);
+    mine->applied = true;
+    mine->applied_at = index;
+  }
+}
+
+int Node::Impl::FsmApply(raft_fsm* fsm, const raft_buffer* buf, void** result) {
+  auto* n = static_cast<Impl*>(fsm->data);
+  *result = nullptr;
+  // libraft applies entries strictly in order, right after last_applied.
+  n->ApplyEntry(n->raft.last_applied + 1, *buf);
+  // Always 0: a non-zero return makes libraft retry the entry forever, and a
+  // failed cas is an answer, not a failure.
+  return 0;
+}
+
+int Node::Impl::FsmSnapshot(raft_fsm* fsm, raft_buffer* bufs[], unsigned* n_bufs) {
+  auto* n = static_cast<Impl*>(fsm->data);
+  // Make the engine durable first: libraft drops log entries behind the
+  // snapshot, and the engine's WAL was written without fsync. One synced
+  // write does it (the engine syncs a WAL segment when it retires it, so
+  // only the current one can hold unsynced entries), and unlike Flush it
+  // costs one fdatasync rather than a table write on the Raft thread.
+  WriteBatch sync_batch;
+  sync_batch.Put(kAppliedIndexKey, std::to_string(n->db_applied));
+  Status s = n->db->Write(WriteOptions{}, &sync_batch);
+  const std::string id = CheckpointId(n->db_applied);
+  const std::string dir = n->ckpt_dir + "/" + id;
+  std::error_code ec;
+  if (s.ok() && !fs::exists(dir, ec)) {
+    const std::string tmp = dir + ".tmp";
+    fs::remove_all(tmp, ec);
+    s = n->db->Checkpoint(tmp);
+    if (s.ok()) {
+      fs::rename(tmp, dir, ec);
+      if (ec) s = Status::IOError("rename " + tmp + ": " + ec.message());
+    }
+    if (s.ok()) s = SyncPath(n->ckpt_dir, true);
+  }
+  if (!s.ok()) {
+    spdlog::error("node {}: snapshot failed: {}", n->opt.id, s.ToString());
+    return RAFT_IOERR;
+  }
+  n->CollectCheckpoints();
+  char text[128];
+  int len = std::snprintf(text, sizeof text, "kvstore-snapshot 1 %" PRIu64 " %" PRIu64 " %s", n->opt.id,
+                          n->db_applied, id.c_str());
+  const size_t size = Pad8(static_cast<size_t>(len) + 1);
+  auto* b = static_cast<raft_buffer*>(raft_malloc(sizeof(raft_buffer)));
+  void* base = raft_calloc(1, size);
+  if (b == nullptr || base == nullptr) {
+    raft_free(b);
+    raft_free(base);
+    return RAFT_NOMEM;
+  }
+  std::memcpy(base, text, static_cast<size_t>(len));
+  b->base = base;
+  b->len = size;
+  *bufs = b;
+  *n_bufs = 1;
+  n->snapshots_taken++;
+  spdlog::info("node {}: snapshot at index {} (checkpoint {})", n->opt.id, n->db_applied, id);
+  return 0;
+}
+
+int Node::Impl::FsmRestore(raft_fsm* fsm, raft_buffer* buf) {
+  auto* n = static_cast<Impl*>(fsm->data);
+  Descriptor d;
+  if (!ParseDescriptor(*buf, &d)) {
+    spdlog::error("node {}: snapshot descriptor not understood", n->opt.id);
+    return RAFT_MALFORMED;
+  }
+  if (d.applied > n->db_applied) {
+    Status s = n->InstallCheckpoint(d);
+    if (!s.ok()) {
+      spdlog::error("node {}: installing snapshot {}: {}", n->opt.id, d.id, s.ToString());
+      return RAFT_IOERR;
+    }
+  }
+  // On success the FSM owns the buffer.
+  raft_free(buf->base);
+  return 0;
+}
+
+// ---- requests (loop thread) --------------------------------------------------
+
+void Node::Impl::ProposeBatch(std::vector<Proposal>& batch, size_t first, size_t last) {
+  size_t len = kEntryHeader;
+  for (size_t i = first; i < last; ++i) len += 4 + batch[i].command.size();
+  auto* e = new Entry{};
+  e->node = this;
+  e->seq = next_entry++;
+  e->req.data = e;
+  const size_t size = Pad8(len);
+  char* p = static_cast<char*>(raft_malloc(size));
+  if (p == nullptr) {
+    for (size_t i = first; i < last; ++i) batch[i].done(Unavailable("out of memory", false));
+    delete e;
+    return;
+  }
+  PutU32(p, kEntryVersion);
+  PutU32(p + 4, static_cast<uint32_t>(len));
+  PutU64(p + 8, nonce);
+  PutU64(p + 16, e->seq);
+  PutU32(p + 24, static_cast<uint32_t>(last - first));
+  size_t pos = kEntryHeader;
+  for (size_t i = first; i < last; ++i) {
+    PutU32(p + pos, static_cast<uint32_t>(batch[i].command.size()));
+    std::memcpy(p + pos + 4, batch[i].command.data(), batch[i].command.size());
+    pos += 4 + batch[i].command.size();
+    e->waiting.push_back(std::move(batch[i].done));
+  }
+  std::memset(p + len, 0, size - len);
+  raft_buffer buf{p, size};
+  entries[e->seq] = e;
+  int rv = raft_apply(&raft, &e->req, &buf, 1, OnApplied);
+  if (rv != 0) {
+    raft_free(p);
+    entries.erase(e->seq);
+    ReplicaAnswer a = FromRaftError(rv, false);
+    for (Answer& w : e->waiting) w(a);
+    delete e;
+    return;
+  }
+  entries_proposed++;
+  commands_proposed += last - first;
+}
+
+void Node::Impl::OnApplied(struct raft_apply* req, int status, void* /*result*/) {
+  auto* e = static_cast<Entry*>(req->data);
+  Impl* n = e->node;
+  n->entries.erase(e->seq);
+  if (status == 0 && e->applied && e->answers.size() == e->waiting.size()) {
+    if (e->applied_at != req->index) {
+      spdlog::error("node {}: entry applied at {} but proposed at {}", n->opt.id, e->applied_at, req->index);
+    }
+    for (size_t i = 0; i < e->waiting.size(); ++i) e->waiting[i](std::move(e->answers[i]));
+  } else {
+    ReplicaAnswer a = status == 0 ? Unavailable("the entry was not applied here", true)
+                                  : n->FromRaftError(status, true);
+    for (Answer& w : e->waiting) w(a);
+  }
+  delete e;
+}
+
+void Node::Impl::StartBarrier() {
+  if (barrier_in_flight != nullptr || barrier_waiting.empty() || closing) return;
+  if (raft_state(&raft) != RAFT_LEADER) {
+    ReplicaAnswer a = NotLeader();
+    for (Answer& w : barrier_waiting) w(a);
+    barrier_waiting.clear();
+    return;
+  }
+  // Reads that arrived while a barrier was in flight wait for the next one:
+  // the earlier barrier may have been decided before they started.
+  auto* b = new Barrier{};
+  b->node = this;
+  b->req.data = b;
+  b->waiting.swap(barrier_waiting);
+  int rv = raft_barrier(&raft, &b->req, OnBarrier);
+  if (rv != 0) {
+    ReplicaAnswer a = FromRaftError(rv, false);
+    for (Answer& w : b->waiting) w(a);
+    delete b;
+    return;
+  }
+  barrier_in_flight = b;
+}
+
+void Node::Impl::OnBarrier(struct raft_barrier* req, int status) {
+  auto* b = static_cast<Barrier*>(req->data);
+  Impl* n = b->node;
+  n->barrier_in_flight = nullptr;
+  ReplicaAnswer a = status == 0                 ? ReplicaAnswer::Ok("null")
+                    : status == RAFT_NOTLEADER ? n->NotLeader()
+                                               : Unavailable(std::string("the read could not be confirmed by a majority (") +
+                                                                 raft_strerror(status) + "); retry",
+                                                             false);
+  for (Answer& w : b->waiting) w(a);
+  delete b;
+  n->StartBarrier();
+}
+
+void Node::Impl::OnTransfer(struct raft_transfer* req) {
+  auto* t = static_cast<Transfer*>(req->data);
+  Impl* n = t->node;
+  n->transfer_in_flight = nullptr;
+  raft_id id = 0;
+  const char* address = nullptr;
+  raft_leader(&n->raft, &id, &address);
+  if (id == 0 || id == n->opt.id) {
+    t->done(Unavailable("leadership transfer did not complete", false));
+  } else {
+    t->done(ReplicaAnswer::Ok(json{{"leader_id", id}, {"leader", n->ClientAddress(id)}}.dump()));
+  }
+  delete t;
+}
+
+void Node::Impl::OnAsync(uv_async_t* handle) {
+  auto* n = static_cast<Impl*>(handle->data);
+  std::deque<Proposal> props;
+  std::vector<Answer> reads;
+  std::deque<TransferRequest> transfers;
+  bool stopping;
+  {
+    std::lock_guard lock(n->mu);
+    props.swap(n->proposals);
+    reads.swap(n->reads);
+    transfers.swap(n->transfers);
+    stopping = n->stopping;
+  }
+  if (n->closing) return;
+  if (stopping) {
+    ReplicaAnswer a = Unavailable("the node is shutting down", false);
+    for (Proposal& p : props) p.done(a);
+    for (Answer& r : reads) r(a);
+    for (TransferRequest& t : transfers) t.done(a);
+    for (Answer& r : n->barrier_waiting) r(a);
+    n->barrier_waiting.clear();
+    n->Shutdown();
+    return;
+  }
+  const bool leader = raft_state(&n->raft) == RAFT_LEADER;
+  if (!leader) {
+    ReplicaAnswer a = n->NotLeader();
+    for (Proposal& p : props) p.done(a);
+    for (Answer& r : reads) r(a);
+    for (TransferRequest& t : transfers) t.done(a);
+    return;
+  }
+  // Everything queued since the last wakeup shares log entries (one fsync
+  // and one round trip per entry, not per request).
+  std::vector<Proposal> batch(std::make_move_iterator(props.begin()), std::make_move_iterator(props.end()));
+  size_t first = 0, bytes = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (i > first && (bytes + batch[i].command.size() > n->opt.max_entry_bytes || i - first >= 10000)) {
+      n->ProposeBatch(batch, first, i);
+      first = i;
+      bytes = 0;
+    }
+    bytes += batch[i].command.size() + 4;
+  }
+  if (first < batch.size()) n->ProposeBatch(batch, first, batch.size());
+  for (Answer& r : reads) n->barrier_waiting.push_back(std::move(r));
+  n->StartBarrier();
+  for (TransferRequest& t : transfers) {
+    if (n->transfer_in_flight != nullptr) {
+      t.done(Unavailable("a leadership transfer is already in progress", false));
+      continue;
+    }
+    auto* x = new Transfer{};
+    x->node = n;
+    x->req.data = x;
+    x->done = std::move(t.done);
+    int rv = raft_transfer(&n->raft, &x->req, t.to, OnTransfer);
+    if (rv != 0) {
+      x->done(rv == RAFT_BADID || rv == RAFT_NOTFOUND
+                  ? ReplicaAnswer::Error("bad_request", std::string("cannot transfer to that node: ") + raft_strerror(rv))
+                  : n->FromRaftError(rv, false));
+      delete x;
+      continue;
+    }
+    n->transfer_in_flight = x;
+  }
+}
+
+void Node::Impl::RefreshStats() {
+  Snapshot s;
+  s.state = raft_state(&raft);
+  s.term = raft.current_term;
+  raft_id id = 0;
+  const char* address = nullptr;
+  raft_leader(&raft, &id, &address);
+  s.leader = id;
+  s.commit = raft.commit_index;
+  s.applied = raft.last_applied;
+  s.last_index = raft_last_index(&raft);
+  s.store_applied = db_applied;
+  if (s.state == RAFT_LEADER) {
+    for (unsigned i = 0; i < raft.configuration.n; ++i) {
+      const raft_id peer = raft.configuration.servers[i].id;
+      s.match.emplace_back(peer, peer == opt.id ? s.last_index : raft.leader_state.progress[i].match_index);
+    }
+  }
+  if (id != last_leader) {
+    if (id != 0) {
+      leader_changes++;
+      spdlog::info("node {}: leader is now node {} (term {})", opt.id, id, s.term);
+    }
+    last_leader = id;
+  }
+  std::lock_guard lock(stats_mu);
+  stats = std::move(s);
+}
+
+void Node::Impl::OnTimer(uv_timer_t* handle) { static_cast<Impl*>(handle->data)->RefreshStats(); }
+
+void Node::Impl::Shutdown() {
+  closing = true;
+  uv_timer_stop(&timer);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer), nullptr);
+  // libraft fails its pending requests (their callbacks run) as it closes.
+  raft_close(&raft, OnRaftClosed);
+}
+
+void Node::Impl::OnRaftClosed(struct raft* r) {
+  auto* n = static_cast<Impl*>(r->data);
+  raft_uv_close(&n->io);
+  raft_uv_tcp_close(&n->transport);
+  uv_close(reinterpret_cast<uv_handle_t*>(&n->async), nullptr);
+}
+
+void Node::Impl::Run(std::promise<Status>* started) {
+  auto fail = [&](const std::string& what, int rv) {
+    started->set_value(Status::IOError(what + ": " + (rv != 0 ? raft_strerror(rv) : "") + " " + raft.errmsg));
+  };
+  uv_loop_init(&loop);
+  int rv = raft_uv_tcp_init(&transport, &loop);
+  if (rv != 0) return fail("raft_uv_tcp_init", rv);
+  rv = raft_uv_init(&io, &loop, raft_dir.c_str(), &transport);
+  if (rv != 0) return fail("raft_uv_init " + raft_dir, rv);
+  raft_uv_set_connect_retry_delay(&io, opt.connect_retry_ms);
+  raft_uv_set_snapshot_compression(&io, false);  // the descriptor is a few bytes
+  fsm.version = 1;
+  fsm.data = this;
+  fsm.apply = FsmApply;
+  fsm.snapshot = FsmSnapshot;
+  fsm.restore = FsmRestore;
+  rv = raft_init(&raft, &io, &fsm, opt.id, opt.peers[opt.id - 1].c_str());
+  if (rv != 0) return fail("raft_init", rv);
+  raft.data = this;
+  raft_set_election_timeout(&raft, opt.election_timeout_ms);
+  raft_set_heartbeat_timeout(&raft, opt.heartbeat_timeout_ms);
+  raft_set_install_snapshot_timeout(&raft, opt.install_snapshot_timeout_ms);
+  raft_set_snapshot_threshold(&raft, opt.snapshot_threshold);
+  raft_set_snapshot_trailing(&raft, opt.snapshot_trailing);
+  // A node that comes back (or that was busy installing a snapshot) asks
+  // before it campaigns, so it cannot depose a healthy leader.
+  raft_set_pre_vote(&raft, true);
+
+  raft_configuration conf;
+  raft_configuration_init(&conf);
+  for (size_t i = 0; i < opt.peers.size(); ++i) {
+    raft_configuration_add(&conf, i + 1, opt.peers[i].c_str(), RAFT_VOTER);
+  }
+  rv = raft_bootstrap(&raft, &conf);
+  raft_configuration_close(&conf);
+  if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) return fail("raft_bootstrap", rv);
+  rv = raft_start(&raft);
+  if (rv != 0) return fail("raft_start", rv);
+
+  uv_async_init(&loop, &async, OnAsync);
+  async.data = this;
+  uv_timer_init(&loop, &timer);
+  timer.data = this;
+  uv_timer_start(&timer, OnTimer, 0, 50);
+  {
+    std::lock_guard lock(mu);
+    loop_running = true;
+  }
+  started->set_value(Status::OK());
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  // Nothing of libraft's runs any more: answer whatever it did not.
+  ReplicaAnswer a = Unavailable("the node stopped", true);
+  for (auto& [seq, e] : entries) {
+    for (Answer& w : e->waiting) w(a);
+    delete e;
+  }
+  entries.clear();
+  if (barrier_in_flight != nullptr) {
+    for (Answer& w : barrier_in_flight->waiting) w(a);
+    delete barrier_in_flight;
+    barrier_in_flight = nullptr;
+  }
+  if (transfer_in_flight != nullptr) {
+    transfer_in_flight->done(a);
+    delete transfer_in_flight;
+    transfer_in_flight = nullptr;
+  }
+}
+
+Status Node::Impl::Start() {
+  if (opt.id == 0 || opt.id > opt.peers.size()) {
+    return Status::InvalidArgument("node id must be between 1 and the number of peers");
+  }
+  if (!opt.peer_clients.empty() && opt.peer_clients.size() != opt.peers.size()) {
+    return Status::InvalidArgument("give one client address per peer");
+  }
+  if (!opt.peer_transfers.empty() && opt.peer_transfers.size() != opt.peers.size()) {
+    return Status::InvalidArgument("give one transfer address per peer");
+  }
+  raft_dir = opt.data_dir + "/raft";
+  ckpt_dir = opt.data_dir + "/checkpoints";
+  std::random_device rd;
+  nonce = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ static_cast<uint64_t>(::getpid());
+  Status s = OpenStore();
+  if (!s.ok()) return s;
+  const std::string me = TransferAddress(opt.id);
+  transfer_server = std::make_unique<CheckpointServer>(ckpt_dir);
+  s = transfer_server->Start(RaftHost(me), static_cast<uint16_t>(std::atoi(me.substr(me.rfind(':') + 1).c_str())));
+  if (!s.ok()) return s;
+  std::promise<Status> started;
+  std::future<Status> result = started.get_future();
+  thread = std::thread([this, &started] { Run(&started); });
+  s = result.get();
+  if (!s.ok()) {
+    thread.join();
+    transfer_server->Stop();
+  }
+  return s;
+}
+
+// ---- Node ---------------------------------------------------------------------
+
+Node::Node(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Status Node::Open(NodeOptions options, std::unique_ptr<Node>* node) {
+  auto impl = std::make_unique<Impl>();
+  impl->opt = std::move(options);
+  Status s = impl->Start();
+  if (!s.ok()) return s;
+  node->reset(new Node(std::move(impl)));
+  return Status::OK();
+}
+
+Node::~Node() { Stop(); }
+
+DB* Node::db() { return impl_->db.get(); }
+
+void Node::Stop() {
+  Impl& n = *impl_;
+  {
+    std::lock_guard lock(n.mu);
+    if (n.stopping) {
+      // Already stopped (or stopping on another thread, which joins).
+    } else {
+      n.stopping = true;
+      if (n.loop_running) uv_async_send(&n.async);
+    }
+  }
+  if (n.thread.joinable() && n.thread.get_id() != std::this_thread::get_id()) n.thread.join();
+  if (n.transfer_server) n.transfer_server->Stop();
+}
+
+void Node::Propose(std::string command, Answer done) {
+  Impl& n = *impl_;
+  {
+    std::lock_guard lock(n.mu);
+    if (!n.stopping) {
+      n.proposals.push_back({std::move(command), std::move(done)});
+      // Under the lock: the loop closes the async handle only after it saw
+      // stopping, which is set under this lock too.
+      uv_async_send(&n.async);
+      return;
+    }
+  }
+  done(Impl::Unavailable("the node is shutting down", false));
+}
+
+void Node::ReadBarrier(Answer done) {
+  Impl& n = *impl_;
+  {
+    std::lock_guard lock(n.mu);
+    if (!n.stopping) {
+      n.reads.push_back(std::move(done));
+      uv_async_send(&n.async);
+      return;
+    }
+  }
+  done(Impl::Unavailable("the node is shutting down", false));
+}
+
+void Node::TransferLeadership(uint64_t to, Answer done) {
+  Impl& n = *impl_;
+  {
+    std::lock_guard lock(n.mu);
+    if (!n.stopping) {
+      n.transfers.push_back({to, std::move(done)});
+      uv_async_send(&n.async);
+      return;
+    }
+  }
+  done(Impl::Unavailable("the node is shutting down", false));
+}
+
+std::string Node::StatsJson() {
+  Impl& n = *impl_;
+  Impl::Snapshot s;
+  {
+    std::lock_guard lock(n.stats_mu);
+    s = n.stats;
+  }
+  json peers = json::array();
+  for (uint64_t id = 1; id <= n.opt.peers.size(); ++id) {
+    json p = {{"id", id}, {"raft", n.opt.peers[id - 1]}, {"client", n.ClientAddress(id)}};
+    for (const auto& [peer, match] : s.match) {
+      if (peer == id) p["match_index"] = match;
+    }
+    peers.push_back(std::move(p));
+  }
+  json r = {
+      {"node_id", n.opt.id},
+      {"role", RoleName(s.state)},
+      {"term", s.term},
+      {"leader_id", s.leader},
+      {"leader", n.ClientAddress(s.leader)},
+      {"commit_index", s.commit},
+      {"applied_index", s.applied},
+      {"last_log_index", s.last_index},
+      {"store_applied_index", s.store_applied},
+      {"peers", std::move(peers)},
+      {"snapshots_taken", n.snapshots_taken.load()},
+      {"snapshots_installed", n.snapshots_installed.load()},
+      {"log_entries_proposed", n.entries_proposed.load()},
+      {"commands_proposed", n.commands_proposed.load()},
+      {"leader_changes", n.leader_changes.load()},
+  };
+  return r.dump();
+}
+
+std::string Node::PrometheusText() {
+  Impl& n = *impl_;
+  Impl::Snapshot s;
+  {
+    std::lock_guard lock(n.stats_mu);
+    s = n.stats;
+  }
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help, uint64_t value) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " +
+           std::to_string(value) + "\n";
+  };
+  metric("kvstore_raft_is_leader", "gauge", "1 on the leader.", s.state == RAFT_LEADER ? 1 : 0);
+  metric("kvstore_raft_leader_known", "gauge", "1 while this node knows a leader.", s.leader != 0 ? 1 : 0);
+  metric("kvstore_raft_leader_id", "gauge", "The leader's node id (0: none known).", s.leader);
+  metric("kvstore_raft_term", "gauge", "The current Raft term.", s.term);
+  metric("kvstore_raft_commit_index", "gauge", "Highest log index known committed.", s.commit);
+  metric("kvstore_raft_applied_index", "gauge", "Highest log index applied here.", s.applied);
+  metric("kvstore_raft_last_log_index", "gauge", "Highest log index stored here.", s.last_index);
+  metric("kvstore_raft_snapshots_taken_total", "counter", "Snapshots taken.", n.snapshots_taken.load());
+  metric("kvstore_raft_snapshots_installed_total", "counter", "Snapshots installed from peers.",
+         n.snapshots_installed.load());
+  metric("kvstore_raft_leader_changes_total", "counter", "Leaders seen.", n.leader_changes.load());
+  out += "# HELP kvstore_raft_peer_match_index Highest log index each peer has (on the leader).\n"
+         "# TYPE kvstore_raft_peer_match_index gauge\n";
+  for (const auto& [peer, match] : s.match) {
+    out += "kvstore_raft_peer_match_index{peer=\"" + std::to_string(peer) + "\"} " + std::to_string(match) + "\n";
+  }
+  return out;
+}
+
+bool Node::Healthy(std::string* why) {
+  std::lock_guard lock(impl_->stats_mu);
+  if (impl_->stats.leader == 0) {
+    *why = "no_leader: this node knows no leader";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace kvstore::cluster

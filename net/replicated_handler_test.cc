@@ -1,0 +1,179 @@
+// The handler in cluster mode (HandlerOptions::replication) against a fake
+// replication that applies each WriteCommand to its own DB at once: writes
+// and reads must answer exactly as a standalone handler does, a "follower"
+// must answer not_leader unless asked for a stale read, and the WriteCommand
+// encoding must round-trip.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <mutex>
+
+#include <nlohmann/json.hpp>
+
+#include "net/handler.h"
+#include "net/replication.h"
+#include "net/write_command.h"
+
+namespace kvstore::net {
+namespace {
+
+using json = nlohmann::json;
+
+class FakeReplication : public Replication {
+ public:
+  explicit FakeReplication(DB* db) : db_(db) {}
+  bool leader = true;
+
+  void Propose(std::string command, Answer done) override {
+    if (!leader) return done(NotLeader());
+    std::lock_guard lock(mu_);
+    WriteCommand cmd;
+    if (!DecodeWriteCommand(command, &cmd)) return done(ReplicaAnswer::Error("internal", "undecodable"));
+    CommandOverlay overlay;
+    WriteBatch batch;
+    ReplicaAnswer a = EvaluateWriteCommand(
+        cmd,
+        [this](std::string_view key, std::optional<std::string>* v) {
+          std::string s;
+          Status st = db_->Get(ReadOptions{}, key, &s);
+          if (st.ok()) *v = std::move(s);
+          return st.IsNotFound() ? Status::OK() : st;
+        },
+        &overlay, &batch);
+    // As the cluster does: the applied index rides in the same batch.
+    batch.Put("\xff\xffkvstore/raft_applied", std::to_string(++applied_));
+    Status s = db_->Write(WriteOptions{}, &batch);
+    done(s.ok() ? a : ReplicaAnswer::Error("internal", s.ToString()));
+  }
+  void ReadBarrier(Answer done) override { done(leader ? ReplicaAnswer::Ok("null") : NotLeader()); }
+  void TransferLeadership(uint64_t, Answer done) override { done(ReplicaAnswer::Ok(R"({"leader_id":2})")); }
+  std::string StatsJson() override { return R"({"role":"leader"})"; }
+  std::string PrometheusText() override { return "kvstore_raft_is_leader 1\n"; }
+  bool Healthy(std::string*) override { return true; }
+
+ private:
+  static ReplicaAnswer NotLeader() {
+    return ReplicaAnswer::Error("not_leader", "this node is not the leader", R"({"leader":"10.0.0.2:9000"})");
+  }
+  DB* db_;
+  std::mutex mu_;
+  uint64_t applied_ = 0;
+};
+
+class ReplicatedHandlerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_ = std::filesystem::path(::testing::TempDir()) /
+            ("replicated_handler_test_" + std::to_string(::getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(base_);
+    std::filesystem::create_directories(base_);
+    ASSERT_TRUE(DB::Open(Options{}, (base_ / "local").string(), &local_db_).ok());
+    ASSERT_TRUE(DB::Open(Options{}, (base_ / "replicated").string(), &repl_db_).ok());
+    replication_ = std::make_unique<FakeReplication>(repl_db_.get());
+    auto inline_post = [](std::function<void()> fn) { fn(); };
+    local_ = std::make_unique<RequestHandler>(local_db_.get(), HandlerOptions{}, inline_post);
+    HandlerOptions o;
+    o.replication = replication_.get();
+    replicated_ = std::make_unique<RequestHandler>(repl_db_.get(), o, inline_post);
+  }
+  void TearDown() override {
+    local_.reset();
+    replicated_.reset();
+    local_db_.reset();
+    repl_db_.reset();
+    std::filesystem::remove_all(base_);
+  }
+
+  static std::string Call(RequestHandler* h, const std::string& line) {
+    auto p = std::make_shared<std::promise<std::string>>();
+    auto f = p->get_future();
+    h->Handle(line, std::make_shared<Session>(), [p](std::string r) { p->set_value(std::move(r)); });
+    EXPECT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready) << line;
+    return f.get();
+  }
+
+  std::filesystem::path base_;
+  std::unique_ptr<DB> local_db_, repl_db_;
+  std::unique_ptr<FakeReplication> replication_;
+  std::unique_ptr<RequestHandler> local_, replicated_;
+};
+
+TEST_F(ReplicatedHandlerTest, AnswersAsTheStandaloneHandlerDoes) {
+  const char* requests[] = {
+      R"({"id":1,"op":"set","key":"a","value":{"y":1,"x":[1,2]}})",
+      R"({"op":"set","key":"b","value":"two"})",
+      R"({"op":"get","key":"a"})",
+      R"({"op":"get","key":"missing"})",
+      R"({"op":"delete","key":"b"})",
+      R"({"op":"delete","key":"never"})",
+      R"({"op":"bulk_set","items":[["c",3],{"key":"d","value":4}]})",
+      R"({"op":"bulk_set","items":[["c",3],7]})",
+      R"({"op":"bulk_get","keys":["a","c","zz"]})",
+      R"({"op":"cas","key":"c","expected":3,"value":30})",
+      R"({"op":"cas","key":"c","expected":3,"value":31})",
+      R"({"op":"cas","key":"n","expect_absent":true,"value":1})",
+      R"({"op":"cas","key":"n","expect_absent":true,"value":2})",
+      R"({"op":"cas","key":"zz","expected":1,"value":2})",
+      R"({"op":"cas","key":"c","value":2})",
+      R"({"op":"txn","compare":[{"key":"c","value":30},{"key":"q","exists":false}],"success":[{"op":"set","key":"q","value":1},{"op":"get","key":"q"},{"op":"delete","key":"q"},{"op":"get","key":"q"}],"failure":[{"op":"get","key":"c"}]})",
+      R"({"op":"txn","compare":[{"key":"c","value":1,"op":"ne"},{"key":"a","exists":false}],"success":[],"failure":[{"op":"get","key":"c"},{"op":"set","key":"f","value":true}]})",
+      R"({"op":"txn","compare":[{"key":"c","value":1,"op":"lt"}]})",
+      R"({"op":"set","key":"k"})",
+      R"({"op":"set","key":7,"value":1})",
+      R"({"op":"scan"})",
+      R"({"op":"scan","prefix":"c"})",
+  };
+  for (const char* r : requests) {
+    EXPECT_EQ(Call(replicated_.get(), r), Call(local_.get(), r)) << r;
+  }
+}
+
+TEST_F(ReplicatedHandlerTest, FollowerRedirectsUnlessStale) {
+  Call(replicated_.get(), R"({"op":"set","key":"a","value":1})");
+  replication_->leader = false;
+  for (const char* r : {R"({"op":"set","key":"a","value":2})", R"({"op":"get","key":"a"})",
+                        R"({"op":"scan"})", R"({"op":"txn","compare":[]})"}) {
+    json j = json::parse(Call(replicated_.get(), r));
+    EXPECT_EQ(j["error"]["code"], "not_leader") << r;
+    EXPECT_EQ(j["error"]["leader"], "10.0.0.2:9000") << r;
+  }
+  EXPECT_EQ(Call(replicated_.get(), R"({"op":"get","key":"a","stale":true})"), R"({"ok":true,"result":1})");
+  EXPECT_EQ(json::parse(Call(replicated_.get(), R"({"op":"get","key":"a","stale":1})"))["error"]["code"],
+            "bad_request");
+  EXPECT_EQ(Call(replicated_.get(), R"({"op":"ping"})"), R"({"ok":true,"result":"pong"})");
+}
+
+TEST_F(ReplicatedHandlerTest, ScansAndStatsKeepTheServersKeysApart) {
+  Call(replicated_.get(), R"({"op":"set","key":"a","value":1})");
+  // The applied index sits under a 0xff key: never in a scan.
+  EXPECT_EQ(Call(replicated_.get(), R"({"op":"scan"})"),
+            R"({"ok":true,"result":{"items":[{"key":"a","value":1}],"more":false}})");
+  json stats = json::parse(Call(replicated_.get(), R"({"op":"stats"})"));
+  EXPECT_EQ(stats["result"]["cluster"]["role"], "leader");
+  EXPECT_NE(replicated_->PrometheusText().find("kvstore_raft_is_leader 1"), std::string::npos);
+  EXPECT_EQ(json::parse(Call(local_.get(), R"({"op":"transfer_leader"})"))["error"]["code"], "unavailable");
+  EXPECT_EQ(Call(replicated_.get(), R"({"op":"transfer_leader","to":2})"), R"({"ok":true,"result":{"leader_id":2}})");
+}
+
+TEST(WriteCommandTest, RoundTripsAndRejectsDamage) {
+  WriteCommand c;
+  c.kind = WriteCommand::Kind::kTxn;
+  c.compares.push_back({WriteCommand::Compare::kNe, "k", "\"v\""});
+  c.success.push_back({WriteCommand::Op::kSet, "k", std::string("1\0x", 3)});
+  c.failure.push_back({WriteCommand::Op::kGet, "", ""});
+  const std::string enc = EncodeWriteCommand(c);
+  WriteCommand d;
+  ASSERT_TRUE(DecodeWriteCommand(enc, &d));
+  EXPECT_EQ(EncodeWriteCommand(d), enc);
+  for (size_t n = 0; n < enc.size(); ++n) EXPECT_FALSE(DecodeWriteCommand(enc.substr(0, n), &d)) << n;
+  EXPECT_FALSE(DecodeWriteCommand(enc + "x", &d));
+  std::string bad = enc;
+  bad[0] = 9;
+  EXPECT_FALSE(DecodeWriteCommand(bad, &d));
+}
+
+}  // namespace
+}  // namespace kvstore::net

@@ -1,0 +1,176 @@
+#include "net/write_command.h"
+
+#include <cstring>
+
+namespace kvstore::net {
+
+namespace {
+
+// Format (little-endian): u8 kind, then three lists (compares, success,
+// failure), each a u32 count of (u8 kind, u32 key length, key, u32 value
+// length, value). Lengths fit u32: keys and values are far below 4 GiB.
+void PutU32(std::string* out, uint32_t v) {
+  char b[4];
+  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>(v >> (8 * i));
+  out->append(b, 4);
+}
+
+void PutBytes(std::string* out, std::string_view s) {
+  PutU32(out, static_cast<uint32_t>(s.size()));
+  out->append(s);
+}
+
+struct Cursor {
+  std::string_view in;
+  bool ok = true;
+  uint32_t U32() {
+    if (in.size() < 4) {
+      ok = false;
+      return 0;
+    }
+    uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v |= static_cast<uint32_t>(static_cast<uint8_t>(in[i])) << (8 * i);
+    in.remove_prefix(4);
+    return v;
+  }
+  uint8_t U8() {
+    if (in.empty()) {
+      ok = false;
+      return 0;
+    }
+    uint8_t v = static_cast<uint8_t>(in[0]);
+    in.remove_prefix(1);
+    return v;
+  }
+  std::string Bytes() {
+    uint32_t n = U32();
+    if (!ok || in.size() < n) {
+      ok = false;
+      return {};
+    }
+    std::string s(in.substr(0, n));
+    in.remove_prefix(n);
+    return s;
+  }
+};
+
+template <class T>
+void PutList(std::string* out, const std::vector<T>& list) {
+  PutU32(out, static_cast<uint32_t>(list.size()));
+  for (const T& e : list) {
+    out->push_back(static_cast<char>(e.kind));
+    PutBytes(out, e.key);
+    PutBytes(out, e.value);
+  }
+}
+
+template <class T>
+bool GetList(Cursor* c, std::vector<T>* list, uint8_t max_kind) {
+  uint32_t n = c->U32();
+  // Each entry takes at least 9 bytes: a bound that stops a corrupt count
+  // from reserving gigabytes.
+  if (!c->ok || n > c->in.size() / 9) return false;
+  list->resize(n);
+  for (T& e : *list) {
+    uint8_t k = c->U8();
+    if (k > max_kind) return false;
+    e.kind = static_cast<typename T::Kind>(k);
+    e.key = c->Bytes();
+    e.value = c->Bytes();
+  }
+  return c->ok;
+}
+
+}  // namespace
+
+std::string EncodeWriteCommand(const WriteCommand& command) {
+  std::string out;
+  out.push_back(static_cast<char>(command.kind));
+  PutList(&out, command.compares);
+  PutList(&out, command.success);
+  PutList(&out, command.failure);
+  return out;
+}
+
+bool DecodeWriteCommand(std::string_view data, WriteCommand* command) {
+  Cursor c{data};
+  uint8_t kind = c.U8();
+  if (!c.ok || kind < static_cast<uint8_t>(WriteCommand::Kind::kSet) ||
+      kind > static_cast<uint8_t>(WriteCommand::Kind::kTxn)) {
+    return false;
+  }
+  command->kind = static_cast<WriteCommand::Kind>(kind);
+  return GetList(&c, &command->compares, WriteCommand::Compare::kMissing) &&
+         GetList(&c, &command->success, WriteCommand::Op::kDelete) &&
+         GetList(&c, &command->failure, WriteCommand::Op::kDelete) && c.in.empty();
+}
+
+ReplicaAnswer EvaluateWriteCommand(const WriteCommand& command, const CommandReader& read,
+                                   CommandOverlay* overlay, WriteBatch* batch) {
+  Status failed;
+  auto current = [&](const std::string& key) -> std::optional<std::string> {
+    auto it = overlay->find(key);
+    if (it != overlay->end()) return it->second;
+    std::optional<std::string> v;
+    Status s = read(key, &v);
+    if (!s.ok() && failed.ok()) failed = s;
+    return v;
+  };
+  bool ok = true;
+  for (const WriteCommand::Compare& c : command.compares) {
+    std::optional<std::string> cur = current(c.key);
+    switch (c.kind) {
+      case WriteCommand::Compare::kEq: ok = cur && *cur == c.value; break;
+      case WriteCommand::Compare::kNe: ok = !cur || *cur != c.value; break;
+      case WriteCommand::Compare::kExists: ok = cur.has_value(); break;
+      case WriteCommand::Compare::kMissing: ok = !cur.has_value(); break;
+    }
+    if (!ok) break;
+  }
+  const std::vector<WriteCommand::Op>& ops = ok ? command.success : command.failure;
+  // Later ops see earlier ones of the same command, as in etcd; writes land
+  // in the batch only once every read has succeeded.
+  CommandOverlay mine;
+  std::string results = "[";
+  std::optional<std::string> last_get;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const WriteCommand::Op& o = ops[i];
+    if (i > 0) results += ',';
+    if (o.kind == WriteCommand::Op::kGet) {
+      auto it = mine.find(o.key);
+      last_get = it != mine.end() ? it->second : current(o.key);
+      results += last_get ? "{\"found\":true,\"value\":" + *last_get + "}" : "{\"found\":false}";
+    } else {
+      mine[o.key] = o.kind == WriteCommand::Op::kSet ? std::optional<std::string>(o.value) : std::nullopt;
+      results += "null";
+    }
+  }
+  results += ']';
+  if (!failed.ok()) return ReplicaAnswer::Error("internal", failed.ToString());
+  for (const WriteCommand::Op& o : ops) {
+    if (o.kind == WriteCommand::Op::kSet) {
+      batch->Put(o.key, o.value);
+    } else if (o.kind == WriteCommand::Op::kDelete) {
+      batch->Delete(o.key);
+    }
+  }
+  for (auto& [k, v] : mine) (*overlay)[k] = std::move(v);
+  switch (command.kind) {
+    case WriteCommand::Kind::kSet:
+    case WriteCommand::Kind::kDelete:
+      return ReplicaAnswer::Ok("null");
+    case WriteCommand::Kind::kBulkSet:
+      return ReplicaAnswer::Ok("{\"count\":" + std::to_string(command.success.size()) + "}");
+    case WriteCommand::Kind::kCas:
+      if (ok) return ReplicaAnswer::Ok("null");
+      return ReplicaAnswer::Error("conflict",
+                                  last_get ? "the current value differs" : "the key is absent",
+                                  last_get ? "{\"current\":" + *last_get + "}" : "");
+    case WriteCommand::Kind::kTxn:
+      break;
+  }
+  return ReplicaAnswer::Ok(std::string("{\"succeeded\":") + (ok ? "true" : "false") +
+                           ",\"results\":" + results + "}");
+}
+
+}  // namespace kvstore::net

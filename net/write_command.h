@@ -1,0 +1,64 @@
+// WriteCommand: a write request (set, delete, bulk_set, cas, txn) in a form
+// that can be shipped through a replicated log and evaluated later, on every
+// node, against that node's store. Evaluation is deterministic: the same
+// command on the same state gives the same writes and the same answer, so
+// a cas that finds a different value is an answer ("conflict"), not a
+// failure.
+//
+// Every kind is one shape: compares, then the success or the failure ops.
+// set/delete/bulk_set have no compares; cas compares one key and reads it
+// back on failure to report "current".
+//
+// Thread safety: pure functions over values.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "kvstore/status.h"
+#include "kvstore/write_batch.h"
+#include "net/replication.h"
+
+namespace kvstore::net {
+
+struct WriteCommand {
+  enum class Kind : uint8_t { kSet = 1, kDelete, kBulkSet, kCas, kTxn };
+  struct Compare {
+    enum Kind : uint8_t { kEq, kNe, kExists, kMissing };
+    Kind kind = kEq;
+    std::string key;
+    std::string value;  // canonical JSON, for kEq / kNe
+  };
+  struct Op {
+    enum Kind : uint8_t { kGet, kSet, kDelete };
+    Kind kind = kGet;
+    std::string key;
+    std::string value;  // canonical JSON, for kSet
+  };
+  Kind kind = Kind::kSet;
+  std::vector<Compare> compares;
+  std::vector<Op> success;
+  std::vector<Op> failure;
+};
+
+std::string EncodeWriteCommand(const WriteCommand& command);
+// False when data is not a whole, well-formed encoding.
+bool DecodeWriteCommand(std::string_view data, WriteCommand* command);
+
+// Reads a key's current value (nullopt when absent) as of the evaluation.
+using CommandReader = std::function<Status(std::string_view key, std::optional<std::string>* value)>;
+// Writes earlier commands of the same batch made but not yet committed:
+// key -> value (nullopt: deleted). Consulted before the reader, then updated.
+using CommandOverlay = std::map<std::string, std::optional<std::string>, std::less<>>;
+
+// Evaluates command: appends its writes to batch (and overlay) and returns
+// its protocol answer. A read error answers "internal" and writes nothing.
+ReplicaAnswer EvaluateWriteCommand(const WriteCommand& command, const CommandReader& read,
+                                   CommandOverlay* overlay, WriteBatch* batch);
+
+}  // namespace kvstore::net
