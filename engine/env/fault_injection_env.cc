@@ -17,7 +17,7 @@ class FaultInjectionWritableFile final : public WritableFile {
 
   Status Append(std::string_view data) override {
     size_t allowed = data.size();
-    Status fault = env_->BeforeAppend(data.size(), &allowed);
+    Status fault = env_->BeforeAppend(path_, data.size(), &allowed);
     if (allowed > 0) {
       Status s = base_->Append(data.substr(0, allowed));
       if (!s.ok()) return s;
@@ -140,7 +140,7 @@ Status FaultInjectionEnv::SyncDir(const std::string& dir) {
   return s;
 }
 
-Status FaultInjectionEnv::BeforeAppend(size_t n, size_t* allowed) {
+Status FaultInjectionEnv::BeforeAppend(const std::string& path, size_t n, size_t* allowed) {
   if (!active_) {
     *allowed = 0;
     return Status::IOError("fault injection: file system inactive");
@@ -149,6 +149,11 @@ Status FaultInjectionEnv::BeforeAppend(size_t n, size_t* allowed) {
   if (appends_until_failure_ > 0 && --appends_until_failure_ == 0) {
     *allowed = n / 2;
     return Status::IOError("fault injection: append failed midway");
+  }
+  if (!no_space_suffix_.empty() && path.size() >= no_space_suffix_.size() &&
+      path.compare(path.size() - no_space_suffix_.size(), no_space_suffix_.size(), no_space_suffix_) == 0) {
+    *allowed = 0;
+    return Status::NoSpace("fault injection: No space left on device");
   }
   if (space_left_ >= 0) {
     if (static_cast<uint64_t>(space_left_) < n) {

@@ -36,6 +36,14 @@ class FaultInjectionEnv final : public Env {
     std::lock_guard lock(mu_);
     space_left_ = bytes;
   }
+  // Appends to files whose path ends with suffix (".sst": tables only) fail
+  // with NoSpace and write nothing, while other files still have room: a
+  // full disk that hits a flush or a compaction but not the WAL. "" turns
+  // it off.
+  void SetNoSpaceFor(std::string suffix) {
+    std::lock_guard lock(mu_);
+    no_space_suffix_ = std::move(suffix);
+  }
   // The nth Append from now writes half its bytes and fails with IOError.
   void FailAppendAfter(int n) {
     std::lock_guard lock(mu_);
@@ -91,7 +99,7 @@ class FaultInjectionEnv final : public Env {
   };
 
   // Hooks called by the file wrapper.
-  Status BeforeAppend(size_t n, size_t* allowed);
+  Status BeforeAppend(const std::string& path, size_t n, size_t* allowed);
   void AfterAppend(const std::string& path, uint64_t new_size);
   Status BeforeSync();
   void AfterSync(const std::string& path);
@@ -107,6 +115,7 @@ class FaultInjectionEnv final : public Env {
   bool sync_failed_ = false;
   int appends_until_failure_ = 0;
   int64_t space_left_ = -1;
+  std::string no_space_suffix_;
   std::map<std::string, FileState> files_;
   std::set<std::string> unsynced_new_files_;  // created, directory not yet synced
 };

@@ -53,6 +53,10 @@ bool BlockIterator::ParseNextEntry() {
   }
   key_.resize(shared);
   key_.append(p, unshared);
+  if (key_.size() < kMinKeySize) {
+    Corrupt();
+    return false;
+  }
   value_ = std::string_view(p + unshared, value_size);
   next_ = static_cast<uint32_t>((p + unshared + value_size) - data_);
   return true;
@@ -81,7 +85,7 @@ void BlockIterator::Seek(std::string_view target) {
     if (offset >= restarts_offset_ || (p = GetVarint32Ptr(p, limit, &shared)) == nullptr ||
         (p = GetVarint32Ptr(p, limit, &unshared)) == nullptr ||
         (p = GetVarint32Ptr(p, limit, &value_size)) == nullptr || shared != 0 ||
-        static_cast<size_t>(limit - p) < unshared) {
+        static_cast<size_t>(limit - p) < unshared || unshared < kMinKeySize) {
       Corrupt();
       return;
     }

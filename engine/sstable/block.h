@@ -16,6 +16,10 @@ namespace kvstore::sstable {
 
 // Orders the keys of a block: internal keys in data blocks and index blocks.
 using KeyCompare = int (*)(std::string_view, std::string_view);
+// Every key in a block is an internal key, so at least its 8-byte tag long;
+// a shorter one is damage, and is never handed to the comparator (which
+// reads the tag at the key's end).
+inline constexpr size_t kMinKeySize = 8;
 
 class BlockIterator {
  public:

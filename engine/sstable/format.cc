@@ -59,7 +59,7 @@ Status Footer::DecodeFrom(std::string_view input, const std::string& file) {
   if (DecodeFixed64(input.data() + 56) != kMagic) {
     return Status::Corruption(file + ": not a kvstore table (bad magic number)");
   }
-  if (DecodeFixed32(input.data() + 52) != Checksum32(input.substr(0, 52))) {
+  if (!ChecksumMatches(DecodeFixed32(input.data() + 52), Checksum32(input.substr(0, 52)))) {
     return Status::Corruption(file + ": table footer checksum mismatch");
   }
   uint32_t version = DecodeFixed32(input.data() + 48);
@@ -122,7 +122,7 @@ Status ReadBlock(const RandomAccessFile& file, const std::string& file_name, con
   if (got.size() != n) return Status::Corruption(where() + ": truncated");
   std::string_view stored = got.substr(0, static_cast<size_t>(handle.size));
   const uint8_t type = static_cast<uint8_t>(got[handle.size]);
-  if (DecodeFixed32(got.data() + handle.size + 1) != Checksum32(stored, type)) {
+  if (!ChecksumMatches(DecodeFixed32(got.data() + handle.size + 1), Checksum32(stored, type))) {
     return Status::Corruption(where() + ": checksum mismatch");
   }
   if (type == static_cast<uint8_t>(Compression::kNone)) {

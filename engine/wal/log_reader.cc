@@ -19,7 +19,7 @@ Status LogReader::ReadHeader() {
                               " bytes)");
   }
   if (got.substr(0, 8) != kMagic.substr(0, 8) ||
-      DecodeFixed32(got.data() + 12) != Checksum32(got.substr(0, 12))) {
+      !ChecksumMatches(DecodeFixed32(got.data() + 12), Checksum32(got.substr(0, 12)))) {
     return Status::Corruption(path_ + ": not a kvstore WAL segment (bad magic or header checksum)");
   }
   uint32_t version = DecodeFixed32(got.data() + 8);
@@ -74,8 +74,8 @@ LogReader::Physical LogReader::ReadPhysical(uint8_t* type, std::string_view* fra
       why = "bad record type";
     } else if (kHeaderSize + length > buffer_.size()) {
       why = eof_ ? "truncated record" : "record length runs past its block";
-    } else if (DecodeFixed32(h) !=
-               Checksum32(std::string_view(h + kHeaderSize, length), RecordChecksumSeed(t, length))) {
+    } else if (!ChecksumMatches(DecodeFixed32(h), Checksum32(std::string_view(h + kHeaderSize, length),
+                                                             RecordChecksumSeed(t, length)))) {
       why = "checksum mismatch";
     }
     if (why != nullptr) {
