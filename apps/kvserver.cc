@@ -39,6 +39,8 @@ int main(int argc, char** argv) {
   kvstore::Options db_options;
   // The server answers the three searches, so its store indexes by default.
   db_options.search.enabled = true;
+  // Keys from 0xff on are the server's own (the cluster's applied index).
+  db_options.search.excluded_prefixes = {"\xff"};
   bool no_search = false, no_semantic = false;
   bool cluster = false;
   kvstore::cluster::NodeOptions node_options;

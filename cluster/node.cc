@@ -465,11 +465,13 @@ void Node::Impl::ApplyEntry(raft_index index, const raft_buffer& buf) {
   WriteBatch batch;
   net::CommandOverlay overlay;
   DB* store = db.get();
-  net::CommandReader read = [store](std::string_view key, std::optional<std::string>* value) {
+  Status read_error;
+  net::CommandReader read = [store, &read_error](std::string_view key, std::optional<std::string>* value) {
     std::string v;
     Status s = store->Get(ReadOptions{}, key, &v);
     if (s.IsNotFound()) return Status::OK();
     if (s.ok()) *value = std::move(v);
+    if (!s.ok() && read_error.ok()) read_error = s;
     return s;
   };
   for (std::string_view c : commands) {
@@ -481,6 +483,14 @@ void Node::Impl::ApplyEntry(raft_index index, const raft_buffer& buf) {
     answers.push_back(net::EvaluateWriteCommand(cmd, read, &overlay, &batch));
   }
   if (!ok) spdlog::error("node {}: malformed log entry at index {}; skipped", opt.id, index);
+  if (!read_error.ok()) {
+    // A cas or txn that could not read its keys here would apply nothing on
+    // this node while the others apply it: the replicas would diverge for
+    // good. Stop, as for a failed write, and replay from the log on restart.
+    spdlog::critical("node {}: cannot read while applying index {}: {}; stopping", opt.id, index,
+                     read_error.ToString());
+    std::abort();
+  }
   batch.Put(kAppliedIndexKey, std::to_string(index));
   // The Raft log is the durability point: the engine need not fsync here.
   // Snapshots flush the engine before libraft may drop log entries.

@@ -619,6 +619,7 @@ Status DBImpl::MakeRoomForWrite(bool force) {
 // getting full. Leader only, with mu_ held.
 Status DBImpl::WaitForRoomLocked(std::unique_lock<std::mutex>& lock, bool force) {
   bool delayed = false;
+  const uint64_t attempts_before = bg_attempts_;
   for (;;) {
     if (shutting_down_) return Status::IOError("the DB is closing");
     const size_t l0 = view_->version->files[0].size();
@@ -636,7 +637,10 @@ Status DBImpl::WaitForRoomLocked(std::unique_lock<std::mutex>& lock, bool force)
     if (!must_wait) return Status::OK();
     // The flush or compaction that would make room is failing (for lack of
     // space, say): fail this write rather than hang; later writes try again.
-    if (!bg_error_.ok()) return bg_error_;
+    // Only an attempt made while this write waits counts: an error from
+    // before may be stale (space has come back), and waking the background
+    // thread below makes it try again at once.
+    if (!bg_error_.ok() && bg_attempts_ != attempts_before) return bg_error_;
     const auto start = std::chrono::steady_clock::now();
     bg_cv_.notify_one();
     bg_done_cv_.wait(lock);
@@ -703,6 +707,7 @@ void DBImpl::BackgroundLoop() {
       manual_compactions_.pop_front();
     }
     bg_error_ = s;
+    bg_attempts_++;
     bg_done_cv_.notify_all();
     if (!s.ok()) {
       if (s.IsNoSpace()) {
@@ -782,7 +787,7 @@ Status DBImpl::FlushOldestImmutable() {
     }
   }
   if (!s.ok()) {
-    if (!edit_attempted) (void)env_->RemoveFile(TableFileName(dbname_, number));
+    if (!edit_attempted) RemoveUnusedOutput(number);
     return s;
   }
   DeleteObsoleteFiles();
@@ -826,12 +831,18 @@ Status DBImpl::RunOneCompaction(std::unique_ptr<Compaction> c) {
   }
   if (!s.ok()) {
     if (!edit_attempted) {
-      for (uint64_t n : outputs) (void)env_->RemoveFile(TableFileName(dbname_, n));
+      for (uint64_t n : outputs) RemoveUnusedOutput(n);
     }
     return s;
   }
   DeleteObsoleteFiles();
   return Status::OK();
+}
+
+void DBImpl::RemoveUnusedOutput(uint64_t number) {
+  (void)env_->RemoveFile(TableFileName(dbname_, number));
+  (void)env_->RemoveFile(IndexFileName(dbname_, number));
+  if (search_ != nullptr) search_->Evict(number);
 }
 
 // Removes what no version and no WAL replay needs any more: tables dropped
@@ -876,12 +887,15 @@ void DBImpl::DeleteObsoleteFiles() {
 }
 
 Status DBImpl::WaitForFlushLocked(std::unique_lock<std::mutex>& lock) {
+  // Only a failure of an attempt made while we wait counts: an error left
+  // from before (a full disk since cleared) says nothing about this flush.
+  const uint64_t attempts_before = bg_attempts_;
   while (!view_->imm.empty()) {
     if (!bg_running_ || shutting_down_) return Status::IOError("the DB is closing");
     if (read_only_.load()) {
       return Status::ReadOnly("writes are refused after an earlier error: " + read_only_reason_.ToString());
     }
-    if (!bg_error_.ok()) return bg_error_;
+    if (!bg_error_.ok() && bg_attempts_ != attempts_before) return bg_error_;
     bg_cv_.notify_one();
     bg_done_cv_.wait(lock);
   }

@@ -118,6 +118,9 @@ class DBImpl final : public DB {
   Status RunOneCompaction(std::unique_ptr<Compaction> c);
   void InstallVersionLocked(std::shared_ptr<const Version> version, bool drop_oldest_imm);
   void DeleteObsoleteFiles();
+  // A flush or compaction output that never made it into the manifest: its
+  // table, its index segment and the segment held in memory.
+  void RemoveUnusedOutput(uint64_t number);
   SequenceNumber SmallestSnapshot();
   uint64_t NewOutputFileNumber();
   // Waits until no immutable memtable is left (or background work fails).
@@ -208,6 +211,7 @@ class DBImpl final : public DB {
   std::deque<ManualCompaction*> manual_compactions_;
   int checkpoints_in_progress_ = 0;      // file deletion waits while > 0
   Status bg_error_;                      // last background failure
+  uint64_t bg_attempts_ = 0;             // background jobs finished (either way)
   uint64_t flushes_ = 0, compactions_ = 0;
   uint64_t flush_bytes_ = 0, compaction_bytes_read_ = 0, compaction_bytes_written_ = 0;
   uint64_t stall_count_ = 0, stall_micros_ = 0, max_stall_micros_ = 0;

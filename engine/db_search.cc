@@ -126,6 +126,7 @@ Status DBSearch::Create(const Options& options, Env* env, const std::string& dbn
   config->analyzer.stemmer_language = options.search.stemmer_language;
   config->analyzer.stop_words = options.search.stop_words;
   config->prefixes = options.search.prefixes;
+  search->excluded_prefixes_ = options.search.excluded_prefixes;
   if (options.search.semantic) {
     search->embedder_ = options.search.embedder != nullptr ? options.search.embedder : NewHashingEmbedder();
     if (search->embedder_->dimension() <= 0) {
@@ -142,7 +143,12 @@ Status DBSearch::Create(const Options& options, Env* env, const std::string& dbn
   return Status::OK();
 }
 
-bool DBSearch::Indexed(std::string_view key) const { return index::KeyIndexed(*config_, key); }
+bool DBSearch::Indexed(std::string_view key) const {
+  for (const std::string& p : excluded_prefixes_) {
+    if (key.starts_with(p)) return false;
+  }
+  return index::KeyIndexed(*config_, key);
+}
 
 Status DBSearch::AnalyzeOne(std::string_view key, uint64_t seq, std::string_view value,
                             index::AnalyzedDoc* doc) const {

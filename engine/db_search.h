@@ -119,6 +119,7 @@ class DBSearch {
   std::string fingerprint_;
   std::unique_ptr<index::Analyzer> analyzer_;
   std::shared_ptr<Embedder> embedder_;  // null: no semantic index
+  std::vector<std::string> excluded_prefixes_;
 
   mutable std::mutex mu_;
   std::unordered_map<uint64_t, std::shared_ptr<index::Segment>> segments_;  // guarded by mu_

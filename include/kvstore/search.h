@@ -25,6 +25,9 @@ struct SearchOptions {
   bool enabled = false;
   // Index only keys starting with one of these; empty indexes every key.
   std::vector<std::string> prefixes;
+  // Never index keys starting with one of these (kvserver keeps its own
+  // bookkeeping under "\xff"). Applies to what is written from now on.
+  std::vector<std::string> excluded_prefixes;
   // Full text: a Snowball stemmer language ("english", "french", …; "" for
   // none) and whether to drop common English stop words.
   std::string stemmer_language = "english";
