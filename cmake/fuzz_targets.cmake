@@ -8,5 +8,6 @@ set(KVSTORE_FUZZ_TARGETS
   "wal|fuzz/wal_fuzz|fuzz/corpus/wal|-max_len=40000"
   "sstable|fuzz/sstable_fuzz|fuzz/corpus/sstable|-max_len=8192"
   "manifest|fuzz/manifest_fuzz|fuzz/corpus/manifest|-max_len=4096"
+  "index|fuzz/index_fuzz|fuzz/corpus/index|-max_len=65536"
   "protocol|net/handler_fuzz|net/fuzz_corpus|-max_len=4096"
 )

@@ -15,7 +15,9 @@
 #include "engine/version/version_edit.h"
 #include "engine/wal/log_writer.h"
 #include "engine/write_batch_internal.h"
+#include "index/segment.h"
 #include "kvstore/db.h"
+#include "kvstore/embedder.h"
 
 namespace fs = std::filesystem;
 using namespace kvstore;
@@ -82,7 +84,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   const fs::path out = argv[1];
-  for (const char* t : {"wal", "sstable", "manifest"}) fs::create_directories(out / t);
+  for (const char* t : {"wal", "sstable", "manifest", "index"}) fs::create_directories(out / t);
   const fs::path dir = fs::temp_directory_path() / ("kvstore_make_corpus_" + std::to_string(::getpid()));
   fs::remove_all(dir);
 
@@ -113,6 +115,49 @@ int main(int argc, char** argv) {
     }
   }
   fs::remove_all(dir);
+
+  // Index segments: small ones from a real store with search on, and one
+  // with an HNSW graph (kHnswMinVectors docs, 8-dimensional vectors to keep
+  // it small).
+  {
+    Options options;
+    options.search.enabled = true;
+    options.search.embedder = NewHashingEmbedder(8);
+    std::unique_ptr<DB> db;
+    Check(DB::Open(options, dir.string(), &db), "open");
+    WriteOptions wo;
+    const char* texts[] = {"\"the quick brown fox\"", "{\"title\":\"café au lait\",\"tags\":[\"drink\"]}",
+                           "東京 tower", "running runners ran", "42"};
+    for (int i = 0; i < 20; i++) Check(db->Put(wo, "doc:" + std::to_string(i), texts[i % 5]), "put");
+    Check(db->Flush(), "flush");
+    int segments = 0;
+    for (const auto& e : fs::directory_iterator(dir)) {
+      if (e.path().extension() == ".idx") {
+        fs::copy_file(e.path(), out / "index" / ("db_segment_" + std::to_string(segments++)), fs::copy_options::overwrite_existing);
+      }
+    }
+    db.reset();
+    fs::remove_all(dir);
+
+    index::IndexConfig config;
+    config.embedder_name = "kvstore-hashing-8";
+    config.dimension = 8;
+    std::unique_ptr<index::Analyzer> analyzer;
+    Check(index::Analyzer::Create(config.analyzer, &analyzer), "analyzer");
+    std::shared_ptr<Embedder> embedder = NewHashingEmbedder(8);
+    config.embedder_name = embedder->name();
+    index::SegmentWriter writer(config);
+    for (size_t i = 0; i < index::kHnswMinVectors; i++) {
+      index::AnalyzedDoc doc;
+      char key[16];
+      std::snprintf(key, sizeof(key), "k%05zu", i);
+      Check(index::AnalyzeDoc(*analyzer, embedder.get(), key, i + 1, "w" + std::to_string(i % 37) + " x" + std::to_string(i % 11), &doc), "analyze");
+      writer.Add(std::move(doc));
+    }
+    std::string contents;
+    Check(writer.Finish(&contents), "segment");
+    Save(out / "index" / "hnsw_graph", contents);
+  }
 
   // Tables with many small blocks, with and without compression or filter.
   Save(out / "sstable" / "blocks_lz4", SmallTable(120, 256, 10, sstable::Compression::kLZ4));
