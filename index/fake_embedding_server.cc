@@ -104,6 +104,8 @@ Status FakeEmbeddingServer::Start(int port) {
   Stop();
   Impl& im = *impl_;
   im.server = std::make_unique<httplib::Server>();
+  // Stop waits for idle kept-alive connections to time out: keep that short.
+  im.server->set_keep_alive_timeout(1);
   for (const char* kind : {"openai", "ollama", "tei"}) {
     const std::string k = kind;
     const char* path = k == "openai" ? "/v1/embeddings" : k == "ollama" ? "/api/embed" : "/embed";

@@ -55,6 +55,8 @@ class EmbedTest : public ::testing::Test {
   }
   void TearDown() override {
     db_.reset();
+    options_.search.embedder.reset();
+    embedder_.reset();  // its kept-alive connections, which the server would wait for
     server_.Stop();
     std::filesystem::remove_all(dir_);
   }
@@ -219,11 +221,20 @@ TEST_F(EmbedTest, BacklogSurvivesAReopen) {
   }
   // Only the live versions were sent.
   EXPECT_LE(server_.texts(), 149u);
+  // Vectors in the memtable are not durable: its WAL replay embeds them
+  // again. Those in segments stay.
   Reopen();
-  EXPECT_EQ(Backlog(), 0u);
+  EXPECT_GT(Backlog(), 0u);
+  WaitForEmptyBacklog();
+  ASSERT_TRUE(db_->Flush().ok());
+  Reopen();
+  EXPECT_LE(Backlog(), 2u);  // at most the two dead versions, found again and dropped
+  WaitForEmptyBacklog();
+  const uint64_t sent = server_.texts();
   for (int i = 7; i < 150; i += 3) {
     EXPECT_TRUE(FoundSemantically(i)) << i;
   }
+  EXPECT_EQ(server_.texts(), sent);
 }
 
 TEST_F(EmbedTest, WritesDoNotWaitForASlowService) {
