@@ -406,7 +406,9 @@ Status DBSearch::SemanticSearch(const std::vector<const MemTable*>& mems, const 
   } else {
     std::vector<std::vector<float>> vectors;
     Status s = embedder_->Embed({text}, &vectors);
-    if (!s.ok()) return s;
+    // Not the caller's fault, whatever the embedder says (a wrong
+    // dimension is InvalidArgument there).
+    if (!s.ok()) return Status::IOError("embedding the query: " + s.ToString());
     if (vectors.size() != 1) return Status::IOError("the embedder returned no vector");
     query = std::move(vectors[0]);
   }
@@ -427,9 +429,12 @@ namespace {
 // Docs per Embed call of the background thread (the embedder splits them
 // into its own request batches).
 constexpr size_t kEmbedRound = 256;
-// How often vectors waiting in memtables are looked for again, to see
-// whether a flush has taken them into a segment.
+// How often vectors not yet placed for good (a segment rewrite failed, or a
+// flush or compaction was running) are looked at again.
 constexpr auto kPlaceInterval = std::chrono::seconds(1);
+// While a long backlog drains, segments are rewritten with the vectors made
+// so far at most this often (and at once when it is drained).
+constexpr auto kRewriteInterval = std::chrono::seconds(30);
 constexpr int kFirstBackoffMs = 100;
 constexpr int kMaxBackoffMs = 5000;
 }  // namespace
@@ -525,6 +530,7 @@ void DBSearch::EndRewrite() {
 void DBSearch::EmbedLoop() {
   int backoff_ms = 0;
   auto last_place = std::chrono::steady_clock::now();
+  auto last_rewrite = last_place;
   for (;;) {
     bool have_work;
     {
@@ -536,7 +542,14 @@ void DBSearch::EmbedLoop() {
         backlog_cv_.wait_for(lock, timeout, [this] { return stop_ || wake_ || !to_embed_.empty(); });
       }
       if (stop_) return;
-      wake_ = false;
+      if (wake_) {
+        // A flush or compaction ended: vectors placed in a memtable may
+        // have gone into a segment (with them or without).
+        to_place_.insert(to_place_.end(), std::make_move_iterator(in_memtable_.begin()),
+                         std::make_move_iterator(in_memtable_.end()));
+        in_memtable_.clear();
+        wake_ = false;
+      }
       have_work = !to_embed_.empty();
     }
     if (have_work) {
@@ -546,18 +559,22 @@ void DBSearch::EmbedLoop() {
         backoff_ms = backoff_ms == 0 ? kFirstBackoffMs : std::min(backoff_ms * 2, kMaxBackoffMs);
       }
     }
-    bool place;
+    bool place, rewrite;
     {
       std::lock_guard lock(backlog_mu_);
-      // Vectors go where queries find them once the queue is drained (one
-      // segment rewrite for many vectors), or at least every interval; and
-      // while the service fails, those already made need not wait for it.
-      place = !to_place_.empty() && (to_embed_.empty() || backoff_ms > 0 ||
-                                     std::chrono::steady_clock::now() - last_place >= kPlaceInterval);
+      const auto now = std::chrono::steady_clock::now();
+      // Vectors go where queries find them once the queue is drained, or at
+      // least every interval; and while the service fails, those already
+      // made need not wait for it. Segments are rewritten less often while
+      // the queue drains: one rewrite for many vectors.
+      const bool drained = to_embed_.empty() || backoff_ms > 0;
+      place = !to_place_.empty() && (drained || now - last_place >= kPlaceInterval);
+      rewrite = drained || now - last_rewrite >= kRewriteInterval;
     }
     if (place) {
-      PlaceVectors();
+      PlaceVectors(rewrite);
       last_place = std::chrono::steady_clock::now();
+      if (rewrite) last_rewrite = last_place;
     }
   }
 }
@@ -631,7 +648,7 @@ bool DBSearch::EmbedSome() {
   return true;
 }
 
-void DBSearch::PlaceVectors() {
+void DBSearch::PlaceVectors(bool rewrite) {
   struct Item {
     DocKey key;
     std::shared_ptr<const std::vector<float>> vector;
@@ -695,6 +712,7 @@ void DBSearch::PlaceVectors() {
     }
   }
   Status failed;
+  if (!rewrite) rewrites.clear();  // kSegmentWithout: kept for a later pass
   for (const auto& [number, list] : rewrites) {
     Status s = RewriteWithVectors(number);
     if (!s.ok()) {
@@ -721,7 +739,8 @@ void DBSearch::PlaceVectors() {
       case Where::kMemTable:
         // Searchable, but kept until a flush has put it into a segment.
         SetSearchableLocked(&it->second, true);
-        break;
+        in_memtable_.push_back(std::move(items[i].key));
+        continue;
       case Where::kSegment:
         SetSearchableLocked(&it->second, true);
         // Final unless a flush or compaction that began before the segment

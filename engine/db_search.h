@@ -184,9 +184,9 @@ class DBSearch {
   // Embeds up to one round from the front of to_embed_; false on failure
   // (counted, kept in embedding_last_error_).
   bool EmbedSome();
-  // Puts embedded vectors where queries find them; forgets those that are
-  // in a segment for good.
-  void PlaceVectors();
+  // Puts embedded vectors where queries find them (into segments only when
+  // rewrite); forgets those that are in a segment for good.
+  void PlaceVectors(bool rewrite);
   Status RewriteWithVectors(uint64_t number);
 
   Env* const env_;
@@ -212,6 +212,7 @@ class DBSearch {
   std::map<DocKey, PendingDoc, DocKeyOrder> pending_;       // guarded by backlog_mu_
   std::deque<DocKey> to_embed_;                             // guarded by backlog_mu_; no vector yet
   std::vector<DocKey> to_place_;                            // guarded by backlog_mu_; vector not final
+  std::vector<DocKey> in_memtable_;  // guarded by backlog_mu_; placed in a memtable: looked at again after a flush
   uint64_t unsearchable_ = 0;                               // guarded by backlog_mu_
   uint64_t docs_embedded_ = 0, embedding_errors_ = 0, vector_rewrites_ = 0;  // guarded by backlog_mu_
   std::string embedding_last_error_;                        // guarded by backlog_mu_
