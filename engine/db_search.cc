@@ -408,7 +408,7 @@ Status DBSearch::SemanticSearch(const std::vector<const MemTable*>& mems, const 
     Status s = embedder_->Embed({text}, &vectors);
     // Not the caller's fault, whatever the embedder says (a wrong
     // dimension is InvalidArgument there).
-    if (!s.ok()) return Status::IOError("embedding the query: " + s.ToString());
+    if (!s.ok()) return Status::IOError("embedding the query: " + std::string(s.message()));
     if (vectors.size() != 1) return Status::IOError("the embedder returned no vector");
     query = std::move(vectors[0]);
   }

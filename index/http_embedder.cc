@@ -185,7 +185,7 @@ class HttpEmbedder final : public Embedder {
     }
     if (!res) {
       // The connection is in an unknown state: drop the client.
-      return {Status::IOError(Where() + ": " + httplib::to_string(res.error())), true};
+      return {Status::IOError(Where() + ": request failed (" + httplib::to_string(res.error()) + ")"), true};
     }
     const int status = res->status;
     if (status < 200 || status > 299) {
