@@ -15,6 +15,7 @@
 
 #include "cluster/node.h"
 #include "kvstore/db.h"
+#include "kvstore/embedder.h"
 #include "net/server.h"
 
 namespace {
@@ -42,6 +43,8 @@ int main(int argc, char** argv) {
   // Keys from 0xff on are the server's own (the cluster's applied index).
   db_options.search.excluded_prefixes = {"\xff"};
   bool no_search = false, no_semantic = false;
+  std::string embedder_kind = "hashing";
+  kvstore::HttpEmbedderOptions http_embedder;
   bool cluster = false;
   kvstore::cluster::NodeOptions node_options;
   std::string peers, peer_clients, peer_transfers;
@@ -84,6 +87,26 @@ int main(int argc, char** argv) {
   app.add_flag("--stop-words", db_options.search.stop_words, "drop common English stop words from full-text indexing")
       ->envname("KVSTORE_STOP_WORDS");
   app.add_flag("--no-semantic", no_semantic, "keep no semantic (vector) index")->envname("KVSTORE_NO_SEMANTIC");
+  auto* em = app.add_option_group("embedder", "semantic search: the embedding model (docs/search.md)");
+  em->add_option("--embedder", embedder_kind,
+                 "hashing (built in, offline), or an HTTP service: openai (/v1/embeddings), ollama (/api/embed), "
+                 "tei (text-embeddings-inference /embed)")
+      ->envname("KVSTORE_EMBEDDER")->capture_default_str()
+      ->check(CLI::IsMember({"hashing", "openai", "ollama", "tei"}));
+  em->add_option("--embedder-url", http_embedder.url, "the service, http://host:port[/base]")
+      ->envname("KVSTORE_EMBEDDER_URL");
+  em->add_option("--embedder-model", http_embedder.model, "the model name sent to the service")
+      ->envname("KVSTORE_EMBEDDER_MODEL");
+  em->add_option("--embedder-dimension", http_embedder.dimension,
+                 "vector dimension: required for a service (checked on every answer); hashing defaults to 256")
+      ->envname("KVSTORE_EMBEDDER_DIMENSION")->check(CLI::PositiveNumber);
+  em->add_option("--embedder-api-key-env", http_embedder.api_key_env,
+                 "name of the environment variable holding the API key (sent as a Bearer token)")
+      ->envname("KVSTORE_EMBEDDER_API_KEY_ENV");
+  em->add_option("--embedder-batch", http_embedder.batch_size, "texts per request")
+      ->envname("KVSTORE_EMBEDDER_BATCH")->capture_default_str()->check(CLI::PositiveNumber);
+  em->add_option("--embedder-timeout-ms", http_embedder.read_timeout_ms, "how long to wait for one answer")
+      ->envname("KVSTORE_EMBEDDER_TIMEOUT_MS")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--threads", options.threads, "server threads; 0 = one per core")
       ->envname("KVSTORE_THREADS")->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
@@ -120,6 +143,23 @@ int main(int argc, char** argv) {
   // scripts and tests read.
   spdlog::set_default_logger(spdlog::stderr_color_mt("kvserver"));
   spdlog::set_level(spdlog::level::from_str(log_level));
+
+  if (db_options.search.enabled && db_options.search.semantic) {
+    if (embedder_kind == "hashing") {
+      if (http_embedder.dimension > 0) db_options.search.embedder = kvstore::NewHashingEmbedder(http_embedder.dimension);
+    } else {
+      http_embedder.api = embedder_kind == "openai"   ? kvstore::HttpEmbedderApi::kOpenAI
+                          : embedder_kind == "ollama" ? kvstore::HttpEmbedderApi::kOllama
+                                                      : kvstore::HttpEmbedderApi::kTEI;
+      kvstore::Status es = kvstore::NewHttpEmbedder(http_embedder, &db_options.search.embedder);
+      if (!es.ok()) {
+        spdlog::error("--embedder {}: {}", embedder_kind, es.ToString());
+        return 2;
+      }
+      spdlog::info("semantic search through {} (vectors computed in the background)",
+                   db_options.search.embedder->name());
+    }
+  }
 
   if (!token_file.empty()) {
     std::ifstream in(token_file);

@@ -93,6 +93,8 @@ DBImpl::DBImpl(const Options& options, std::string dbname)
       versions_(std::make_unique<VersionSet>(env_, dbname_)) {}
 
 DBImpl::~DBImpl() {
+  // The background embedder reads views and values: it goes first.
+  if (search_ != nullptr) search_->StopEmbedding();
   {
     std::unique_lock lock(queue_mu_);
     idle_cv_.wait(lock, [this] { return writers_.empty() && !leader_active_ && leaders_running_ == 0; });
@@ -120,6 +122,26 @@ Status DBImpl::Open() {
     // Tables written before search was turned on, or under another index
     // configuration, get their segments now; those already built are kept.
     s = search_->EnsureSegments(*versions_->current(), table_cache_.get());
+    if (!s.ok()) return s;
+    DBSearch::Host host;
+    host.view = [this](std::vector<std::shared_ptr<MemTable>>* mems, std::shared_ptr<const Version>* version) {
+      SequenceNumber seq;
+      std::shared_ptr<const View> view = CurrentView(nullptr, &seq);
+      mems->assign({view->mem});
+      mems->insert(mems->end(), view->imm.begin(), view->imm.end());
+      *version = view->version;
+    };
+    host.live = [this](std::string_view key, uint64_t seq, bool* live, std::string* value) {
+      SequenceNumber newest;
+      std::shared_ptr<const View> view = CurrentView(nullptr, &newest);
+      // A doc is queued for embedding after it is in the memtable but just
+      // before its sequence is published: it is committed, so read up to it.
+      SequenceNumber found_seq = 0;
+      Status s = GetFromView(*view, std::max<SequenceNumber>(newest, seq), key, value, &found_seq);
+      *live = s.ok() && found_seq == seq;
+      return s.IsNotFound() ? Status::OK() : s;
+    };
+    s = search_->StartEmbedding(std::move(host));
     if (!s.ok()) return s;
   }
   committer_ = std::thread([this] { CommitterLoop(); });
@@ -562,7 +584,7 @@ Status DBImpl::WriteGroup(const std::vector<Writer*>& group, bool sync) {
     }
     // Before the sequence is published: a search at that sequence must
     // find every doc the memtable holds up to it.
-    if (!w->docs.docs.empty()) DBSearch::AddToMemIndex(&w->docs, WriteBatchInternal::Sequence(*w->batch), mem_);
+    if (!w->docs.docs.empty()) search_->AddToMemIndex(&w->docs, WriteBatchInternal::Sequence(*w->batch), mem_);
   }
   last_sequence_.store(seq - 1, std::memory_order_release);
   stat_writes_.fetch_add(records_.size(), std::memory_order_relaxed);
@@ -751,7 +773,24 @@ void DBImpl::InstallVersionLocked(std::shared_ptr<const Version> version, bool d
   view_ = std::move(view);
 }
 
+namespace {
+// From before a flush or compaction reads its docs until its version is
+// installed (see DBSearch::BeginRewrite).
+struct RewriteScope {
+  explicit RewriteScope(DBSearch* s) : search(s) {
+    if (search != nullptr) search->BeginRewrite();
+  }
+  ~RewriteScope() {
+    if (search != nullptr) search->EndRewrite();
+  }
+  RewriteScope(const RewriteScope&) = delete;
+  RewriteScope& operator=(const RewriteScope&) = delete;
+  DBSearch* const search;
+};
+}  // namespace
+
 Status DBImpl::FlushOldestImmutable() {
+  RewriteScope rewrite(search_.get());
   std::shared_ptr<MemTable> imm, next;
   {
     std::lock_guard lock(mu_);
@@ -795,6 +834,7 @@ Status DBImpl::FlushOldestImmutable() {
 }
 
 Status DBImpl::RunOneCompaction(std::unique_ptr<Compaction> c) {
+  RewriteScope rewrite(search_.get());
   std::vector<uint64_t> outputs;
   auto new_file_number = [&] {
     uint64_t n = NewOutputFileNumber();
@@ -1170,6 +1210,11 @@ DBStats DBImpl::GetStats() {
     st.index_segments_built = ss.segments_built;
     st.index_docs_built = ss.docs_indexed;
     st.index_build_micros = ss.build_micros;
+    st.index_embedding_backlog = ss.embedding_backlog;
+    st.index_docs_embedded = ss.docs_embedded;
+    st.index_embedding_errors = ss.embedding_errors;
+    st.index_embedding_last_error = ss.embedding_last_error;
+    st.index_vector_rewrites = ss.vector_rewrites;
   }
   int64_t live = view->mem->live_keys();
   st.memtable_bytes = MemBytes(*view->mem);
@@ -1257,6 +1302,11 @@ bool DBImpl::GetProperty(std::string_view name, std::string* value) {
       {"index_segments_built", std::to_string(st.index_segments_built)},
       {"index_docs_built", std::to_string(st.index_docs_built)},
       {"index_build_micros", std::to_string(st.index_build_micros)},
+      {"index_embedding_backlog", std::to_string(st.index_embedding_backlog)},
+      {"index_docs_embedded", std::to_string(st.index_docs_embedded)},
+      {"index_embedding_errors", std::to_string(st.index_embedding_errors)},
+      {"index_embedding_last_error", st.index_embedding_last_error},
+      {"index_vector_rewrites", std::to_string(st.index_vector_rewrites)},
   };
   if (name == "stats") {
     value->clear();

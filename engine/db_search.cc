@@ -1,7 +1,9 @@
 #include "engine/db_search.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
 
 #include "engine/coding/internal_key.h"
 #include "engine/filename.h"
@@ -70,6 +72,7 @@ class DBSearch::Sidecar final : public TableSidecar {
     if (!finder_ || !finder_(key, TagSequence(tag), &doc)) {
       status_ = search_->AnalyzeOne(key, TagSequence(tag), value, &doc);
     }
+    if (status_.ok() && search_->async_ && doc.vector.empty() && doc.length > 0) search_->FillOrEnqueue(&doc);
     if (status_.ok()) writer_.Add(std::move(doc));
     micros_ += NowMicros() - start;
   }
@@ -77,29 +80,9 @@ class DBSearch::Sidecar final : public TableSidecar {
   Status Finish(uint64_t number) override {
     if (!status_.ok()) return status_;
     const uint64_t start = NowMicros();
-    const std::string path = IndexFileName(search_->dbname_, number);
-    // A fresh file, never the old one rewritten in place: a checkpoint may
-    // hold a hard link to the old one (a rebuild after a configuration
-    // change), and must keep it as it was.
-    (void)search_->env_->RemoveFile(path);
-    std::string contents;
-    Status s = writer_.Finish(&contents);
-    std::unique_ptr<WritableFile> file;
-    if (s.ok()) s = search_->env_->NewWritableFile(path, &file);
-    if (s.ok()) s = file->Append(contents);
-    if (s.ok()) s = file->Sync();
-    if (file != nullptr) {
-      Status c = file->Close();
-      if (s.ok()) s = c;
-    }
-    // Held from now on: the first query after a flush should not pay for
-    // reading back what was just written.
     std::shared_ptr<index::Segment> segment;
-    if (s.ok()) s = index::Segment::OpenContents(std::move(contents), path, &segment);
-    if (!s.ok()) {
-      (void)search_->env_->RemoveFile(path);
-      return s;
-    }
+    Status s = search_->WriteSegmentFile(number, &writer_, /*replace=*/false, &segment);
+    if (!s.ok()) return s;
     search_->RecordBuild(writer_.docs(), micros_ + NowMicros() - start);
     std::lock_guard lock(search_->mu_);
     search_->segments_[number] = std::move(segment);
@@ -115,7 +98,41 @@ class DBSearch::Sidecar final : public TableSidecar {
 };
 
 DBSearch::DBSearch(Env* env, std::string dbname) : env_(env), dbname_(std::move(dbname)) {}
-DBSearch::~DBSearch() = default;
+DBSearch::~DBSearch() { StopEmbedding(); }
+
+Status DBSearch::WriteSegmentFile(uint64_t number, index::SegmentWriter* writer, bool replace,
+                                  std::shared_ptr<index::Segment>* out) {
+  const std::string path = IndexFileName(dbname_, number);
+  // A fresh file, never the old one rewritten in place: a checkpoint may
+  // hold a hard link to the old one, and must keep it as it was. A
+  // replacement goes through a rename, so that the table is never without
+  // a complete segment (a checkpoint linking it meanwhile gets one or the
+  // other).
+  const std::string target = replace ? path + ".tmp" : path;
+  (void)env_->RemoveFile(target);
+  std::string contents;
+  Status s = writer->Finish(&contents);
+  std::unique_ptr<WritableFile> file;
+  if (s.ok()) s = env_->NewWritableFile(target, &file);
+  if (s.ok()) s = file->Append(contents);
+  if (s.ok()) s = file->Sync();
+  if (file != nullptr) {
+    Status c = file->Close();
+    if (s.ok()) s = c;
+  }
+  if (s.ok() && replace) {
+    s = env_->RenameFile(target, path);
+    if (s.ok()) s = env_->SyncDir(dbname_);
+  }
+  // Held from now on: the first query after a flush should not pay for
+  // reading back what was just written.
+  if (s.ok()) s = index::Segment::OpenContents(std::move(contents), path, out);
+  if (!s.ok()) {
+    (void)env_->RemoveFile(target);
+    return s;
+  }
+  return Status::OK();
+}
 
 Status DBSearch::Create(const Options& options, Env* env, const std::string& dbname,
                         std::unique_ptr<DBSearch>* out) {
@@ -132,6 +149,7 @@ Status DBSearch::Create(const Options& options, Env* env, const std::string& dbn
     if (search->embedder_->dimension() <= 0) {
       return Status::InvalidArgument("search: the embedder's dimension must be positive");
     }
+    search->async_ = !search->embedder_->synchronous();
     config->embedder_name = search->embedder_->name();
     config->dimension = search->embedder_->dimension();
   }
@@ -152,7 +170,7 @@ bool DBSearch::Indexed(std::string_view key) const {
 
 Status DBSearch::AnalyzeOne(std::string_view key, uint64_t seq, std::string_view value,
                             index::AnalyzedDoc* doc) const {
-  return index::AnalyzeDoc(*analyzer_, embedder_.get(), key, seq, value, doc);
+  return index::AnalyzeDoc(*analyzer_, async_ ? nullptr : embedder_.get(), key, seq, value, doc);
 }
 
 void DBSearch::AnalyzeBatch(const WriteBatch& batch, BatchDocs* out) const {
@@ -180,14 +198,19 @@ void DBSearch::AnalyzeBatch(const WriteBatch& batch, BatchDocs* out) const {
 void DBSearch::AddToMemIndex(BatchDocs* docs, uint64_t first_seq, MemTable* mem) {
   index::MemIndex* mem_index = mem->search_index().get();
   if (mem_index == nullptr) return;
+  std::vector<DocKey> later;  // docs to embed in the background
   for (index::AnalyzedDoc& doc : docs->docs) {
     doc.seq += first_seq;
+    if (async_ && doc.length > 0) later.emplace_back(doc.key, doc.seq);
     mem_index->Add(std::move(doc));
   }
   docs->docs.clear();
+  if (later.empty()) return;
+  std::lock_guard lock(backlog_mu_);
+  for (const DocKey& k : later) EnqueueLocked(k.first, k.second);
 }
 
-void DBSearch::IndexReplayedBatch(const WriteBatch& batch, MemTable* mem) const {
+void DBSearch::IndexReplayedBatch(const WriteBatch& batch, MemTable* mem) {
   BatchDocs docs;
   AnalyzeBatch(batch, &docs);
   AddToMemIndex(&docs, WriteBatchInternal::Sequence(batch), mem);
@@ -270,6 +293,13 @@ void DBSearch::Evict(uint64_t number) {
 }
 
 Status DBSearch::EnsureSegments(const Version& v, TableCache* tables) {
+  // Leftovers of a segment rewrite that a crash interrupted.
+  std::vector<std::string> children;
+  if (env_->GetChildren(dbname_, &children).ok()) {
+    for (const std::string& name : children) {
+      if (name.size() > 8 && name.compare(name.size() - 8, 8, ".idx.tmp") == 0) (void)env_->RemoveFile(dbname_ + "/" + name);
+    }
+  }
   bool built = false;
   for (const auto& level : v.files) {
     for (const auto& f : level) {
@@ -305,6 +335,12 @@ DBSearch::Stats DBSearch::GetStats() const {
   st.segments_built = segments_built_;
   st.docs_indexed = docs_indexed_;
   st.build_micros = build_micros_;
+  std::lock_guard backlog_lock(backlog_mu_);
+  st.embedding_backlog = unsearchable_;
+  st.docs_embedded = docs_embedded_;
+  st.embedding_errors = embedding_errors_;
+  st.embedding_last_error = embedding_last_error_;
+  st.vector_rewrites = vector_rewrites_;
   return st;
 }
 
@@ -376,7 +412,9 @@ Status DBSearch::SemanticSearch(const std::vector<const MemTable*>& mems, const 
   } else {
     std::vector<std::vector<float>> vectors;
     Status s = embedder_->Embed({text}, &vectors);
-    if (!s.ok()) return s;
+    // Not the caller's fault, whatever the embedder says (a wrong
+    // dimension is InvalidArgument there).
+    if (!s.ok()) return Status::IOError("embedding the query: " + std::string(s.message()));
     if (vectors.size() != 1) return Status::IOError("the embedder returned no vector");
     query = std::move(vectors[0]);
   }
@@ -388,6 +426,386 @@ Status DBSearch::SemanticSearch(const std::vector<const MemTable*>& mems, const 
   s = index::SemanticSearch(sources, query, options.k, options.threshold, seq, options.include_values, live, &found);
   if (s.ok()) ToSearchHits(&found, hits);
   return s;
+}
+
+// ---------------------------------------------------------------------------
+// Background embedding (an embedder that is not synchronous; see db_search.h)
+
+namespace {
+// Docs per Embed call of the background thread (the embedder splits them
+// into its own request batches).
+constexpr size_t kEmbedRound = 256;
+// How often vectors not yet placed for good (a segment rewrite failed, or a
+// flush or compaction was running) are looked at again.
+constexpr auto kPlaceInterval = std::chrono::seconds(1);
+// While a long backlog drains, segments are rewritten with the vectors made
+// so far at most this often (and at once when it is drained).
+constexpr auto kRewriteInterval = std::chrono::seconds(30);
+constexpr int kFirstBackoffMs = 100;
+constexpr int kMaxBackoffMs = 5000;
+}  // namespace
+
+void DBSearch::SetSearchableLocked(PendingDoc* p, bool searchable) {
+  if (p->searchable == searchable) return;
+  p->searchable = searchable;
+  if (searchable) {
+    unsearchable_--;
+  } else {
+    unsearchable_++;
+  }
+}
+
+void DBSearch::EnqueueLocked(std::string_view key, uint64_t seq) {
+  auto [it, inserted] = pending_.try_emplace(DocKey(std::string(key), seq));
+  if (!inserted) return;
+  unsearchable_++;
+  to_embed_.push_back(it->first);
+  if (to_embed_.size() == 1) backlog_cv_.notify_one();
+}
+
+void DBSearch::FillOrEnqueue(index::AnalyzedDoc* doc) {
+  std::lock_guard lock(backlog_mu_);
+  auto it = pending_.find(std::make_pair(std::string_view(doc->key), doc->seq));
+  if (it == pending_.end()) {
+    EnqueueLocked(doc->key, doc->seq);
+  } else if (it->second.vector != nullptr) {
+    doc->vector = *it->second.vector;
+  }
+}
+
+Status DBSearch::StartEmbedding(Host host) {
+  if (!async_) return Status::OK();
+  host_ = std::move(host);
+  std::vector<std::shared_ptr<MemTable>> mems;
+  std::shared_ptr<const Version> version;
+  host_.view(&mems, &version);
+  // Docs with text and no vector: written while the service was down, or
+  // rewritten from their tables (EnsureSegments) since.
+  std::vector<DocKey> missing;
+  for (const auto& level : version->files) {
+    for (const auto& f : level) {
+      std::shared_ptr<index::Segment> segment;
+      Status s = GetSegment(f->number, &segment);
+      if (!s.ok()) return s;
+      if (segment->dimension() <= 0) continue;
+      segment->ForEachDoc([&](const index::AnalyzedDoc& d) {
+        if (d.length > 0 && d.vector.empty()) missing.emplace_back(d.key, d.seq);
+      });
+    }
+  }
+  {
+    std::lock_guard lock(backlog_mu_);
+    for (const DocKey& k : missing) EnqueueLocked(k.first, k.second);
+    stop_ = false;
+  }
+  embed_thread_ = std::thread([this] { EmbedLoop(); });
+  return Status::OK();
+}
+
+void DBSearch::StopEmbedding() {
+  {
+    std::lock_guard lock(backlog_mu_);
+    stop_ = true;
+  }
+  backlog_cv_.notify_all();
+  if (embed_thread_.joinable()) embed_thread_.join();
+}
+
+void DBSearch::BeginRewrite() {
+  if (!async_) return;
+  std::lock_guard lock(mu_);
+  active_rewrites_++;
+  rewrite_epoch_++;
+}
+
+void DBSearch::EndRewrite() {
+  if (!async_) return;
+  {
+    std::lock_guard lock(mu_);
+    active_rewrites_--;
+    rewrite_epoch_++;
+  }
+  {
+    // A flush may have taken vectors out of a memtable: see where they went.
+    std::lock_guard lock(backlog_mu_);
+    wake_ = true;
+  }
+  backlog_cv_.notify_one();
+}
+
+void DBSearch::EmbedLoop() {
+  int backoff_ms = 0;
+  auto last_place = std::chrono::steady_clock::now();
+  auto last_rewrite = last_place;
+  for (;;) {
+    bool have_work;
+    {
+      std::unique_lock lock(backlog_mu_);
+      if (backoff_ms > 0) {
+        backlog_cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [this] { return stop_; });
+      } else if (to_embed_.empty() && !wake_) {
+        const auto timeout = to_place_.empty() ? std::chrono::seconds(60) : kPlaceInterval;
+        backlog_cv_.wait_for(lock, timeout, [this] { return stop_ || wake_ || !to_embed_.empty(); });
+      }
+      if (stop_) return;
+      if (wake_) {
+        // A flush or compaction ended: vectors placed in a memtable may
+        // have gone into a segment (with them or without).
+        to_place_.insert(to_place_.end(), std::make_move_iterator(in_memtable_.begin()),
+                         std::make_move_iterator(in_memtable_.end()));
+        in_memtable_.clear();
+        wake_ = false;
+      }
+      have_work = !to_embed_.empty();
+    }
+    if (have_work) {
+      if (EmbedSome()) {
+        backoff_ms = 0;
+      } else {
+        backoff_ms = backoff_ms == 0 ? kFirstBackoffMs : std::min(backoff_ms * 2, kMaxBackoffMs);
+      }
+    }
+    bool place, rewrite;
+    {
+      std::lock_guard lock(backlog_mu_);
+      const auto now = std::chrono::steady_clock::now();
+      // Vectors go where queries find them once the queue is drained, or at
+      // least every interval; and while the service fails, those already
+      // made need not wait for it. Segments are rewritten less often while
+      // the queue drains: one rewrite for many vectors.
+      const bool drained = to_embed_.empty() || backoff_ms > 0;
+      place = !to_place_.empty() && (drained || now - last_place >= kPlaceInterval);
+      rewrite = drained || now - last_rewrite >= kRewriteInterval;
+    }
+    if (place) {
+      PlaceVectors(rewrite);
+      last_place = std::chrono::steady_clock::now();
+      if (rewrite) last_rewrite = last_place;
+    }
+  }
+}
+
+bool DBSearch::EmbedSome() {
+  std::vector<DocKey> keys;
+  {
+    std::lock_guard lock(backlog_mu_);
+    for (size_t i = 0; i < to_embed_.size() && i < kEmbedRound; i++) keys.push_back(to_embed_[i]);
+  }
+  // The values are read back now: a doc overwritten or deleted meanwhile
+  // will never be a semantic hit, so it is not worth a request.
+  std::vector<bool> dead(keys.size(), false);
+  std::vector<std::string> texts;
+  std::vector<size_t> text_of;  // keys index -> texts index
+  Status s;
+  for (size_t i = 0; i < keys.size() && s.ok(); i++) {
+    bool live = false;
+    std::string value;
+    s = host_.live(keys[i].first, keys[i].second, &live, &value);
+    text_of.push_back(texts.size());
+    if (!s.ok()) break;
+    if (!live) {
+      dead[i] = true;
+      continue;
+    }
+    texts.emplace_back();
+    index::ExtractText(value, &texts.back());
+  }
+  std::vector<std::vector<float>> vectors;
+  if (s.ok() && !texts.empty()) {
+    std::vector<std::string_view> views(texts.begin(), texts.end());
+    s = embedder_->Embed(views, &vectors);
+    if (s.ok() && vectors.size() != texts.size()) {
+      s = Status::IOError("embedder " + embedder_->name() + " returned " + std::to_string(vectors.size()) +
+                          " vectors for " + std::to_string(texts.size()) + " texts");
+    }
+    for (size_t i = 0; s.ok() && i < vectors.size(); i++) {
+      if (vectors[i].size() != static_cast<size_t>(embedder_->dimension())) {
+        s = Status::InvalidArgument("embedder " + embedder_->name() + " returned a vector of the wrong dimension");
+      }
+      for (float x : vectors[i]) {
+        if (!std::isfinite(x)) s = Status::InvalidArgument("embedder " + embedder_->name() + " returned a non-finite value");
+      }
+    }
+  }
+  std::lock_guard lock(backlog_mu_);
+  if (!s.ok()) {
+    embedding_errors_++;
+    embedding_last_error_ = s.ToString();
+    return false;
+  }
+  // Only this thread takes from the front of to_embed_: it still starts
+  // with keys.
+  for (size_t i = 0; i < keys.size(); i++) {
+    to_embed_.pop_front();
+    auto it = pending_.find(keys[i]);
+    if (it == pending_.end()) continue;
+    std::vector<float>* v = dead[i] ? nullptr : &vectors[text_of[i]];
+    const bool features = v != nullptr && std::any_of(v->begin(), v->end(), [](float x) { return x != 0.0f; });
+    if (!features) {
+      // Dead, or nothing to attach (a doc without features has no vector).
+      SetSearchableLocked(&it->second, true);
+      pending_.erase(it);
+      continue;
+    }
+    it->second.vector = std::make_shared<const std::vector<float>>(std::move(*v));
+    to_place_.push_back(keys[i]);
+  }
+  docs_embedded_ += texts.size();
+  return true;
+}
+
+void DBSearch::PlaceVectors(bool rewrite) {
+  struct Item {
+    DocKey key;
+    std::shared_ptr<const std::vector<float>> vector;
+  };
+  std::vector<Item> items;
+  {
+    std::lock_guard lock(backlog_mu_);
+    for (DocKey& k : to_place_) {
+      auto it = pending_.find(k);
+      if (it != pending_.end()) items.push_back(Item{std::move(k), it->second.vector});
+    }
+    to_place_.clear();
+  }
+  uint64_t epoch;
+  int active;
+  {
+    std::lock_guard lock(mu_);
+    epoch = rewrite_epoch_;
+    active = active_rewrites_;
+  }
+  std::vector<std::shared_ptr<MemTable>> mems;
+  std::shared_ptr<const Version> version;
+  host_.view(&mems, &version);
+
+  enum class Where { kUnknown, kMemTable, kSegment, kSegmentWithout, kGone };
+  std::vector<Where> where(items.size(), Where::kGone);
+  std::map<uint64_t, std::vector<size_t>> rewrites;  // table number -> items lacking their vector there
+  for (size_t i = 0; i < items.size(); i++) {
+    const auto& [key, seq] = items[i].key;
+    bool found = false;
+    for (const auto& mem : mems) {
+      if (mem->search_index() != nullptr && mem->search_index()->SetVector(key, seq, *items[i].vector)) {
+        where[i] = Where::kMemTable;
+        found = true;
+        break;
+      }
+    }
+    for (const auto& level : version->files) {
+      if (found) break;
+      for (const auto& f : level) {
+        if (CompareUserKeys(key, ExtractUserKey(f->smallest)) < 0 ||
+            CompareUserKeys(key, ExtractUserKey(f->largest)) > 0) {
+          continue;
+        }
+        std::shared_ptr<index::Segment> segment;
+        if (!GetSegment(f->number, &segment).ok()) {
+          where[i] = Where::kUnknown;
+          continue;
+        }
+        index::AnalyzedDoc doc;
+        if (!segment->FindDoc(key, seq, &doc)) continue;
+        found = true;
+        if (doc.vector.empty()) {
+          where[i] = Where::kSegmentWithout;
+          rewrites[f->number].push_back(i);
+        } else {
+          where[i] = Where::kSegment;
+        }
+        break;
+      }
+    }
+  }
+  Status failed;
+  if (!rewrite) rewrites.clear();  // kSegmentWithout: kept for a later pass
+  for (const auto& [number, list] : rewrites) {
+    Status s = RewriteWithVectors(number);
+    if (!s.ok()) {
+      failed = s;
+      continue;
+    }
+    for (size_t i : list) where[i] = Where::kSegment;
+  }
+
+  bool may_forget;
+  {
+    std::lock_guard lock(mu_);
+    may_forget = active == 0 && active_rewrites_ == 0 && rewrite_epoch_ == epoch;
+  }
+  std::lock_guard lock(backlog_mu_);
+  if (!failed.ok()) {
+    embedding_errors_++;
+    embedding_last_error_ = failed.ToString();
+  }
+  for (size_t i = 0; i < items.size(); i++) {
+    auto it = pending_.find(items[i].key);
+    if (it == pending_.end()) continue;
+    switch (where[i]) {
+      case Where::kMemTable:
+        // Searchable, but kept until a flush has put it into a segment.
+        SetSearchableLocked(&it->second, true);
+        in_memtable_.push_back(std::move(items[i].key));
+        continue;
+      case Where::kSegment:
+        SetSearchableLocked(&it->second, true);
+        // Final unless a flush or compaction that began before the segment
+        // had the vector may still install a copy of the doc without it.
+        if (may_forget) {
+          pending_.erase(it);
+          continue;
+        }
+        break;
+      case Where::kSegmentWithout:
+        SetSearchableLocked(&it->second, false);
+        break;
+      case Where::kGone:
+        // Dropped by a compaction: nothing left to attach it to.
+        SetSearchableLocked(&it->second, true);
+        pending_.erase(it);
+        continue;
+      case Where::kUnknown:
+        break;
+    }
+    to_place_.push_back(std::move(items[i].key));
+  }
+}
+
+Status DBSearch::RewriteWithVectors(uint64_t number) {
+  std::shared_ptr<index::Segment> old;
+  Status s = GetSegment(number, &old);
+  if (!s.ok()) return s;
+  const uint64_t start = NowMicros();
+  index::SegmentWriter writer(*config_);
+  old->ForEachDoc([&](const index::AnalyzedDoc& d) {
+    index::AnalyzedDoc doc = d;
+    if (doc.vector.empty() && doc.length > 0) {
+      std::lock_guard lock(backlog_mu_);
+      auto it = pending_.find(std::make_pair(std::string_view(doc.key), doc.seq));
+      if (it != pending_.end() && it->second.vector != nullptr) doc.vector = *it->second.vector;
+    }
+    writer.Add(std::move(doc));
+  });
+  std::shared_ptr<index::Segment> segment;
+  s = WriteSegmentFile(number, &writer, /*replace=*/true, &segment);
+  if (!s.ok()) return s;
+  bool live;
+  {
+    std::lock_guard lock(mu_);
+    auto it = segments_.find(number);
+    live = it != segments_.end();
+    if (live) it->second = std::move(segment);
+  }
+  if (!live) {
+    // Its table went while this ran (Evict comes before the file's removal,
+    // so this file may have come after it): no orphan left behind.
+    (void)env_->RemoveFile(IndexFileName(dbname_, number));
+    return Status::OK();
+  }
+  RecordBuild(0, NowMicros() - start);
+  std::lock_guard lock(backlog_mu_);
+  vector_rewrites_++;
+  return Status::OK();
 }
 
 }  // namespace kvstore

@@ -64,6 +64,20 @@ bool MemIndex::FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) con
   return true;
 }
 
+bool MemIndex::SetVector(std::string_view key, uint64_t seq, const std::vector<float>& vector) {
+  if (dimension_ <= 0 || vector.size() != static_cast<size_t>(dimension_)) return false;
+  const auto lookup = std::make_pair(std::string(key), seq);
+  std::unique_lock<RwLock> lock(mu_);
+  auto it = by_key_.find(lookup);
+  if (it == by_key_.end()) return false;
+  AnalyzedDoc& d = docs_[it->second];
+  if (!d.vector.empty()) return true;
+  d.vector = vector;
+  vector_docs_.push_back(it->second);
+  memory_ += vector.size() * sizeof(float);
+  return true;
+}
+
 void MemIndex::ExactCandidates(uint64_t value_hash, uint64_t max_seq, std::vector<Candidate>* out) const {
   std::shared_lock<RwLock> lock(mu_);
   auto it = exact_.find(value_hash);

@@ -1,8 +1,9 @@
 // The memtable's index: the same IndexSource interface as a segment, built
 // one Put at a time.
 //
-// Thread safety: one writer (Add, called by the DB's write leader) and any
-// number of concurrent readers; readers never see a half-added doc.
+// Thread safety: writers (Add, called by the DB's write leader; SetVector,
+// by the background embedder) and any number of concurrent readers; readers
+// never see a half-added doc.
 #pragma once
 
 #include <pthread.h>
@@ -30,6 +31,11 @@ class MemIndex final : public IndexSource {
   // the segment without analysing again. Holds the read lock throughout.
   void ForEachDoc(const std::function<void(const AnalyzedDoc&)>& fn) const;
   bool FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) const;
+  // Gives the doc (key, seq) its vector, computed after it was added (an
+  // embedder that is not synchronous). True when the doc is here and has a
+  // vector now (set by this call or before); false when it is absent or the
+  // vector has the wrong dimension.
+  bool SetVector(std::string_view key, uint64_t seq, const std::vector<float>& vector);
 
   void ExactCandidates(uint64_t value_hash, uint64_t max_seq, std::vector<Candidate>* out) const override;
   uint64_t DocCount() const override;

@@ -288,6 +288,8 @@ TEST(SegmentTest, MemIndexConcurrentAddAndQuery) {
     });
   }
   for (const auto& d : f.ref.docs) mem.Add(d);
+  // On a loaded machine the adds can finish before a reader got a turn.
+  while (queries.load() == 0) std::this_thread::yield();
   done = true;
   for (auto& r : readers) r.join();
   EXPECT_GT(queries.load(), 0u);

@@ -1079,6 +1079,14 @@ void RequestHandler::Impl::Stats(const ReplyPtr& reply) {
       {"block_cache_hits", s.block_cache_hits},
       {"block_cache_misses", s.block_cache_misses},
       {"background_error", s.background_error},
+      {"search_enabled", s.search_enabled},
+      {"index_segments", s.index_segments},
+      {"index_segment_bytes", s.index_segment_bytes},
+      {"index_embedding_backlog", s.index_embedding_backlog},
+      {"index_docs_embedded", s.index_docs_embedded},
+      {"index_embedding_errors", s.index_embedding_errors},
+      {"index_embedding_last_error", s.index_embedding_last_error},
+      {"index_vector_rewrites", s.index_vector_rewrites},
       {"connections", owner->connections.load()},
       {"connections_total", owner->connections_total.load()},
       {"connections_rejected", owner->connections_rejected.load()},
@@ -1135,6 +1143,10 @@ std::string RequestHandler::PrometheusText() {
          static_cast<double>(s.compaction_bytes_read));
   metric("kvstore_compaction_write_bytes_total", "counter", "Bytes of tables written by compactions.",
          static_cast<double>(s.compaction_bytes_written));
+  metric("kvstore_index_embedding_backlog", "gauge", "Docs waiting for their vectors (HTTP embedder).",
+         static_cast<double>(s.index_embedding_backlog));
+  metric("kvstore_index_embedding_errors_total", "counter", "Failed attempts of the background embedder.",
+         static_cast<double>(s.index_embedding_errors));
   metric("kvstore_write_amplification", "gauge", "Table bytes written per user byte written.", s.write_amplification);
   metric("kvstore_write_stalls_total", "counter", "Writes slowed down or stopped by backpressure.",
          static_cast<double>(s.stall_count));

@@ -89,6 +89,15 @@ struct DBStats {
   uint64_t index_segments_built = 0;      // by flushes, compactions and open since Open
   uint64_t index_docs_built = 0;          // docs written into those segments
   uint64_t index_build_micros = 0;        // time spent building them
+  // Background embedding, for an embedder that is not synchronous (the
+  // HTTP one): docs written but not yet findable by semantic search (the
+  // service was slow or down), docs embedded since Open, failed attempts
+  // and the newest failure, and segments rewritten to add vectors.
+  uint64_t index_embedding_backlog = 0;
+  uint64_t index_docs_embedded = 0;
+  uint64_t index_embedding_errors = 0;
+  std::string index_embedding_last_error;
+  uint64_t index_vector_rewrites = 0;
 };
 
 class DB {

@@ -23,6 +23,11 @@ class Embedder {
   // zeros when a text has no features.
   virtual Status Embed(const std::vector<std::string_view>& texts,
                        std::vector<std::vector<float>>* vectors) = 0;
+  // False for an embedder that may be slow or unavailable (a remote
+  // service): the DB then never calls it on a write, a flush or a
+  // compaction. Writes are indexed without their vectors at once, and a
+  // background thread embeds them later (a backlog, in DBStats).
+  virtual bool synchronous() const { return true; }
 };
 
 // The built-in offline embedder, deterministic and needing no model file:
@@ -38,5 +43,45 @@ class Embedder {
 // meaning in another language: for those use a model through an HTTP embedder.
 // dimension is clamped to at least 8.
 std::shared_ptr<Embedder> NewHashingEmbedder(int dimension = 256);
+
+// An embedding model behind HTTP (not synchronous(): the DB embeds in the
+// background). Three request shapes:
+//   kOpenAI: POST <base>/v1/embeddings  {"model","input":[...]}
+//            -> {"data":[{"embedding":[...],"index":i}, ...]}
+//   kOllama: POST <base>/api/embed      {"model","input":[...]}
+//            -> {"embeddings":[[...], ...]}
+//   kTEI:    POST <base>/embed          {"inputs":[...],"truncate":true}
+//            -> [[...], ...]            (text-embeddings-inference)
+enum class HttpEmbedderApi { kOpenAI, kOllama, kTEI };
+
+struct HttpEmbedderOptions {
+  HttpEmbedderApi api = HttpEmbedderApi::kOpenAI;
+  // http://host:port[/base] (https:// too, where cpp-httplib was built with
+  // OpenSSL, as Debian's is). For kOpenAI a base ending in /v1 is accepted
+  // as the usual "base URL" and not doubled.
+  std::string url;
+  std::string model;  // sent as "model" (kOpenAI, kOllama); TEI serves one model
+  // Required: every answer is checked against it, and it is the dimension
+  // of the index.
+  int dimension = 0;
+  // The name of an environment variable holding an API key, sent as
+  // "Authorization: Bearer <key>"; empty sends none. Read once, at
+  // NewHttpEmbedder, which fails if the variable is unset or empty.
+  std::string api_key_env;
+  size_t batch_size = 32;         // texts per request
+  int connect_timeout_ms = 2000;
+  int read_timeout_ms = 30000;    // a model on a CPU can take seconds per batch
+  // A failed request (connection error, timeout, HTTP 408, 429 or 5xx) is
+  // retried this many times, after backoff_ms, then doubling.
+  int retries = 2;
+  int backoff_ms = 100;
+};
+
+// InvalidArgument for a bad URL, missing model (kOpenAI, kOllama),
+// dimension <= 0 or a missing API key variable. name() is
+// "http:<openai|ollama|tei>:<model>:<dimension>" (no URL: the same model
+// served elsewhere gives the same vectors). Vectors are L2-normalised here;
+// an empty text gets all zeros without a request.
+Status NewHttpEmbedder(const HttpEmbedderOptions& options, std::shared_ptr<Embedder>* out);
 
 }  // namespace kvstore
