@@ -50,14 +50,23 @@ Status AnalyzeDoc(const Analyzer& analyzer, Embedder* embedder, std::string_view
   doc->vector.clear();
   std::string text;
   ExtractText(value, &text);
-  std::vector<std::string> tokens;
-  analyzer.Tokenize(text, &tokens);
-  doc->length = static_cast<uint32_t>(std::min<size_t>(tokens.size(), UINT32_MAX));
+  // Tokens go into one buffer, sorted as views: no string per token.
+  std::string bytes;
+  std::vector<std::pair<uint32_t, uint32_t>> spans;  // (offset, size) in bytes
+  bytes.reserve(text.size());
+  analyzer.ForEachToken(text, [&](std::string_view t) {
+    spans.emplace_back(static_cast<uint32_t>(bytes.size()), static_cast<uint32_t>(t.size()));
+    bytes.append(t);
+  });
+  doc->length = static_cast<uint32_t>(std::min<size_t>(spans.size(), UINT32_MAX));
+  std::vector<std::string_view> tokens;
+  tokens.reserve(spans.size());
+  for (const auto& [offset, size] : spans) tokens.emplace_back(bytes.data() + offset, size);
   std::sort(tokens.begin(), tokens.end());
   for (size_t i = 0; i < tokens.size();) {
     size_t j = i + 1;
     while (j < tokens.size() && tokens[j] == tokens[i]) j++;
-    doc->terms.emplace_back(std::move(tokens[i]), static_cast<uint32_t>(std::min<size_t>(j - i, UINT32_MAX)));
+    doc->terms.emplace_back(std::string(tokens[i]), static_cast<uint32_t>(std::min<size_t>(j - i, UINT32_MAX)));
     i = j;
   }
   if (embedder != nullptr && !text.empty()) {
