@@ -6,7 +6,12 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <map>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "engine/coding/checksum.h"
 #include "engine/coding/coding.h"
@@ -287,7 +292,8 @@ Status SegmentWriter::Finish(std::string* out) {
     }
     sections.emplace_back(kVectors, std::move(vectors));
 
-    if (vector_docs.size() >= kHnswMinVectors) {
+    const size_t min_vectors = config_.hnsw_min_vectors > 0 ? config_.hnsw_min_vectors : HnswMinVectors(config_.dimension);
+    if (vector_docs.size() >= min_vectors) {
       std::string graph;
       try {
         hnswlib::InnerProductSpace space(dim);
@@ -540,6 +546,7 @@ Status Segment::Parse(const std::string& name) {
     std::memcpy(vector_storage_.get(), floats.data(), floats.size());
     vectors_ = vector_storage_.get();
     ReleaseCopiedSections(sections[kVectors].data() - contents_.data());
+    BuildScanCodes();
     return Status::OK();
   }
 
@@ -692,6 +699,7 @@ size_t Segment::MemoryUsage() const {
                  terms_.capacity() * sizeof(Term) + exact_.capacity() * sizeof(exact_[0]) +
                  vector_docs_.capacity() * 4 + vector_seqs_.capacity() * 8;
   if (vector_storage_) bytes += vector_docs_.size() * static_cast<size_t>(dimension_) * sizeof(float);
+  if (codes_) bytes += scales_.size() * (static_cast<size_t>(dimension_) + sizeof(float));
   if (hnsw_) {
     const auto& idx = *hnsw_->index;
     bytes += idx.max_elements_ * (idx.size_data_per_element_ + sizeof(void*) + sizeof(int) + 2 * sizeof(std::mutex));
@@ -759,10 +767,157 @@ void Segment::ScoreTerms(const std::vector<std::string>& terms, const std::vecto
   }
 }
 
+namespace {
+
+// Vectors per scan block: 64 codes of one dimension are one cache line, and
+// four AVX-512 accumulators keep the FMA units busy.
+constexpr size_t kScanBlock = 64;
+
+// acc[j] += sum over the query's non-zero components (dims[i], q[i]) of
+// q[i] * block[dims[i] * kScanBlock + j], for the kScanBlock vectors of a block.
+void ScanBlock(const int8_t* block, const uint32_t* dims, const float* q, size_t nz, float* acc) {
+#if defined(__AVX512F__)
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = 0; i < nz; i++) {
+    const int8_t* c = block + size_t{dims[i]} * kScanBlock;
+    const __m512 w = _mm512_set1_ps(q[i]);
+    a0 = _mm512_fmadd_ps(w, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)))), a0);
+    a1 = _mm512_fmadd_ps(w, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16)))), a1);
+    a2 = _mm512_fmadd_ps(w, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32)))), a2);
+    a3 = _mm512_fmadd_ps(w, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 48)))), a3);
+  }
+  _mm512_storeu_ps(acc, a0);
+  _mm512_storeu_ps(acc + 16, a1);
+  _mm512_storeu_ps(acc + 32, a2);
+  _mm512_storeu_ps(acc + 48, a3);
+#elif defined(__AVX2__)
+  __m256 a[8];
+  for (auto& x : a) x = _mm256_setzero_ps();
+  for (size_t i = 0; i < nz; i++) {
+    const int8_t* c = block + size_t{dims[i]} * kScanBlock;
+    const __m256 w = _mm256_set1_ps(q[i]);
+    for (int k = 0; k < 8; k++) {
+      const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 8 * k));
+      a[k] = _mm256_fmadd_ps(w, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), a[k]);
+    }
+  }
+  for (int k = 0; k < 8; k++) _mm256_storeu_ps(acc + 8 * k, a[k]);
+#else
+  for (size_t j = 0; j < kScanBlock; j++) acc[j] = 0;
+  for (size_t i = 0; i < nz; i++) {
+    const int8_t* c = block + size_t{dims[i]} * kScanBlock;
+    for (size_t j = 0; j < kScanBlock; j++) acc[j] += q[i] * static_cast<float>(c[j]);
+  }
+#endif
+}
+
+float Dot(const float* a, const float* b, size_t dim) {
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= dim; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  float dot = _mm512_reduce_add_ps(acc);
+  for (; i < dim; i++) dot += a[i] * b[i];
+  return dot;
+#else
+  float dot = 0;
+  for (size_t i = 0; i < dim; i++) dot += a[i] * b[i];
+  return dot;
+#endif
+}
+
+}  // namespace
+
+void Segment::BuildScanCodes() {
+  const size_t num = vector_docs_.size();
+  const size_t dim = static_cast<size_t>(dimension_);
+  if (num == 0 || dim == 0) return;
+  const size_t blocks = (num + kScanBlock - 1) / kScanBlock;
+  codes_.reset(new int8_t[blocks * kScanBlock * dim]());
+  scales_.assign(blocks * kScanBlock, 0.0f);
+  for (size_t v = 0; v < num; v++) {
+    const float* x = VectorAt(static_cast<uint32_t>(v));
+    float max_abs = 0;
+    for (size_t d = 0; d < dim; d++) max_abs = std::max(max_abs, std::fabs(x[d]));
+    if (max_abs == 0) continue;
+    const float scale = max_abs / 127.0f;
+    scales_[v] = scale;
+    int8_t* block = codes_.get() + (v / kScanBlock) * kScanBlock * dim;
+    for (size_t d = 0; d < dim; d++) {
+      const long c = std::lround(x[d] / scale);
+      block[d * kScanBlock + v % kScanBlock] = static_cast<int8_t>(std::clamp<long>(c, -127, 127));
+    }
+  }
+}
+
+// Exact top n by cosine, from approximate scores with error bounds: a
+// vector's code dot product is within err_v = scale_v / 2 * |query|_1 (plus
+// float rounding) of its true one. The n-th best lower bound seen so far
+// rules out every vector whose upper bound is below it; the rest are scored
+// again with their floats.
+void Segment::ScanNearest(const float* query, size_t n, uint64_t max_seq,
+                          std::vector<std::pair<float, uint32_t>>* best) const {
+  const size_t num = vector_docs_.size();
+  const size_t dim = static_cast<size_t>(dimension_);
+  std::vector<uint32_t> dims;
+  std::vector<float> q;
+  double l1 = 0;
+  for (size_t d = 0; d < dim; d++) {
+    if (query[d] != 0.0f) {
+      dims.push_back(static_cast<uint32_t>(d));
+      q.push_back(query[d]);
+      l1 += std::fabs(query[d]);
+    }
+  }
+  const bool all_visible = vector_seqs_.empty() || vector_seqs_.back() <= max_seq;
+  auto visible = [&](uint32_t v) { return all_visible || docs_[vector_docs_[v]].seq <= max_seq; };
+  // Half a quantisation step per component, with room for float rounding.
+  const float err_per_scale = static_cast<float>(0.5 * l1 * (1 + 1e-4));
+  const float slack = 1e-5f;
+  std::vector<float> lower;  // min-heap of the n best lower bounds
+  lower.reserve(n + 1);
+  float bound = -std::numeric_limits<float>::infinity();
+  std::vector<std::pair<float, uint32_t>> candidates;  // (upper bound, vector id)
+  alignas(64) float acc[kScanBlock];
+  const size_t blocks = (num + kScanBlock - 1) / kScanBlock;
+  for (size_t b = 0; b < blocks; b++) {
+    ScanBlock(codes_.get() + b * kScanBlock * dim, dims.data(), q.data(), dims.size(), acc);
+    const size_t count = std::min(kScanBlock, num - b * kScanBlock);
+    for (size_t j = 0; j < count; j++) {
+      const uint32_t v = static_cast<uint32_t>(b * kScanBlock + j);
+      const float scale = scales_[v];
+      const float approx = acc[j] * scale;
+      const float err = scale * err_per_scale + slack;
+      const float upper = approx + err;
+      if (upper < bound) continue;
+      if (!visible(v)) continue;
+      candidates.emplace_back(upper, v);
+      const float low = approx - err;
+      if (lower.size() < n) {
+        lower.push_back(low);
+        std::push_heap(lower.begin(), lower.end(), std::greater<>());
+      } else if (low > lower.front()) {
+        std::pop_heap(lower.begin(), lower.end(), std::greater<>());
+        lower.back() = low;
+        std::push_heap(lower.begin(), lower.end(), std::greater<>());
+      }
+      if (lower.size() == n) bound = lower.front();
+    }
+  }
+  best->clear();
+  for (const auto& [upper, v] : candidates) {
+    if (upper < bound) continue;
+    best->emplace_back(Dot(VectorAt(v), query, dim), v);
+  }
+  const size_t k = std::min(n, best->size());
+  std::partial_sort(best->begin(), best->begin() + static_cast<ptrdiff_t>(k), best->end(),
+                    [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+  best->resize(k);
+}
+
 void Segment::NearestVectors(const float* query, int dimension, size_t n, uint64_t max_seq,
                              std::vector<Candidate>* out) const {
   if (n == 0 || dimension != dimension_ || vector_docs_.empty()) return;
-  const size_t dim = static_cast<size_t>(dimension_);
   std::vector<std::pair<float, uint32_t>> best;  // (cosine, vector id)
   if (hnsw_) {
     // Ask for enough extra to make up for docs newer than the snapshot.
@@ -780,18 +935,7 @@ void Segment::NearestVectors(const float* query, int dimension, size_t n, uint64
     }
     std::reverse(best.begin(), best.end());
   } else {
-    best.reserve(vector_docs_.size());
-    for (uint32_t v = 0; v < vector_docs_.size(); v++) {
-      if (docs_[vector_docs_[v]].seq > max_seq) continue;
-      const float* x = VectorAt(v);
-      float dot = 0;
-      for (size_t i = 0; i < dim; i++) dot += x[i] * query[i];
-      best.emplace_back(dot, v);
-    }
-    const size_t k = std::min(n, best.size());
-    std::partial_sort(best.begin(), best.begin() + static_cast<ptrdiff_t>(k), best.end(),
-                      [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
-    best.resize(k);
+    ScanNearest(query, n, max_seq, &best);
   }
   size_t added = 0;
   for (const auto& [score, v] : best) {
