@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <map>
+#include <unordered_map>
 
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
@@ -205,20 +206,37 @@ Status SegmentWriter::Finish(std::string* out) {
                           [](const AnalyzedDoc& a, const AnalyzedDoc& b) { return a.key == b.key && a.seq == b.seq; }),
               docs_.end());
 
-  // Term dictionary: term -> postings (doc id, tf), doc ids ascending.
-  std::map<std::string_view, std::vector<std::pair<uint32_t, uint32_t>>> postings;
+  // Term dictionary: term -> postings (doc id, tf), doc ids ascending. Terms
+  // get provisional ids in a hash map (an ordered map's string compares
+  // were most of a flush's cost), then their final ids by sorting the
+  // distinct terms once.
+  std::unordered_map<std::string_view, uint32_t> provisional;
+  std::vector<std::string_view> names;                         // by provisional id
+  std::vector<std::vector<std::pair<uint32_t, uint32_t>>> lists;  // by provisional id
+  std::vector<uint32_t> doc_terms;                              // every doc's provisional ids, in doc order
   uint64_t doc_count = 0, total_length = 0, max_seq = 0;
   for (uint32_t id = 0; id < docs_.size(); id++) {
     const AnalyzedDoc& d = docs_[id];
-    for (const auto& [term, tf] : d.terms) postings[term].emplace_back(id, tf);
+    for (const auto& [term, tf] : d.terms) {
+      auto [it, inserted] = provisional.emplace(term, static_cast<uint32_t>(names.size()));
+      if (inserted) {
+        names.push_back(term);
+        lists.emplace_back();
+      }
+      lists[it->second].emplace_back(id, tf);
+      doc_terms.push_back(it->second);
+    }
     if (d.length > 0) {
       doc_count++;
       total_length += d.length;
     }
     max_seq = std::max(max_seq, d.seq);
   }
-  std::map<std::string_view, uint32_t> term_ids;
-  for (auto& [term, list] : postings) term_ids.emplace(term, static_cast<uint32_t>(term_ids.size()));
+  std::vector<uint32_t> order(names.size());  // final id -> provisional id
+  for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
+  std::sort(order.begin(), order.end(), [&names](uint32_t a, uint32_t b) { return names[a] < names[b]; });
+  std::vector<uint32_t> final_id(names.size());
+  for (uint32_t i = 0; i < order.size(); i++) final_id[order[i]] = i;
 
   std::vector<std::pair<uint32_t, std::string>> sections;
   std::string props;
@@ -240,14 +258,14 @@ Status SegmentWriter::Finish(std::string* out) {
   sections.emplace_back(kDocs, std::move(docs));
 
   std::string terms;
-  PutVarint32(&terms, static_cast<uint32_t>(postings.size()));
+  PutVarint32(&terms, static_cast<uint32_t>(names.size()));
   std::string list_bytes;
-  for (const auto& [term, list] : postings) {
-    PutLengthPrefixed(&terms, term);
-    PutVarint32(&terms, static_cast<uint32_t>(list.size()));
+  for (uint32_t p : order) {
+    PutLengthPrefixed(&terms, names[p]);
+    PutVarint32(&terms, static_cast<uint32_t>(lists[p].size()));
     list_bytes.clear();
     uint32_t prev = 0;
-    for (const auto& [id, tf] : list) {
+    for (const auto& [id, tf] : lists[p]) {
       PutVarint32(&list_bytes, id - prev);
       PutVarint32(&list_bytes, tf);
       prev = id;
@@ -257,11 +275,12 @@ Status SegmentWriter::Finish(std::string* out) {
   sections.emplace_back(kTerms, std::move(terms));
 
   std::string forward;
+  std::vector<std::pair<uint32_t, uint32_t>> ids;
+  size_t next = 0;
   for (const AnalyzedDoc& d : docs_) {
-    // terms are distinct and ascending, so ids are too
-    std::vector<std::pair<uint32_t, uint32_t>> ids;
-    ids.reserve(d.terms.size());
-    for (const auto& [term, tf] : d.terms) ids.emplace_back(term_ids[term], tf);
+    // terms are distinct and ascending, so final ids are too
+    ids.clear();
+    for (const auto& [term, tf] : d.terms) ids.emplace_back(final_id[doc_terms[next++]], tf);
     std::sort(ids.begin(), ids.end());
     PutVarint32(&forward, static_cast<uint32_t>(ids.size()));
     uint32_t prev = 0;
@@ -844,8 +863,8 @@ void Segment::BuildScanCodes() {
     scales_[v] = scale;
     int8_t* block = codes_.get() + (v / kScanBlock) * kScanBlock * dim;
     for (size_t d = 0; d < dim; d++) {
-      const long c = std::lround(x[d] / scale);
-      block[d * kScanBlock + v % kScanBlock] = static_cast<int8_t>(std::clamp<long>(c, -127, 127));
+      const float c = std::nearbyint(x[d] / scale);
+      block[d * kScanBlock + v % kScanBlock] = static_cast<int8_t>(std::clamp(c, -127.0f, 127.0f));
     }
   }
 }
