@@ -748,29 +748,99 @@ void Segment::ScoreTerms(const std::vector<std::string>& terms, const std::vecto
                          bool match_all, uint64_t max_seq, std::vector<Candidate>* out) const {
   if (terms.empty() || idf.size() != terms.size()) return;
   if (avgdl <= 0) avgdl = 1;
+  const size_t num_terms = terms.size();
+  std::vector<const Term*> found(num_terms, nullptr);
+  for (size_t i = 0; i < num_terms; i++) {
+    auto it = std::lower_bound(terms_.begin(), terms_.end(), std::string_view(terms[i]),
+                               [](const Term& t, std::string_view k) { return t.term < k; });
+    if (it != terms_.end() && it->term == terms[i]) {
+      found[i] = &*it;
+    } else if (match_all) {
+      return;
+    }
+  }
+  auto contribution = [&](size_t i, uint32_t id, uint32_t tf) {
+    const double norm = kBM25K1 * (1 - kBM25B + kBM25B * docs_[id].length / avgdl);
+    return idf[i] * tf * (kBM25K1 + 1) / (tf + norm);
+  };
+  if (match_all) {
+    // Intersect, shortest list first: only its docs are ever scored, and
+    // each longer list is one sequential decode merged against them. A
+    // doc's contributions are kept per term and summed in query order, so
+    // scores are exactly those of summing every posting.
+    std::vector<size_t> by_df(num_terms);
+    for (size_t i = 0; i < num_terms; i++) by_df[i] = i;
+    std::sort(by_df.begin(), by_df.end(), [&found](size_t a, size_t b) { return found[a]->df < found[b]->df; });
+    std::vector<uint32_t> ids;
+    std::vector<double> parts;  // ids.size() x num_terms
+    {
+      const size_t i = by_df[0];
+      Reader list(found[i]->postings);
+      uint32_t id = 0;
+      for (uint32_t j = 0; j < found[i]->df; j++) {
+        uint32_t delta = 0, tf = 0;
+        (void)list.U32(&delta);  // validated at open
+        (void)list.U32(&tf);
+        id += delta;
+        if (docs_[id].seq > max_seq) continue;
+        ids.push_back(id);
+        parts.resize(parts.size() + num_terms);
+        parts[parts.size() - num_terms + i] = contribution(i, id, tf);
+      }
+    }
+    for (size_t r = 1; r < num_terms && !ids.empty(); r++) {
+      const size_t i = by_df[r];
+      Reader list(found[i]->postings);
+      uint32_t remaining = found[i]->df, id = 0, tf = 0;
+      bool valid = false;
+      auto next = [&] {
+        valid = remaining > 0;
+        if (!valid) return;
+        uint32_t delta = 0;
+        (void)list.U32(&delta);  // validated at open
+        (void)list.U32(&tf);
+        id += delta;
+        remaining--;
+      };
+      next();
+      size_t kept = 0;
+      for (size_t c = 0; c < ids.size(); c++) {
+        while (valid && id < ids[c]) next();
+        if (!valid) break;
+        if (id != ids[c]) continue;
+        std::copy_n(parts.begin() + static_cast<ptrdiff_t>(c * num_terms), num_terms,
+                    parts.begin() + static_cast<ptrdiff_t>(kept * num_terms));
+        parts[kept * num_terms + i] = contribution(i, id, tf);
+        ids[kept++] = id;
+      }
+      ids.resize(kept);
+      parts.resize(kept * num_terms);
+    }
+    out->reserve(out->size() + ids.size());
+    for (size_t c = 0; c < ids.size(); c++) {
+      double score = 0;
+      for (size_t i = 0; i < num_terms; i++) score += parts[c * num_terms + i];
+      const Doc& d = docs_[ids[c]];
+      out->push_back(Candidate{std::string(d.key), d.seq, score});
+    }
+    return;
+  }
   struct Hit {
     uint32_t doc;
     double score;
   };
   std::vector<Hit> hits;
-  for (size_t i = 0; i < terms.size(); i++) {
-    auto it = std::lower_bound(terms_.begin(), terms_.end(), std::string_view(terms[i]),
-                               [](const Term& t, std::string_view k) { return t.term < k; });
-    if (it == terms_.end() || it->term != terms[i]) {
-      if (match_all) return;
-      continue;
-    }
-    Reader list(it->postings);
+  for (size_t i = 0; i < num_terms; i++) {
+    if (found[i] == nullptr) continue;
+    Reader list(found[i]->postings);
     uint32_t id = 0;
-    for (uint32_t j = 0; j < it->df; j++) {
+    for (uint32_t j = 0; j < found[i]->df; j++) {
       uint32_t delta = 0, tf = 0;
       (void)list.U32(&delta);  // validated at open
       (void)list.U32(&tf);
       id += delta;
-      const Doc& d = docs_[id];
-      if (d.seq > max_seq) continue;
-      const double norm = kBM25K1 * (1 - kBM25B + kBM25B * d.length / avgdl);
-      hits.push_back(Hit{id, idf[i] * tf * (kBM25K1 + 1) / (tf + norm)});
+      if (docs_[id].seq > max_seq) continue;
+      hits.push_back(Hit{id, contribution(i, id, tf)});
     }
   }
   std::stable_sort(hits.begin(), hits.end(), [](const Hit& a, const Hit& b) { return a.doc < b.doc; });
@@ -778,10 +848,8 @@ void Segment::ScoreTerms(const std::vector<std::string>& terms, const std::vecto
     size_t j = i;
     double score = 0;
     while (j < hits.size() && hits[j].doc == hits[i].doc) score += hits[j++].score;
-    if (!match_all || j - i == terms.size()) {
-      const Doc& d = docs_[hits[i].doc];
-      out->push_back(Candidate{std::string(d.key), d.seq, score});
-    }
+    const Doc& d = docs_[hits[i].doc];
+    out->push_back(Candidate{std::string(d.key), d.seq, score});
     i = j;
   }
 }
