@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
@@ -77,29 +78,53 @@ constexpr size_t kChunkBytes = 64 << 10;
 
 }  // namespace
 
+// Stemming a word costs ~150 ns through Snowball, about as much as all the
+// rest of tokenizing it, and word frequencies are Zipfian: a small
+// direct-mapped cache of recent (word, stem) pairs answers most calls.
+// Each pooled stemmer has its own, so no lock guards it.
+struct StemCache {
+  static constexpr size_t kSlots = 4096;
+  static constexpr size_t kMaxLen = 23;
+  struct Slot {
+    uint8_t in_len = 0;  // 0: empty (tokens are never empty)
+    uint8_t out_len = 0;
+    char in[kMaxLen];
+    char out[kMaxLen];
+  };
+  Slot slots[kSlots];
+};
+
+struct PooledStemmer {
+  sb_stemmer* stemmer = nullptr;
+  std::unique_ptr<StemCache> cache;
+};
+
 struct Analyzer::StemmerPool {
   std::string language;
   std::mutex mu;
-  std::vector<sb_stemmer*> idle;
+  std::vector<PooledStemmer> idle;
 
   ~StemmerPool() {
-    for (sb_stemmer* s : idle) sb_stemmer_delete(s);
+    for (PooledStemmer& s : idle) sb_stemmer_delete(s.stemmer);
   }
-  sb_stemmer* Acquire() {
+  PooledStemmer Acquire() {
     {
       std::lock_guard<std::mutex> lock(mu);
       if (!idle.empty()) {
-        sb_stemmer* s = idle.back();
+        PooledStemmer s = std::move(idle.back());
         idle.pop_back();
         return s;
       }
     }
-    return sb_stemmer_new(language.c_str(), "UTF_8");
+    PooledStemmer s;
+    s.stemmer = sb_stemmer_new(language.c_str(), "UTF_8");
+    if (s.stemmer != nullptr) s.cache = std::make_unique<StemCache>();
+    return s;
   }
-  void Release(sb_stemmer* s) {
-    if (s == nullptr) return;
+  void Release(PooledStemmer s) {
+    if (s.stemmer == nullptr) return;
     std::lock_guard<std::mutex> lock(mu);
-    idle.push_back(s);
+    idle.push_back(std::move(s));
   }
 };
 
@@ -115,7 +140,10 @@ Status Analyzer::Create(const AnalyzerOptions& options, std::unique_ptr<Analyzer
     }
     analyzer->pool_ = std::make_unique<StemmerPool>();
     analyzer->pool_->language = options.stemmer_language;
-    analyzer->pool_->idle.push_back(probe);
+    PooledStemmer first;
+    first.stemmer = probe;
+    first.cache = std::make_unique<StemCache>();
+    analyzer->pool_->idle.push_back(std::move(first));
   }
   *out = std::move(analyzer);
   return Status::OK();
@@ -123,10 +151,14 @@ Status Analyzer::Create(const AnalyzerOptions& options, std::unique_ptr<Analyzer
 
 namespace {
 
+bool IsAsciiWord(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z');
+}
+
 class TokenSink {
  public:
-  TokenSink(const AnalyzerOptions& options, sb_stemmer* stemmer, std::vector<std::string>* tokens)
-      : options_(options), stemmer_(stemmer), tokens_(tokens) {}
+  TokenSink(const AnalyzerOptions& options, PooledStemmer* stemmer, Analyzer::TokenFn fn, void* arg)
+      : options_(options), stemmer_(stemmer), fn_(fn), arg_(arg) {}
 
   void Emit(std::string_view token, bool stem) {
     if (token.empty()) return;
@@ -137,18 +169,22 @@ class TokenSink {
       if (token.empty()) return;
     }
     if (options_.stop_words && IsStopWord(token)) return;
-    if (stem && stemmer_ != nullptr) {
-      const sb_symbol* s = sb_stemmer_stem(stemmer_, reinterpret_cast<const sb_symbol*>(token.data()),
-                                           static_cast<int>(token.size()));
-      if (s != nullptr) {
-        int len = sb_stemmer_length(stemmer_);
-        if (len > 0) {
-          tokens_->emplace_back(reinterpret_cast<const char*>(s), static_cast<size_t>(len));
-          return;
-        }
-      }
+    if (stem && stemmer_ != nullptr && stemmer_->stemmer != nullptr) {
+      fn_(arg_, Stem(token));
+      return;
     }
-    tokens_->emplace_back(token);
+    fn_(arg_, token);
+  }
+
+  // An ASCII word as it is in the text: lower-cased into a buffer (only as
+  // much as survives the length cut), with no string built.
+  void EmitAscii(std::string_view word) {
+    const size_t n = std::min(word.size(), kMaxTokenBytes);
+    for (size_t i = 0; i < n; i++) {
+      char c = word[i];
+      lower_[i] = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+    }
+    Emit(std::string_view(lower_, n), true);
   }
 
   // Splits normalised (valid UTF-8) text.
@@ -191,56 +227,60 @@ class TokenSink {
   }
 
  private:
+  std::string_view Stem(std::string_view token) {
+    StemCache::Slot* slot = nullptr;
+    if (token.size() <= StemCache::kMaxLen) {
+      slot = &stemmer_->cache->slots[Checksum64(token) & (StemCache::kSlots - 1)];
+      if (slot->in_len == token.size() && std::memcmp(slot->in, token.data(), token.size()) == 0) {
+        return std::string_view(slot->out, slot->out_len);
+      }
+    }
+    std::string_view out = token;
+    const sb_symbol* s = sb_stemmer_stem(stemmer_->stemmer, reinterpret_cast<const sb_symbol*>(token.data()),
+                                         static_cast<int>(token.size()));
+    if (s != nullptr) {
+      int len = sb_stemmer_length(stemmer_->stemmer);
+      if (len > 0) out = std::string_view(reinterpret_cast<const char*>(s), static_cast<size_t>(len));
+    }
+    if (slot != nullptr && out.size() <= StemCache::kMaxLen) {
+      slot->in_len = static_cast<uint8_t>(token.size());
+      std::memcpy(slot->in, token.data(), token.size());
+      slot->out_len = static_cast<uint8_t>(out.size());
+      std::memcpy(slot->out, out.data(), out.size());
+    }
+    return out;
+  }
+
   const AnalyzerOptions& options_;
-  sb_stemmer* stemmer_;
-  std::vector<std::string>* tokens_;
+  PooledStemmer* stemmer_;
+  Analyzer::TokenFn fn_;
+  void* arg_;
+  char lower_[kMaxTokenBytes];
 };
 
 }  // namespace
 
 void Analyzer::Tokenize(std::string_view text, std::vector<std::string>* tokens) const {
+  ForEachToken(text, [tokens](std::string_view t) { tokens->emplace_back(t); });
+}
+
+void Analyzer::Tokenize(std::string_view text, TokenFn fn, void* arg) const {
   if (text.empty()) return;
-  sb_stemmer* stemmer = pool_ ? pool_->Acquire() : nullptr;
-  TokenSink sink(options_, stemmer, tokens);
+  PooledStemmer stemmer;
+  if (pool_) stemmer = pool_->Acquire();
+  TokenSink sink(options_, &stemmer, fn, arg);
   int map_options = UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT | UTF8PROC_CASEFOLD | UTF8PROC_IGNORE;
   if (options_.strip_diacritics) map_options |= UTF8PROC_STRIPMARK;
 
-  std::string chunk, lower;
-  size_t pos = 0;
-  const auto* bytes = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
-  const size_t size = text.size();
-  while (pos < size) {
-    // Copy up to a chunk of valid UTF-8, invalid bytes turned into spaces,
-    // cut at an ASCII separator so that no word or combining sequence
-    // straddles two chunks (unless a "word" is longer than a chunk).
-    chunk.clear();
-    while (pos < size) {
-      unsigned char b = bytes[pos];
-      if (b < 0x80) {
-        chunk.push_back(static_cast<char>(b));
-        pos++;
-        if (chunk.size() >= kChunkBytes && Classify(b) == CharClass::kSeparator) break;
-      } else {
-        utf8proc_int32_t cp;
-        utf8proc_ssize_t len = utf8proc_iterate(bytes + pos, static_cast<utf8proc_ssize_t>(size - pos), &cp);
-        if (len <= 0) {
-          chunk.push_back(' ');
-          pos++;
-        } else {
-          chunk.append(text.data() + pos, static_cast<size_t>(len));
-          pos += static_cast<size_t>(len);
-        }
-      }
-      if (chunk.size() >= 2 * kChunkBytes) break;
-    }
-    // Normalise run by run between ASCII separators: plain ASCII runs (most
-    // words of most text) only need lower-casing, and no normalisation
-    // crosses an ASCII separator (combining marks are never ASCII).
+  // Normalises a piece of valid UTF-8 run by run between ASCII separators:
+  // no normalisation crosses an ASCII separator (combining marks are never
+  // ASCII), and plain ASCII runs only need lower-casing.
+  auto normalise = [&](std::string_view chunk) {
     size_t i = 0;
     const size_t n = chunk.size();
     while (i < n) {
       const auto b = static_cast<unsigned char>(chunk[i]);
-      if (b < 0x80 && Classify(b) == CharClass::kSeparator) {
+      if (b < 0x80 && !IsAsciiWord(b)) {
         i++;
         continue;
       }
@@ -250,17 +290,13 @@ void Analyzer::Tokenize(std::string_view text, std::vector<std::string>* tokens)
         const auto c = static_cast<unsigned char>(chunk[j]);
         if (c >= 0x80) {
           ascii = false;
-        } else if (Classify(c) == CharClass::kSeparator) {
+        } else if (!IsAsciiWord(c)) {
           break;
         }
       }
       const std::string_view run(chunk.data() + i, j - i);
       if (ascii) {
-        lower.assign(run);
-        for (char& c : lower) {
-          if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
-        }
-        sink.Emit(lower, true);
+        sink.EmitAscii(run);
       } else {
         utf8proc_uint8_t* mapped = nullptr;
         utf8proc_ssize_t mapped_len =
@@ -274,8 +310,62 @@ void Analyzer::Tokenize(std::string_view text, std::vector<std::string>* tokens)
       }
       i = j;
     }
+  };
+
+  // Runs between ASCII separators straight from the text: an all-ASCII run
+  // (most words of most text) is a token as it stands. A run with other
+  // bytes is copied, invalid UTF-8 turned into spaces, in pieces of at most
+  // 2 * kChunkBytes (utf8proc_map needs 4 bytes per code point of scratch),
+  // and normalised.
+  std::string chunk;
+  const auto* bytes = reinterpret_cast<const utf8proc_uint8_t*>(text.data());
+  const size_t size = text.size();
+  size_t pos = 0;
+  while (pos < size) {
+    if (bytes[pos] < 0x80 && !IsAsciiWord(bytes[pos])) {
+      pos++;
+      continue;
+    }
+    size_t end = pos;
+    bool ascii = true;
+    for (; end < size; end++) {
+      const unsigned char c = bytes[end];
+      if (c >= 0x80) {
+        ascii = false;
+      } else if (!IsAsciiWord(c)) {
+        break;
+      }
+    }
+    if (ascii) {
+      sink.EmitAscii(text.substr(pos, end - pos));
+      pos = end;
+      continue;
+    }
+    chunk.clear();
+    while (pos < end) {
+      unsigned char b = bytes[pos];
+      if (b < 0x80) {
+        chunk.push_back(static_cast<char>(b));
+        pos++;
+      } else {
+        utf8proc_int32_t cp;
+        utf8proc_ssize_t len = utf8proc_iterate(bytes + pos, static_cast<utf8proc_ssize_t>(end - pos), &cp);
+        if (len <= 0) {
+          chunk.push_back(' ');
+          pos++;
+        } else {
+          chunk.append(text.data() + pos, static_cast<size_t>(len));
+          pos += static_cast<size_t>(len);
+        }
+      }
+      if (chunk.size() >= 2 * kChunkBytes) {
+        normalise(chunk);
+        chunk.clear();
+      }
+    }
+    normalise(chunk);
   }
-  if (pool_) pool_->Release(stemmer);
+  if (pool_) pool_->Release(std::move(stemmer));
 }
 
 namespace {
@@ -334,6 +424,33 @@ class TextCollector {
 
 void ExtractText(std::string_view value, std::string* text) {
   text->clear();
+  // Most values kvserver stores are JSON strings of plain text: when there
+  // is nothing between the quotes a JSON parser would change or reject
+  // (escapes, control bytes, ill-formed UTF-8), the text is just the bytes
+  // between them, and the parser need not build it.
+  if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
+    const std::string_view inner = value.substr(1, value.size() - 2);
+    const auto* p = reinterpret_cast<const utf8proc_uint8_t*>(inner.data());
+    const size_t n = inner.size();
+    bool plain = true;
+    for (size_t i = 0; i < n && plain;) {
+      const unsigned char c = p[i];
+      if (c >= 0x80) {
+        // The parser accepts exactly well-formed UTF-8, as utf8proc does.
+        utf8proc_int32_t cp;
+        const utf8proc_ssize_t len = utf8proc_iterate(p + i, static_cast<utf8proc_ssize_t>(n - i), &cp);
+        plain = len > 0;
+        i += plain ? static_cast<size_t>(len) : 0;
+      } else {
+        plain = c >= 0x20 && c != '"' && c != '\\';
+        i++;
+      }
+    }
+    if (plain) {
+      text->assign(inner);
+      return;
+    }
+  }
   size_t i = value.find_first_not_of(" \t\r\n");
   if (i == std::string_view::npos || (value[i] != '"' && value[i] != '[' && value[i] != '{')) {
     text->assign(value);

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "kvstore/status.h"
@@ -44,6 +45,17 @@ class Analyzer {
   // punctuation separate tokens. Invalid UTF-8 bytes separate tokens too and
   // are otherwise dropped: never an error.
   void Tokenize(std::string_view text, std::vector<std::string>* tokens) const;
+
+  // The same tokens, handed to fn(arg, token) one by one instead of copied
+  // into strings: the view is valid only during the call.
+  using TokenFn = void (*)(void* arg, std::string_view token);
+  void Tokenize(std::string_view text, TokenFn fn, void* arg) const;
+  template <typename F>
+  void ForEachToken(std::string_view text, F&& f) const {
+    Tokenize(
+        text, [](void* a, std::string_view t) { (*static_cast<std::remove_reference_t<F>*>(a))(t); },
+        const_cast<void*>(static_cast<const void*>(&f)));
+  }
 
   const AnalyzerOptions& options() const { return options_; }
 

@@ -1,7 +1,9 @@
 #include "index/embedder.h"
 
-#include <cmath>
 #include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
 
 #include "engine/coding/checksum.h"
 #include "index/analyzer.h"
@@ -9,6 +11,8 @@
 namespace kvstore {
 
 namespace {
+
+using index::kMaxTokenBytes;
 
 // Words carry the meaning; bigrams add a little word order; trigrams catch
 // shared stems and typos but are many per word, so they weigh less each.
@@ -46,60 +50,108 @@ class HashingEmbedder final : public Embedder {
   }
 
  private:
+  // Features are counted in an open-addressing table keyed by their hash
+  // (sorting them, as v1 did, cost more than everything else together);
+  // one per thread, reused, so that embedding allocates nothing.
+  struct Slot {
+    uint64_t hash;
+    uint32_t count;  // 0: empty
+    uint32_t kind;   // index into kWeights
+  };
+  struct Scratch {
+    std::vector<Slot> table = std::vector<Slot>(1024, Slot{0, 0, 0});
+    size_t used = 0;
+    std::vector<double> acc;
+  };
+
+  static void Count(Scratch& s, uint64_t hash, uint32_t kind) {
+    for (;;) {
+      const size_t mask = s.table.size() - 1;
+      for (size_t i = static_cast<size_t>(hash ^ (hash >> 29)) & mask;; i = (i + 1) & mask) {
+        Slot& slot = s.table[i];
+        if (slot.count == 0) {
+          if (2 * (s.used + 1) > s.table.size()) break;  // grow first
+          slot = Slot{hash, 1, kind};
+          s.used++;
+          return;
+        }
+        if (slot.hash == hash) {
+          slot.count++;
+          return;
+        }
+      }
+      std::vector<Slot> old(s.table.size() * 2, Slot{0, 0, 0});
+      old.swap(s.table);
+      const size_t mask2 = s.table.size() - 1;
+      for (const Slot& o : old) {
+        if (o.count == 0) continue;
+        size_t i = static_cast<size_t>(o.hash ^ (o.hash >> 29)) & mask2;
+        while (s.table[i].count != 0) i = (i + 1) & mask2;
+        s.table[i] = o;
+      }
+    }
+  }
+
   void EmbedOne(std::string_view text, std::vector<float>* out) const {
-    std::vector<std::string> tokens;
-    analyzer_->Tokenize(text, &tokens);
-    // (feature hash, kind weight); sorted below so equal features are
-    // adjacent and their count is the term frequency.
-    std::vector<std::pair<uint64_t, double>> features;
-    features.reserve(tokens.size() * 8);
-    auto add = [&](std::string_view feature, uint64_t seed, double weight) {
-      features.emplace_back(Checksum64(feature, seed), weight);
-    };
-    std::string scratch;
-    std::vector<size_t> starts;  // byte offset of each code point of scratch
-    for (size_t i = 0; i < tokens.size(); i++) {
-      const std::string& t = tokens[i];
-      add(t, kUnigramSeed, kUnigramWeight);
-      if (i + 1 < tokens.size()) {
-        scratch.clear();
-        scratch.append(t);
-        scratch.push_back(' ');
-        scratch.append(tokens[i + 1]);
-        add(scratch, kBigramSeed, kBigramWeight);
+    static thread_local Scratch scratch;
+    Scratch& s = scratch;
+    // The previous token, for bigrams, and "^token$", for trigrams.
+    char prev[kMaxTokenBytes];
+    size_t prev_len = 0;
+    bool have_prev = false;
+    char pair[2 * kMaxTokenBytes + 1];
+    char marked[kMaxTokenBytes + 2];
+    size_t starts[kMaxTokenBytes + 3];  // byte offset of each code point of marked
+    analyzer_->ForEachToken(text, [&](std::string_view t) {
+      Count(s, Checksum64(t, kUnigramSeed), 0);
+      if (have_prev) {
+        std::memcpy(pair, prev, prev_len);
+        pair[prev_len] = ' ';
+        std::memcpy(pair + prev_len + 1, t.data(), t.size());
+        Count(s, Checksum64(std::string_view(pair, prev_len + 1 + t.size()), kBigramSeed), 1);
       }
+      std::memcpy(prev, t.data(), t.size());
+      prev_len = t.size();
+      have_prev = true;
       // Trigrams of code points of "^token$".
-      scratch.clear();
-      scratch.push_back('^');
-      scratch.append(t);
-      scratch.push_back('$');
-      starts.clear();
-      for (size_t b = 0; b < scratch.size(); b++) {
-        if ((static_cast<unsigned char>(scratch[b]) & 0xC0) != 0x80) starts.push_back(b);
+      marked[0] = '^';
+      std::memcpy(marked + 1, t.data(), t.size());
+      marked[t.size() + 1] = '$';
+      const size_t len = t.size() + 2;
+      size_t n = 0;
+      for (size_t b = 0; b < len; b++) {
+        if ((static_cast<unsigned char>(marked[b]) & 0xC0) != 0x80) starts[n++] = b;
       }
-      starts.push_back(scratch.size());
-      for (size_t c = 0; c + 3 < starts.size(); c++) {
-        add(std::string_view(scratch).substr(starts[c], starts[c + 3] - starts[c]), kTrigramSeed,
-            kTrigramWeight);
+      starts[n] = len;
+      for (size_t c = 0; c + 3 <= n; c++) {
+        Count(s, Checksum64(std::string_view(marked + starts[c], starts[c + 3] - starts[c]), kTrigramSeed), 2);
       }
-    }
-    out->assign(static_cast<size_t>(dimension_), 0.0f);
-    std::vector<double> acc(static_cast<size_t>(dimension_), 0.0);
-    std::sort(features.begin(), features.end());
-    for (size_t i = 0; i < features.size();) {
-      size_t j = i + 1;
-      while (j < features.size() && features[j].first == features[i].first) j++;
-      const uint64_t h = features[i].first;
+    });
+    static constexpr double kWeights[3] = {kUnigramWeight, kBigramWeight, kTrigramWeight};
+    // 1 + ln(tf) for the small tfs that make up nearly all features.
+    static const std::array<double, 64> kLogTf = [] {
+      std::array<double, 64> t{};
+      for (size_t i = 1; i < t.size(); i++) t[i] = 1.0 + std::log(static_cast<double>(i));
+      return t;
+    }();
+    const size_t dim = static_cast<size_t>(dimension_);
+    s.acc.assign(dim, 0.0);
+    for (Slot& slot : s.table) {
+      if (slot.count == 0) continue;
+      const uint64_t h = slot.hash;
       const size_t bucket = static_cast<size_t>(h % static_cast<uint64_t>(dimension_));
-      const double sign = (h >> 63) ? -1.0 : 1.0;
-      acc[bucket] += sign * features[i].second * (1.0 + std::log(static_cast<double>(j - i)));
-      i = j;
+      const double tf = slot.count < kLogTf.size() ? kLogTf[slot.count] : 1.0 + std::log(static_cast<double>(slot.count));
+      const double w = kWeights[slot.kind] * tf;
+      s.acc[bucket] += (h >> 63) ? -w : w;
+      slot.count = 0;
     }
+    s.used = 0;
+    out->assign(dim, 0.0f);
     double norm = 0;
-    for (double v : acc) norm += v * v;
+    for (double v : s.acc) norm += v * v;
     if (norm <= 0) return;
-    norm = std::sqrt(norm);
-    for (size_t i = 0; i < acc.size(); i++) (*out)[i] = static_cast<float>(acc[i] / norm);
+    const double inv = 1.0 / std::sqrt(norm);
+    for (size_t i = 0; i < dim; i++) (*out)[i] = static_cast<float>(s.acc[i] * inv);
   }
 
   int dimension_;

@@ -11,6 +11,7 @@ using kvstore::NewHashingEmbedder;
 
 // The name the hashing embedder records in segments; bump the version when
 // its features or weights change, so that old segments are rebuilt.
-inline constexpr const char* kHashingEmbedderName = "kvstore-hashing-v1";
+// v2: the same features, summed in another order (last-bit differences).
+inline constexpr const char* kHashingEmbedderName = "kvstore-hashing-v2";
 
 }  // namespace kvstore::index

@@ -6,7 +6,13 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <map>
+#include <unordered_map>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "engine/coding/checksum.h"
 #include "engine/coding/coding.h"
@@ -50,14 +56,23 @@ Status AnalyzeDoc(const Analyzer& analyzer, Embedder* embedder, std::string_view
   doc->vector.clear();
   std::string text;
   ExtractText(value, &text);
-  std::vector<std::string> tokens;
-  analyzer.Tokenize(text, &tokens);
-  doc->length = static_cast<uint32_t>(std::min<size_t>(tokens.size(), UINT32_MAX));
+  // Tokens go into one buffer, sorted as views: no string per token.
+  std::string bytes;
+  std::vector<std::pair<uint32_t, uint32_t>> spans;  // (offset, size) in bytes
+  bytes.reserve(text.size());
+  analyzer.ForEachToken(text, [&](std::string_view t) {
+    spans.emplace_back(static_cast<uint32_t>(bytes.size()), static_cast<uint32_t>(t.size()));
+    bytes.append(t);
+  });
+  doc->length = static_cast<uint32_t>(std::min<size_t>(spans.size(), UINT32_MAX));
+  std::vector<std::string_view> tokens;
+  tokens.reserve(spans.size());
+  for (const auto& [offset, size] : spans) tokens.emplace_back(bytes.data() + offset, size);
   std::sort(tokens.begin(), tokens.end());
   for (size_t i = 0; i < tokens.size();) {
     size_t j = i + 1;
     while (j < tokens.size() && tokens[j] == tokens[i]) j++;
-    doc->terms.emplace_back(std::move(tokens[i]), static_cast<uint32_t>(std::min<size_t>(j - i, UINT32_MAX)));
+    doc->terms.emplace_back(std::string(tokens[i]), static_cast<uint32_t>(std::min<size_t>(j - i, UINT32_MAX)));
     i = j;
   }
   if (embedder != nullptr && !text.empty()) {
@@ -191,20 +206,37 @@ Status SegmentWriter::Finish(std::string* out) {
                           [](const AnalyzedDoc& a, const AnalyzedDoc& b) { return a.key == b.key && a.seq == b.seq; }),
               docs_.end());
 
-  // Term dictionary: term -> postings (doc id, tf), doc ids ascending.
-  std::map<std::string_view, std::vector<std::pair<uint32_t, uint32_t>>> postings;
+  // Term dictionary: term -> postings (doc id, tf), doc ids ascending. Terms
+  // get provisional ids in a hash map (an ordered map's string compares
+  // were most of a flush's cost), then their final ids by sorting the
+  // distinct terms once.
+  std::unordered_map<std::string_view, uint32_t> provisional;
+  std::vector<std::string_view> names;                         // by provisional id
+  std::vector<std::vector<std::pair<uint32_t, uint32_t>>> lists;  // by provisional id
+  std::vector<uint32_t> doc_terms;                              // every doc's provisional ids, in doc order
   uint64_t doc_count = 0, total_length = 0, max_seq = 0;
   for (uint32_t id = 0; id < docs_.size(); id++) {
     const AnalyzedDoc& d = docs_[id];
-    for (const auto& [term, tf] : d.terms) postings[term].emplace_back(id, tf);
+    for (const auto& [term, tf] : d.terms) {
+      auto [it, inserted] = provisional.emplace(term, static_cast<uint32_t>(names.size()));
+      if (inserted) {
+        names.push_back(term);
+        lists.emplace_back();
+      }
+      lists[it->second].emplace_back(id, tf);
+      doc_terms.push_back(it->second);
+    }
     if (d.length > 0) {
       doc_count++;
       total_length += d.length;
     }
     max_seq = std::max(max_seq, d.seq);
   }
-  std::map<std::string_view, uint32_t> term_ids;
-  for (auto& [term, list] : postings) term_ids.emplace(term, static_cast<uint32_t>(term_ids.size()));
+  std::vector<uint32_t> order(names.size());  // final id -> provisional id
+  for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
+  std::sort(order.begin(), order.end(), [&names](uint32_t a, uint32_t b) { return names[a] < names[b]; });
+  std::vector<uint32_t> final_id(names.size());
+  for (uint32_t i = 0; i < order.size(); i++) final_id[order[i]] = i;
 
   std::vector<std::pair<uint32_t, std::string>> sections;
   std::string props;
@@ -226,14 +258,14 @@ Status SegmentWriter::Finish(std::string* out) {
   sections.emplace_back(kDocs, std::move(docs));
 
   std::string terms;
-  PutVarint32(&terms, static_cast<uint32_t>(postings.size()));
+  PutVarint32(&terms, static_cast<uint32_t>(names.size()));
   std::string list_bytes;
-  for (const auto& [term, list] : postings) {
-    PutLengthPrefixed(&terms, term);
-    PutVarint32(&terms, static_cast<uint32_t>(list.size()));
+  for (uint32_t p : order) {
+    PutLengthPrefixed(&terms, names[p]);
+    PutVarint32(&terms, static_cast<uint32_t>(lists[p].size()));
     list_bytes.clear();
     uint32_t prev = 0;
-    for (const auto& [id, tf] : list) {
+    for (const auto& [id, tf] : lists[p]) {
       PutVarint32(&list_bytes, id - prev);
       PutVarint32(&list_bytes, tf);
       prev = id;
@@ -243,11 +275,12 @@ Status SegmentWriter::Finish(std::string* out) {
   sections.emplace_back(kTerms, std::move(terms));
 
   std::string forward;
+  std::vector<std::pair<uint32_t, uint32_t>> ids;
+  size_t next = 0;
   for (const AnalyzedDoc& d : docs_) {
-    // terms are distinct and ascending, so ids are too
-    std::vector<std::pair<uint32_t, uint32_t>> ids;
-    ids.reserve(d.terms.size());
-    for (const auto& [term, tf] : d.terms) ids.emplace_back(term_ids[term], tf);
+    // terms are distinct and ascending, so final ids are too
+    ids.clear();
+    for (const auto& [term, tf] : d.terms) ids.emplace_back(final_id[doc_terms[next++]], tf);
     std::sort(ids.begin(), ids.end());
     PutVarint32(&forward, static_cast<uint32_t>(ids.size()));
     uint32_t prev = 0;
@@ -278,7 +311,8 @@ Status SegmentWriter::Finish(std::string* out) {
     }
     sections.emplace_back(kVectors, std::move(vectors));
 
-    if (vector_docs.size() >= kHnswMinVectors) {
+    const size_t min_vectors = config_.hnsw_min_vectors > 0 ? config_.hnsw_min_vectors : HnswMinVectors(config_.dimension);
+    if (vector_docs.size() >= min_vectors) {
       std::string graph;
       try {
         hnswlib::InnerProductSpace space(dim);
@@ -531,6 +565,7 @@ Status Segment::Parse(const std::string& name) {
     std::memcpy(vector_storage_.get(), floats.data(), floats.size());
     vectors_ = vector_storage_.get();
     ReleaseCopiedSections(sections[kVectors].data() - contents_.data());
+    BuildScanCodes();
     return Status::OK();
   }
 
@@ -683,6 +718,7 @@ size_t Segment::MemoryUsage() const {
                  terms_.capacity() * sizeof(Term) + exact_.capacity() * sizeof(exact_[0]) +
                  vector_docs_.capacity() * 4 + vector_seqs_.capacity() * 8;
   if (vector_storage_) bytes += vector_docs_.size() * static_cast<size_t>(dimension_) * sizeof(float);
+  if (codes_) bytes += scales_.size() * (static_cast<size_t>(dimension_) + sizeof(float));
   if (hnsw_) {
     const auto& idx = *hnsw_->index;
     bytes += idx.max_elements_ * (idx.size_data_per_element_ + sizeof(void*) + sizeof(int) + 2 * sizeof(std::mutex));
@@ -712,29 +748,99 @@ void Segment::ScoreTerms(const std::vector<std::string>& terms, const std::vecto
                          bool match_all, uint64_t max_seq, std::vector<Candidate>* out) const {
   if (terms.empty() || idf.size() != terms.size()) return;
   if (avgdl <= 0) avgdl = 1;
+  const size_t num_terms = terms.size();
+  std::vector<const Term*> found(num_terms, nullptr);
+  for (size_t i = 0; i < num_terms; i++) {
+    auto it = std::lower_bound(terms_.begin(), terms_.end(), std::string_view(terms[i]),
+                               [](const Term& t, std::string_view k) { return t.term < k; });
+    if (it != terms_.end() && it->term == terms[i]) {
+      found[i] = &*it;
+    } else if (match_all) {
+      return;
+    }
+  }
+  auto contribution = [&](size_t i, uint32_t id, uint32_t tf) {
+    const double norm = kBM25K1 * (1 - kBM25B + kBM25B * docs_[id].length / avgdl);
+    return idf[i] * tf * (kBM25K1 + 1) / (tf + norm);
+  };
+  if (match_all) {
+    // Intersect, shortest list first: only its docs are ever scored, and
+    // each longer list is one sequential decode merged against them. A
+    // doc's contributions are kept per term and summed in query order, so
+    // scores are exactly those of summing every posting.
+    std::vector<size_t> by_df(num_terms);
+    for (size_t i = 0; i < num_terms; i++) by_df[i] = i;
+    std::sort(by_df.begin(), by_df.end(), [&found](size_t a, size_t b) { return found[a]->df < found[b]->df; });
+    std::vector<uint32_t> ids;
+    std::vector<double> parts;  // ids.size() x num_terms
+    {
+      const size_t i = by_df[0];
+      Reader list(found[i]->postings);
+      uint32_t id = 0;
+      for (uint32_t j = 0; j < found[i]->df; j++) {
+        uint32_t delta = 0, tf = 0;
+        (void)list.U32(&delta);  // validated at open
+        (void)list.U32(&tf);
+        id += delta;
+        if (docs_[id].seq > max_seq) continue;
+        ids.push_back(id);
+        parts.resize(parts.size() + num_terms);
+        parts[parts.size() - num_terms + i] = contribution(i, id, tf);
+      }
+    }
+    for (size_t r = 1; r < num_terms && !ids.empty(); r++) {
+      const size_t i = by_df[r];
+      Reader list(found[i]->postings);
+      uint32_t remaining = found[i]->df, id = 0, tf = 0;
+      bool valid = false;
+      auto next = [&] {
+        valid = remaining > 0;
+        if (!valid) return;
+        uint32_t delta = 0;
+        (void)list.U32(&delta);  // validated at open
+        (void)list.U32(&tf);
+        id += delta;
+        remaining--;
+      };
+      next();
+      size_t kept = 0;
+      for (size_t c = 0; c < ids.size(); c++) {
+        while (valid && id < ids[c]) next();
+        if (!valid) break;
+        if (id != ids[c]) continue;
+        std::copy_n(parts.begin() + static_cast<ptrdiff_t>(c * num_terms), num_terms,
+                    parts.begin() + static_cast<ptrdiff_t>(kept * num_terms));
+        parts[kept * num_terms + i] = contribution(i, id, tf);
+        ids[kept++] = id;
+      }
+      ids.resize(kept);
+      parts.resize(kept * num_terms);
+    }
+    out->reserve(out->size() + ids.size());
+    for (size_t c = 0; c < ids.size(); c++) {
+      double score = 0;
+      for (size_t i = 0; i < num_terms; i++) score += parts[c * num_terms + i];
+      const Doc& d = docs_[ids[c]];
+      out->push_back(Candidate{std::string(d.key), d.seq, score});
+    }
+    return;
+  }
   struct Hit {
     uint32_t doc;
     double score;
   };
   std::vector<Hit> hits;
-  for (size_t i = 0; i < terms.size(); i++) {
-    auto it = std::lower_bound(terms_.begin(), terms_.end(), std::string_view(terms[i]),
-                               [](const Term& t, std::string_view k) { return t.term < k; });
-    if (it == terms_.end() || it->term != terms[i]) {
-      if (match_all) return;
-      continue;
-    }
-    Reader list(it->postings);
+  for (size_t i = 0; i < num_terms; i++) {
+    if (found[i] == nullptr) continue;
+    Reader list(found[i]->postings);
     uint32_t id = 0;
-    for (uint32_t j = 0; j < it->df; j++) {
+    for (uint32_t j = 0; j < found[i]->df; j++) {
       uint32_t delta = 0, tf = 0;
       (void)list.U32(&delta);  // validated at open
       (void)list.U32(&tf);
       id += delta;
-      const Doc& d = docs_[id];
-      if (d.seq > max_seq) continue;
-      const double norm = kBM25K1 * (1 - kBM25B + kBM25B * d.length / avgdl);
-      hits.push_back(Hit{id, idf[i] * tf * (kBM25K1 + 1) / (tf + norm)});
+      if (docs_[id].seq > max_seq) continue;
+      hits.push_back(Hit{id, contribution(i, id, tf)});
     }
   }
   std::stable_sort(hits.begin(), hits.end(), [](const Hit& a, const Hit& b) { return a.doc < b.doc; });
@@ -742,18 +848,163 @@ void Segment::ScoreTerms(const std::vector<std::string>& terms, const std::vecto
     size_t j = i;
     double score = 0;
     while (j < hits.size() && hits[j].doc == hits[i].doc) score += hits[j++].score;
-    if (!match_all || j - i == terms.size()) {
-      const Doc& d = docs_[hits[i].doc];
-      out->push_back(Candidate{std::string(d.key), d.seq, score});
-    }
+    const Doc& d = docs_[hits[i].doc];
+    out->push_back(Candidate{std::string(d.key), d.seq, score});
     i = j;
   }
+}
+
+namespace {
+
+// Vectors per scan block: 64 codes of one dimension are one cache line, and
+// four AVX-512 accumulators keep the FMA units busy.
+constexpr size_t kScanBlock = 64;
+
+// acc[j] += sum over the query's non-zero components (dims[i], q[i]) of
+// q[i] * block[dims[i] * kScanBlock + j], for the kScanBlock vectors of a block.
+void ScanBlock(const int8_t* block, const uint32_t* dims, const float* q, size_t nz, float* acc) {
+#if defined(__AVX512F__)
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (size_t i = 0; i < nz; i++) {
+    const int8_t* c = block + size_t{dims[i]} * kScanBlock;
+    const __m512 w = _mm512_set1_ps(q[i]);
+    a0 = _mm512_fmadd_ps(w, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)))), a0);
+    a1 = _mm512_fmadd_ps(w, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16)))), a1);
+    a2 = _mm512_fmadd_ps(w, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32)))), a2);
+    a3 = _mm512_fmadd_ps(w, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 48)))), a3);
+  }
+  _mm512_storeu_ps(acc, a0);
+  _mm512_storeu_ps(acc + 16, a1);
+  _mm512_storeu_ps(acc + 32, a2);
+  _mm512_storeu_ps(acc + 48, a3);
+#elif defined(__AVX2__)
+  __m256 a[8];
+  for (auto& x : a) x = _mm256_setzero_ps();
+  for (size_t i = 0; i < nz; i++) {
+    const int8_t* c = block + size_t{dims[i]} * kScanBlock;
+    const __m256 w = _mm256_set1_ps(q[i]);
+    for (int k = 0; k < 8; k++) {
+      const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 8 * k));
+      a[k] = _mm256_fmadd_ps(w, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), a[k]);
+    }
+  }
+  for (int k = 0; k < 8; k++) _mm256_storeu_ps(acc + 8 * k, a[k]);
+#else
+  for (size_t j = 0; j < kScanBlock; j++) acc[j] = 0;
+  for (size_t i = 0; i < nz; i++) {
+    const int8_t* c = block + size_t{dims[i]} * kScanBlock;
+    for (size_t j = 0; j < kScanBlock; j++) acc[j] += q[i] * static_cast<float>(c[j]);
+  }
+#endif
+}
+
+float Dot(const float* a, const float* b, size_t dim) {
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= dim; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  float dot = _mm512_reduce_add_ps(acc);
+  for (; i < dim; i++) dot += a[i] * b[i];
+  return dot;
+#else
+  float dot = 0;
+  for (size_t i = 0; i < dim; i++) dot += a[i] * b[i];
+  return dot;
+#endif
+}
+
+}  // namespace
+
+void Segment::BuildScanCodes() {
+  const size_t num = vector_docs_.size();
+  const size_t dim = static_cast<size_t>(dimension_);
+  if (num == 0 || dim == 0) return;
+  const size_t blocks = (num + kScanBlock - 1) / kScanBlock;
+  codes_.reset(new int8_t[blocks * kScanBlock * dim]());
+  scales_.assign(blocks * kScanBlock, 0.0f);
+  for (size_t v = 0; v < num; v++) {
+    const float* x = VectorAt(static_cast<uint32_t>(v));
+    float max_abs = 0;
+    for (size_t d = 0; d < dim; d++) max_abs = std::max(max_abs, std::fabs(x[d]));
+    if (max_abs == 0) continue;
+    const float scale = max_abs / 127.0f;
+    scales_[v] = scale;
+    int8_t* block = codes_.get() + (v / kScanBlock) * kScanBlock * dim;
+    for (size_t d = 0; d < dim; d++) {
+      const float c = std::nearbyint(x[d] / scale);
+      block[d * kScanBlock + v % kScanBlock] = static_cast<int8_t>(std::clamp(c, -127.0f, 127.0f));
+    }
+  }
+}
+
+// Exact top n by cosine, from approximate scores with error bounds: a
+// vector's code dot product is within err_v = scale_v / 2 * |query|_1 (plus
+// float rounding) of its true one. The n-th best lower bound seen so far
+// rules out every vector whose upper bound is below it; the rest are scored
+// again with their floats.
+void Segment::ScanNearest(const float* query, size_t n, uint64_t max_seq,
+                          std::vector<std::pair<float, uint32_t>>* best) const {
+  const size_t num = vector_docs_.size();
+  const size_t dim = static_cast<size_t>(dimension_);
+  std::vector<uint32_t> dims;
+  std::vector<float> q;
+  double l1 = 0;
+  for (size_t d = 0; d < dim; d++) {
+    if (query[d] != 0.0f) {
+      dims.push_back(static_cast<uint32_t>(d));
+      q.push_back(query[d]);
+      l1 += std::fabs(query[d]);
+    }
+  }
+  const bool all_visible = vector_seqs_.empty() || vector_seqs_.back() <= max_seq;
+  auto visible = [&](uint32_t v) { return all_visible || docs_[vector_docs_[v]].seq <= max_seq; };
+  // Half a quantisation step per component, with room for float rounding.
+  const float err_per_scale = static_cast<float>(0.5 * l1 * (1 + 1e-4));
+  const float slack = 1e-5f;
+  std::vector<float> lower;  // min-heap of the n best lower bounds
+  lower.reserve(n + 1);
+  float bound = -std::numeric_limits<float>::infinity();
+  std::vector<std::pair<float, uint32_t>> candidates;  // (upper bound, vector id)
+  alignas(64) float acc[kScanBlock];
+  const size_t blocks = (num + kScanBlock - 1) / kScanBlock;
+  for (size_t b = 0; b < blocks; b++) {
+    ScanBlock(codes_.get() + b * kScanBlock * dim, dims.data(), q.data(), dims.size(), acc);
+    const size_t count = std::min(kScanBlock, num - b * kScanBlock);
+    for (size_t j = 0; j < count; j++) {
+      const uint32_t v = static_cast<uint32_t>(b * kScanBlock + j);
+      const float scale = scales_[v];
+      const float approx = acc[j] * scale;
+      const float err = scale * err_per_scale + slack;
+      const float upper = approx + err;
+      if (upper < bound) continue;
+      if (!visible(v)) continue;
+      candidates.emplace_back(upper, v);
+      const float low = approx - err;
+      if (lower.size() < n) {
+        lower.push_back(low);
+        std::push_heap(lower.begin(), lower.end(), std::greater<>());
+      } else if (low > lower.front()) {
+        std::pop_heap(lower.begin(), lower.end(), std::greater<>());
+        lower.back() = low;
+        std::push_heap(lower.begin(), lower.end(), std::greater<>());
+      }
+      if (lower.size() == n) bound = lower.front();
+    }
+  }
+  best->clear();
+  for (const auto& [upper, v] : candidates) {
+    if (upper < bound) continue;
+    best->emplace_back(Dot(VectorAt(v), query, dim), v);
+  }
+  const size_t k = std::min(n, best->size());
+  std::partial_sort(best->begin(), best->begin() + static_cast<ptrdiff_t>(k), best->end(),
+                    [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+  best->resize(k);
 }
 
 void Segment::NearestVectors(const float* query, int dimension, size_t n, uint64_t max_seq,
                              std::vector<Candidate>* out) const {
   if (n == 0 || dimension != dimension_ || vector_docs_.empty()) return;
-  const size_t dim = static_cast<size_t>(dimension_);
   std::vector<std::pair<float, uint32_t>> best;  // (cosine, vector id)
   if (hnsw_) {
     // Ask for enough extra to make up for docs newer than the snapshot.
@@ -771,18 +1022,7 @@ void Segment::NearestVectors(const float* query, int dimension, size_t n, uint64
     }
     std::reverse(best.begin(), best.end());
   } else {
-    best.reserve(vector_docs_.size());
-    for (uint32_t v = 0; v < vector_docs_.size(); v++) {
-      if (docs_[vector_docs_[v]].seq > max_seq) continue;
-      const float* x = VectorAt(v);
-      float dot = 0;
-      for (size_t i = 0; i < dim; i++) dot += x[i] * query[i];
-      best.emplace_back(dot, v);
-    }
-    const size_t k = std::min(n, best.size());
-    std::partial_sort(best.begin(), best.begin() + static_cast<ptrdiff_t>(k), best.end(),
-                      [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
-    best.resize(k);
+    ScanNearest(query, n, max_seq, &best);
   }
   size_t added = 0;
   for (const auto& [score, v] : best) {

@@ -4,6 +4,7 @@
 // the query-side IndexSource interface.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -29,6 +30,10 @@ struct IndexConfig {
   int dimension = 0;
   // "idx1-" and 16 hex digits: a hash of all the above (prefixes as a set).
   std::string Fingerprint() const;
+  // Writer policy, not part of the fingerprint (a reader takes a segment
+  // with or without a graph): a segment gets an HNSW graph from this many
+  // vectors; 0 = HnswMinVectors(dimension).
+  size_t hnsw_min_vectors = 0;
 };
 
 // What one Put contributes to the indexes.
@@ -58,9 +63,20 @@ struct Candidate {
 // BM25 parameters.
 inline constexpr double kBM25K1 = 1.2;
 inline constexpr double kBM25B = 0.75;
-// A segment with at least this many vectors gets an HNSW graph; below it
-// brute force is about as fast and exact.
-inline constexpr size_t kHnswMinVectors = 1000;
+// Below this many vector elements (vectors x dimension) a segment has no
+// HNSW graph and is searched by a scan of int8 codes with exact rescoring:
+// 2^27 int8 elements is a 128 MiB scan, ~10 ms for a dense query, and much
+// less for the hashing embedder's sparse ones (the scan skips zero query
+// components). Above it a graph pays for its build cost (~250 us a vector
+// at M = 16, ef_construction = 100). On the hashing embedder's nearly
+// orthogonal vectors HNSW needs a very wide search for good recall, which
+// the scan does not.
+inline constexpr size_t kHnswMinElements = size_t{1} << 27;
+inline constexpr size_t kHnswMinVectorsFloor = 1000;
+inline size_t HnswMinVectors(int dimension) {
+  const size_t dim = dimension > 0 ? static_cast<size_t>(dimension) : 1;
+  return std::max(kHnswMinVectorsFloor, kHnswMinElements / dim);
+}
 
 // The query side, implemented by an on-disk Segment and the in-memory
 // MemIndex. Const methods are thread-safe. max_seq: docs with seq > max_seq
@@ -169,6 +185,15 @@ class Segment final : public IndexSource {
   const float* vectors_ = nullptr;     // vector_docs_.size() * dimension_ floats (aligned copy)
   std::unique_ptr<float[]> vector_storage_;
   std::unique_ptr<Hnsw> hnsw_;
+  // Without a graph: the vectors as int8 codes, in blocks of kScanBlock
+  // vectors stored dimension-major (block b, dimension d: the codes of its
+  // kScanBlock vectors side by side), and a scale per vector (code * scale
+  // is within scale / 2 of the float).
+  std::unique_ptr<int8_t[]> codes_;
+  std::vector<float> scales_;
+  void BuildScanCodes();
+  void ScanNearest(const float* query, size_t n, uint64_t max_seq,
+                   std::vector<std::pair<float, uint32_t>>* best) const;
 };
 
 }  // namespace kvstore::index

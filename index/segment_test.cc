@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
+#include <random>
 #include <filesystem>
 #include <thread>
 
@@ -207,6 +209,7 @@ TEST(SegmentTest, NoSemanticIndex) {
 
 TEST(SegmentTest, HnswRoundTrip) {
   Fixture f(64);
+  f.config.hnsw_min_vectors = 1000;
   f.MakeDocs(2400, 4);
   auto segment = WriteAndOpen(f, "000004.idx");
   ASSERT_TRUE(segment);
@@ -241,6 +244,46 @@ TEST(SegmentTest, HnswRoundTrip) {
   const double recall = static_cast<double>(found) / wanted;
   std::printf("HNSW segment recall@10: %.3f\n", recall);
   EXPECT_GE(recall, 0.95);
+}
+
+// Without a graph the scan of int8 codes is exact: every one of the top 10
+// scores as brute force does, for dense and sparse queries, under snapshots.
+TEST(SegmentTest, ScanIsExact) {
+  Fixture f(64);
+  f.MakeDocs(2400, 14);
+  auto segment = WriteAndOpen(f, "000014.idx");
+  ASSERT_TRUE(segment);
+  ASSERT_FALSE(segment->has_hnsw());
+  std::mt19937_64 rng(15);
+  std::normal_distribution<float> normal;
+  for (int q = 0; q < 60; q++) {
+    const uint64_t max_seq = q % 3 == 0 ? UINT64_MAX : rng() % (f.ref.docs.size() + 1);
+    std::vector<float> query(64, 0.0f);
+    if (q % 2 == 0) {
+      std::vector<std::vector<float>> qv;
+      ASSERT_TRUE(f.embedder->Embed({RandomText(rng, 3)}, &qv).ok());
+      query = qv[0];
+    } else {
+      double norm = 0;
+      for (float& x : query) {
+        x = normal(rng);
+        norm += static_cast<double>(x) * x;
+      }
+      for (float& x : query) x = static_cast<float>(x / std::sqrt(norm));
+    }
+    std::vector<double> want;
+    for (const auto& d : f.ref.docs) {
+      if (!d.vector.empty() && d.seq <= max_seq) want.push_back(Dot(d.vector, query.data()));
+    }
+    std::sort(want.rbegin(), want.rend());
+    std::vector<Candidate> got;
+    segment->NearestVectors(query.data(), 64, 10, max_seq, &got);
+    ASSERT_EQ(got.size(), std::min<size_t>(10, want.size()));
+    for (size_t i = 0; i < got.size(); i++) {
+      EXPECT_LE(got[i].seq, max_seq);
+      EXPECT_NEAR(got[i].score, want[i], 1e-5) << q << " " << i;
+    }
+  }
 }
 
 TEST(SegmentTest, MemIndexMatchesReference) {
@@ -341,6 +384,7 @@ void ExerciseQueries(const Segment& segment) {
 TEST(SegmentTest, CorruptionIsDetected) {
   for (size_t docs : {40, 1100}) {
     Fixture f(16);
+    f.config.hnsw_min_vectors = 1000;
     f.MakeDocs(docs, 10 + docs);
     SegmentWriter writer(f.config);
     for (const auto& d : f.ref.docs) writer.Add(d);
