@@ -1,5 +1,7 @@
 #include "index/segment.h"
 
+#include "index/hnsw_build.h"
+
 #include <hnswlib/hnswlib.h>
 
 #include <algorithm>
@@ -313,30 +315,12 @@ Status SegmentWriter::Finish(std::string* out) {
 
     const size_t min_vectors = config_.hnsw_min_vectors > 0 ? config_.hnsw_min_vectors : HnswMinVectors(config_.dimension);
     if (vector_docs.size() >= min_vectors) {
+      std::vector<const float*> points;
+      points.reserve(vector_docs.size());
+      for (uint32_t id : vector_docs) points.push_back(docs_[id].vector.data());
       std::string graph;
-      try {
-        hnswlib::InnerProductSpace space(dim);
-        hnswlib::HierarchicalNSW<float> hnsw(&space, vector_docs.size(), kHnswM, kHnswEfConstruction, 42);
-        for (size_t v = 0; v < vector_docs.size(); v++) hnsw.addPoint(docs_[vector_docs[v]].vector.data(), v);
-        PutVarint32(&graph, static_cast<uint32_t>(kHnswM));
-        PutVarint32(&graph, static_cast<uint32_t>(kHnswEfConstruction));
-        PutVarint32(&graph, static_cast<uint32_t>(hnsw.maxlevel_));
-        PutVarint32(&graph, static_cast<uint32_t>(hnsw.enterpoint_node_));
-        for (size_t v = 0; v < vector_docs.size(); v++) {
-          const auto node = static_cast<hnswlib::tableint>(v);
-          const int level = hnsw.element_levels_[v];
-          PutVarint32(&graph, static_cast<uint32_t>(level));
-          for (int l = 0; l <= level; l++) {
-            hnswlib::linklistsizeint* ll = hnsw.get_linklist_at_level(node, l);
-            const size_t count = hnsw.getListCount(ll);
-            const auto* ids = reinterpret_cast<const hnswlib::tableint*>(ll + 1);
-            PutVarint32(&graph, static_cast<uint32_t>(count));
-            for (size_t j = 0; j < count; j++) PutVarint32(&graph, ids[j]);
-          }
-        }
-      } catch (const std::exception& e) {
-        return Status::InvalidArgument(std::string("building the HNSW graph: ") + e.what());
-      }
+      Status s = BuildHnswGraph(points, dim, kHnswM, kHnswEfConstruction, &graph);
+      if (!s.ok()) return s;
       sections.emplace_back(kHnsw, std::move(graph));
     }
   }
