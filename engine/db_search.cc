@@ -362,31 +362,34 @@ Status DBSearch::Sources(const std::vector<const MemTable*>& mems, const Version
   return Status::OK();
 }
 
-Status DBSearch::SearchByValue(const std::vector<const MemTable*>& mems, const Version& v, uint64_t seq,
-                               std::string_view value, const ValueSearchOptions& options, const LiveCheck& live,
-                               std::vector<SearchHit>* hits) {
-  std::vector<std::shared_ptr<index::Segment>> pinned;
+template <typename Query>
+Status DBSearch::OverSources(const std::vector<const MemTable*>& mems, const Version& v, std::vector<SearchHit>* hits,
+                             Query&& query) {
+  std::vector<std::shared_ptr<index::Segment>> pinned;  // held until the query is done
   std::vector<const index::IndexSource*> sources;
   Status s = Sources(mems, v, &pinned, &sources);
   if (!s.ok()) return s;
   std::vector<index::Hit> found;
-  s = index::ExactSearch(sources, value, seq, options.limit, options.include_values, live, &found);
+  s = query(sources, &found);
   if (s.ok()) ToSearchHits(&found, hits);
   return s;
+}
+
+Status DBSearch::SearchByValue(const std::vector<const MemTable*>& mems, const Version& v, uint64_t seq,
+                               std::string_view value, const ValueSearchOptions& options, const LiveCheck& live,
+                               std::vector<SearchHit>* hits) {
+  return OverSources(mems, v, hits, [&](const auto& sources, std::vector<index::Hit>* found) {
+    return index::ExactSearch(sources, value, seq, options.limit, options.include_values, live, found);
+  });
 }
 
 Status DBSearch::FullTextSearch(const std::vector<const MemTable*>& mems, const Version& v, uint64_t seq,
                                 std::string_view query, const FullTextOptions& options, const LiveCheck& live,
                                 std::vector<SearchHit>* hits) {
-  std::vector<std::shared_ptr<index::Segment>> pinned;
-  std::vector<const index::IndexSource*> sources;
-  Status s = Sources(mems, v, &pinned, &sources);
-  if (!s.ok()) return s;
-  std::vector<index::Hit> found;
-  s = index::FullTextSearch(sources, *analyzer_, query, options.mode == MatchMode::kAllTerms, seq, options.limit,
-                            options.include_values, live, &found);
-  if (s.ok()) ToSearchHits(&found, hits);
-  return s;
+  return OverSources(mems, v, hits, [&](const auto& sources, std::vector<index::Hit>* found) {
+    return index::FullTextSearch(sources, *analyzer_, query, options.mode == MatchMode::kAllTerms, seq,
+                                 options.limit, options.include_values, live, found);
+  });
 }
 
 Status DBSearch::SemanticSearch(const std::vector<const MemTable*>& mems, const Version& v, uint64_t seq,
@@ -418,14 +421,10 @@ Status DBSearch::SemanticSearch(const std::vector<const MemTable*>& mems, const 
     if (vectors.size() != 1) return Status::IOError("the embedder returned no vector");
     query = std::move(vectors[0]);
   }
-  std::vector<std::shared_ptr<index::Segment>> pinned;
-  std::vector<const index::IndexSource*> sources;
-  Status s = Sources(mems, v, &pinned, &sources);
-  if (!s.ok()) return s;
-  std::vector<index::Hit> found;
-  s = index::SemanticSearch(sources, query, options.k, options.threshold, seq, options.include_values, live, &found);
-  if (s.ok()) ToSearchHits(&found, hits);
-  return s;
+  return OverSources(mems, v, hits, [&](const auto& sources, std::vector<index::Hit>* found) {
+    return index::SemanticSearch(sources, query, options.k, options.threshold, seq, options.include_values, live,
+                                 found);
+  });
 }
 
 // ---------------------------------------------------------------------------

@@ -152,6 +152,11 @@ class DBSearch {
   // The segment of table `number`, loading it when it is not held yet.
   Status GetSegment(uint64_t number, std::shared_ptr<index::Segment>* out);
   Status LoadSegment(uint64_t number, std::shared_ptr<index::Segment>* out);
+  // Runs query(sources, &found) over the memtables' indexes and v's
+  // segments, and converts what it found.
+  template <typename Query>
+  Status OverSources(const std::vector<const MemTable*>& mems, const Version& v, std::vector<SearchHit>* hits,
+                     Query&& query);
   Status Sources(const std::vector<const MemTable*>& mems, const Version& v,
                  std::vector<std::shared_ptr<index::Segment>>* pinned,
                  std::vector<const index::IndexSource*>* sources);
