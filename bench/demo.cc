@@ -19,7 +19,8 @@
 namespace kvbench {
 namespace {
 
-using json = nlohmann::json;
+// Insertion order, so the requests print as one would type them ("op" first).
+using json = nlohmann::ordered_json;
 
 class Tour {
  public:
@@ -147,7 +148,7 @@ int RunDemo(const DemoOptions& o) {
   t.Step({{"op", "stats"}}, [](const json& r) {
     if (!r.value("ok", false)) return false;
     const json& s = r["result"];
-    std::printf("   keys %s, wal_size %s bytes, writes %s in %s fsyncs (group commit), connections %s\n",
+    std::printf("   keys %s, wal_size %s bytes, writes %s, WAL fsyncs %s (concurrent writers share one), connections %s\n",
                 s["keys"].dump().c_str(), s["wal_size"].dump().c_str(), s["writes"].dump().c_str(),
                 s["wal_syncs"].dump().c_str(), s["connections"].dump().c_str());
     return s["keys"].get<int64_t>() >= 10;
