@@ -363,11 +363,11 @@ Record Measure(const System& sys, const Workload& w, double max_seconds) {
       }
     });
   }
-  // Connecting is not part of the measurement.
+  // Connecting is not part of the measurement. The clock starts before the
+  // last arrival releases the clients, so none can start before it.
   start = Clock::now();
   deadline = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(max_seconds));
   go.arrive_and_wait();
-  start = Clock::now();
   std::atomic<bool> finished{false};
   std::thread bar;
   if (isatty(2)) {
