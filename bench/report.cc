@@ -27,6 +27,13 @@ std::string Rate(double v) {
   return Fmt("%.0f", v);
 }
 
+// Axis ticks are powers of ten: 100, 1k, 10k, 1M.
+std::string Tick(double v) {
+  if (v >= 1e6) return Fmt("%gM", v / 1e6);
+  if (v >= 1e3) return Fmt("%gk", v / 1e3);
+  return Fmt("%g", v);
+}
+
 std::string Micros(double us) {
   if (us >= 1e6) return Fmt("%.2f s", us / 1e6);
   if (us >= 1e3) return Fmt("%.2f ms", us / 1e3);
@@ -176,6 +183,8 @@ std::string MarkdownSummary(const std::vector<Record>& records, const std::strin
     md += "| " + r.system + " | " + std::to_string(r.clients) + " | " + std::to_string(r.acknowledged) + " | " +
           std::to_string(r.lost) + " | " + (r.lost == 0 && r.acknowledged > 0 ? "PASS" : "FAIL") + " |\n";
   }
+  md += "\n### charts\n\n![throughput against clients](throughput_vs_clients.svg)\n\n"
+        "![latency percentiles](latency_percentiles.svg)\n\n![large values](large_values.svg)\n";
   return md;
 }
 
@@ -197,7 +206,7 @@ std::string ThroughputSvg(const std::vector<Record>& records) {
   auto [ylo, yhi] = Decades(lo, hi);
   LogScale y{ylo, yhi, ph};
   LogScale x{1, static_cast<double>(std::max(2, max_clients)), pw};
-  s += LogYAxis(y, left, top, pw, [](double v) { return Rate(v); });
+  s += LogYAxis(y, left, top, pw, [](double v) { return Tick(v); });
   for (int c = 1; c <= max_clients; c *= 2) {
     double px = left + x(c);
     s += Line(px, top + ph, px, top + ph + 5, "#333333");
@@ -249,7 +258,7 @@ std::string LatencySvg(const std::vector<Record>& records) {
   const int W = std::max(500, left + legend + static_cast<int>(picked.size()) * (4 * bar + gap) + 20);
   const int H = 460;
   const double ph = H - top - bottom;
-  std::string s = Header(W, H, "Latency percentiles per op (microseconds, log scale)");
+  std::string s = Header(W, H, "Latency percentiles per request (log scale)");
   if (picked.empty()) return s + Text(W / 2.0, H / 2.0, "no data") + "</svg>\n";
   double lo = 1e12, hi = 0;
   for (const Record* r : picked) {
@@ -259,7 +268,7 @@ std::string LatencySvg(const std::vector<Record>& records) {
   auto [ylo, yhi] = Decades(lo, hi);
   LogScale y{ylo, yhi, ph};
   const double pw = W - left - legend;
-  s += LogYAxis(y, left, top, pw, [](double v) { return Micros(v); });
+  s += LogYAxis(y, left, top, pw, [](double v) { return v >= 1e3 ? Tick(v / 1e3) + " ms" : Tick(v) + " µs"; });
   s += Line(left, top + ph, left + pw, top + ph, "#333333") + Line(left, top, left, top + ph, "#333333");
   const char* names[] = {"p50", "p90", "p99", "p99.9"};
   double x = left + 12;
