@@ -448,7 +448,7 @@ bool RunIsolation(const Target& t, const AcidOptions& o, uint64_t seed) {
             break;
           }
           if (!r || !r->contains("error") || (*r)["error"].value("code", "") != "conflict") {
-            unknown++;
+            if (unknown++ < 3) std::fprintf(stderr, "isolation: cas answered %s\n", r ? r->dump().c_str() : "nothing (connection failed)");
             break;
           }
           conflicts++;
