@@ -26,6 +26,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include "bench/histogram.h"
 #include "bench/procs.h"
 #include "bench/report.h"
@@ -308,6 +310,7 @@ struct System {
   std::string name;
   std::function<std::unique_ptr<Driver>()> connect = {};
   std::function<bool()> crash_and_restart = {};  // empty: not ours to kill
+  std::function<std::string()> notes = {};       // the server's own account of the run
   bool searches = false;
 };
 
@@ -522,7 +525,11 @@ class Suite {
     std::printf("%s\n", FmtRecord(r).c_str());
     std::fflush(stdout);
   }
+  bool Wants(const std::string& group) const {
+    return o_.only.empty() || std::find(o_.only.begin(), o_.only.end(), group) != o_.only.end();
+  }
   void Run(const System& sys, const Workload& w, bool record = true, double max_seconds = 0) {
+    if (record && !Wants(w.group)) return;
     Record r = Measure(sys, w, max_seconds > 0 ? max_seconds : MaxSeconds() * (record ? 1 : 10));
     if (record) {
       Add(r);
@@ -591,7 +598,7 @@ class Suite {
                 .keyspace = ops, .value_size = vs});
     }
     // The three searches, over generated documents.
-    if (sys.searches) {
+    if (sys.searches && Wants("search")) {
       const uint64_t docs = Scaled(o_.quick ? 5000 : 50000, 100);
       Run(sys, {.group = "load", .name = "docs", .prefix = "doc", .kind = Kind::kBulkSet, .clients = 4, .ops = docs,
                 .bulk = static_cast<int>(std::clamp<uint64_t>(docs / 4, 1, 500)), .docs = true},
@@ -603,16 +610,20 @@ class Suite {
                   .keyspace = docs, .dataset = docs});
       }
     }
-    if (sys.crash_and_restart) Add(CrashTest(sys, 16, o_.quick ? 1.0 : 3.0));
+    // Before the crash test: a restart starts the server's counters afresh.
+    if (sys.notes) notes_ += sys.notes();
+    if (sys.crash_and_restart && Wants("durability")) Add(CrashTest(sys, 16, o_.quick ? 1.0 : 3.0));
   }
 
   const std::vector<Record>& records() const { return records_; }
+  const std::string& notes() const { return notes_; }
 
  private:
   const SuiteOptions& o_;
   std::string out_;
   std::ofstream jsonl_;
   std::vector<Record> records_;
+  std::string notes_;
 };
 
 std::string RedisVersion() {
@@ -624,6 +635,35 @@ std::string RedisVersion() {
   std::string s(buf, n);
   while (!s.empty() && s.back() == '\n') s.pop_back();
   return s;
+}
+
+std::string ScaleText(double scale) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", scale);
+  return buf;
+}
+
+// What the server says about itself after the run: flushes, compactions and
+// write stalls explain outliers in the tables.
+std::string ServerNotes(const std::string& address) {
+  kvstore::net::ClientOptions co;
+  co.addresses = {address};
+  co.timeout_ms = 10000;
+  kvstore::net::Client client(co);
+  std::string response;
+  if (!client.Call(R"({"op":"stats"})", &response).ok()) return "";
+  auto r = nlohmann::json::parse(response, nullptr, false);
+  if (r.is_discarded() || !r.value("ok", false)) return "";
+  const auto& st = r["result"];
+  char buf[400];
+  std::snprintf(buf, sizeof buf,
+                "kvserver after its run: %lld keys, %lld flushes, %lld compactions, write amplification %.2f, "
+                "%lld write stalls (%.1f s in all), block cache hits %lld / misses %lld.\n",
+                st.value("keys", 0LL), st.value("flushes", 0LL), st.value("compactions", 0LL),
+                st.value("write_amplification", 0.0), st.value("stall_count", 0LL),
+                static_cast<double>(st.value("stall_micros", 0LL)) / 1e6, st.value("block_cache_hits", 0LL),
+                st.value("block_cache_misses", 0LL));
+  return buf;
 }
 
 bool WriteFile(const std::string& path, const std::string& text) {
@@ -666,6 +706,7 @@ int RunSuite(const SuiteOptions& o) {
     };
   }
   kv.connect = [address]() -> std::unique_ptr<Driver> { return std::make_unique<KvDriver>(address); };
+  kv.notes = [address] { return ServerNotes(address); };
   suite.RunAll(kv);
   if (server) server->Stop(SIGTERM);
 
@@ -692,7 +733,7 @@ int RunSuite(const SuiteOptions& o) {
   char when[200];
   std::snprintf(when, sizeof when, "%.1f minutes", minutes);
   std::string header = "# kvbench suite, " + Now("%Y-%m-%d %H:%M") + "\n\n" + (o.quick ? "`--quick`" : "full run") +
-                       (o.scale != 1.0 ? ", scale " + std::to_string(o.scale) : "") + ", " + when + ", " +
+                       (o.scale != 1.0 ? ", scale " + ScaleText(o.scale) : "") + ", " + when + ", " +
                        std::to_string(std::thread::hardware_concurrency()) +
                        " cores, load average " + load_before + " before and " + LoadAverage() +
                        " after (other work on the machine moves these figures).\n\n"
@@ -704,6 +745,7 @@ int RunSuite(const SuiteOptions& o) {
               "from the same client code (RESP instead of NDJSON).";
   }
   header += "\n";
+  if (!suite.notes().empty()) header += "\n" + suite.notes();
   const std::string md = MarkdownSummary(suite.records(), header);
   bool wrote = WriteFile(out + "/summary.md", md) && WriteFile(out + "/throughput_vs_clients.svg", ThroughputSvg(suite.records())) &&
                WriteFile(out + "/latency_percentiles.svg", LatencySvg(suite.records())) &&
@@ -726,6 +768,9 @@ void AddSuiteCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--out", o->out, "results directory (default bench-results/<timestamp>)");
   cmd->add_flag("--quick", o->quick, "a short version (a few minutes), same outputs");
   cmd->add_flag("--compare", o->compare, "run the server workloads against redis-server too (appendfsync always)");
+  cmd->add_option("--only", o->only, "run only these groups: dataset, mixed, bulk, pipeline, clients, large, search, durability")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"dataset", "mixed", "bulk", "pipeline", "clients", "large", "search", "durability"}));
   cmd->add_option("--scale", o->scale, "multiply op counts and dataset sizes")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--max-seconds", o->max_seconds, "cap per measurement (0: 20, or 4 with --quick)")->capture_default_str();
 #ifdef KVBENCH_KVSERVER_PATH

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace CLI {
 class App;
@@ -23,6 +24,7 @@ struct SuiteOptions {
   bool compare = false;   // also against redis-server
   double scale = 1.0;     // multiplies op counts and dataset sizes (the ctest smoke run uses a tiny one)
   double max_seconds = 0; // per measurement; 0: 20 (full) or 4 (quick)
+  std::vector<std::string> only;  // groups to run; empty: all (datasets are loaded anyway)
   std::string kvserver;
 };
 
