@@ -119,7 +119,7 @@ std::string LogYAxis(const LogScale& y, double left, double top, double width, s
 std::string Record::ToJson() const {
   nlohmann::json j = {{"system", system},   {"group", group},           {"workload", workload},
                       {"dataset", dataset}, {"clients", clients},       {"pipeline", pipeline},
-                      {"value_size", value_size}, {"ops", ops},         {"errors", errors},
+                      {"value_size", value_size}, {"ops", ops},         {"errors", errors}, {"misses", misses},
                       {"seconds", seconds}, {"ops_per_sec", ops_per_sec}, {"mb_per_sec", mb_per_sec},
                       {"p50_us", p50_us},   {"p90_us", p90_us},         {"p99_us", p99_us},
                       {"p999_us", p999_us}, {"max_us", max_us}};
@@ -159,6 +159,7 @@ std::string MarkdownSummary(const std::vector<Record>& records, const std::strin
     std::string rate = Rate(r.ops_per_sec);
     if (r.mb_per_sec >= 1 && r.value_size >= 1024) rate += " (" + Fmt("%.0f", r.mb_per_sec) + " MB/s)";
     if (r.errors > 0) rate += " ⚠ " + std::to_string(r.errors) + " errors";
+    if (r.misses > 0) rate += " (" + std::to_string(r.misses) + " misses)";
     md += "| " + r.workload + " | " + Params(r) + " | " + rate + " | " + Micros(r.p50_us) + " | " + Micros(r.p99_us) + " |";
     if (!p.empty()) {
       auto it = peer.find(r.Key());

@@ -19,6 +19,7 @@ struct Record {
   uint64_t value_size = 0;
   uint64_t ops = 0;  // items for bulk writes
   uint64_t errors = 0;
+  uint64_t misses = 0;  // gets of absent keys (not errors, but not a read of a value either)
   double seconds = 0;
   double ops_per_sec = 0;
   double mb_per_sec = 0;
