@@ -1,10 +1,14 @@
 // Micro-benchmarks of the engine's parts, below the DB API: memtable insert
-// and lookup, WAL append (no sync), write batch encoding; and the search
-// indexes: tokenizer, hashing embedder, segment build, queries.
+// and lookup, WAL append (no sync), write batch encoding, table blocks
+// (encode with LZ4, decode and seek), the bloom filter; the server's request
+// parsing (fast path and full JSON) and response serialization; and the
+// search indexes: tokenizer, hashing embedder, segment build, queries.
 //
 //   build/bench/micro_bench [--benchmark_filter=MemTable] [--benchmark_min_time=0.5]
 #include <benchmark/benchmark.h>
 #include <stdlib.h>
+
+#include <algorithm>
 
 #include <cerrno>
 #include <cstdint>
@@ -16,7 +20,15 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "engine/coding/internal_key.h"
 #include "engine/memtable/memtable.h"
+#include "engine/sstable/block.h"
+#include "engine/sstable/block_builder.h"
+#include "engine/sstable/bloom.h"
+#include "engine/sstable/format.h"
+#include "net/fast_request.h"
 #include "engine/wal/log_writer.h"
 #include "index/analyzer.h"
 #include "index/embedder.h"
@@ -341,6 +353,149 @@ void BM_SemanticQuery(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_SemanticQuery);
+
+// A table's data block as the table builder writes it: about 4 KiB of
+// sorted internal keys with 100-byte values.
+std::string SortedBlock(size_t* entries) {
+  std::string keys = MakeKeys(2000, 11);
+  std::vector<std::string> sorted;
+  for (size_t i = 0; i < 2000; i++) sorted.emplace_back(KeyAt(keys, i));
+  std::sort(sorted.begin(), sorted.end());
+  std::string ikey;
+  *entries = 0;
+  kvstore::sstable::BlockBuilder block;
+  size_t bytes = 0;
+  for (const std::string& k : sorted) {
+    ikey.clear();
+    kvstore::AppendInternalKey(&ikey, k, 1000, kvstore::ValueType::kValue);
+    block.Add(ikey, Value());
+    bytes += ikey.size() + Value().size();
+    ++*entries;
+    if (bytes >= 4096) break;
+  }
+  return std::string(block.Finish());
+}
+
+void BM_BlockEncode(benchmark::State& state) {
+  std::string keys = MakeKeys(64, 11);
+  std::vector<std::string> sorted;
+  for (size_t i = 0; i < 64; i++) sorted.emplace_back(KeyAt(keys, i));
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<std::string> ikeys;
+  for (const std::string& k : sorted) {
+    ikeys.emplace_back();
+    kvstore::AppendInternalKey(&ikeys.back(), k, 1000, kvstore::ValueType::kValue);
+  }
+  const auto compression = state.range(0) ? kvstore::sstable::Compression::kLZ4 : kvstore::sstable::Compression::kNone;
+  kvstore::sstable::BlockBuilder block;
+  std::string out;
+  for (auto _ : state) {
+    block.Reset();
+    size_t bytes = 0;
+    for (const std::string& k : ikeys) {
+      block.Add(k, Value());
+      bytes += k.size() + Value().size();
+      if (bytes >= 4096) break;
+    }
+    out.clear();
+    benchmark::DoNotOptimize(kvstore::sstable::AppendBlock(block.Finish(), compression, 0, &out));
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * 4096);
+}
+BENCHMARK(BM_BlockEncode)->Arg(0)->Arg(1)->ArgName("lz4");
+
+void BM_BlockDecode(benchmark::State& state) {
+  size_t entries = 0;
+  auto contents = std::make_shared<const kvstore::sstable::BlockContents>(SortedBlock(&entries));
+  for (auto _ : state) {
+    kvstore::sstable::BlockIterator it(contents, kvstore::CompareInternalKeys);
+    size_t n = 0;
+    for (it.SeekToFirst(); it.Valid(); it.Next()) n++;
+    benchmark::DoNotOptimize(n);
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * entries));
+}
+BENCHMARK(BM_BlockDecode);
+
+void BM_BlockSeek(benchmark::State& state) {
+  size_t entries = 0;
+  auto contents = std::make_shared<const kvstore::sstable::BlockContents>(SortedBlock(&entries));
+  std::string keys = MakeKeys(1024, 12);
+  std::vector<std::string> targets;
+  for (size_t i = 0; i < 1024; i++) {
+    targets.emplace_back();
+    kvstore::AppendInternalKey(&targets.back(), KeyAt(keys, i), kvstore::kMaxSequenceNumber, kvstore::kValueTypeForSeek);
+  }
+  kvstore::sstable::BlockIterator it(contents, kvstore::CompareInternalKeys);
+  size_t i = 0;
+  for (auto _ : state) {
+    it.Seek(targets[i++ % targets.size()]);
+    benchmark::DoNotOptimize(it.Valid());
+  }
+}
+BENCHMARK(BM_BlockSeek);
+
+void BM_BloomBuild(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  std::string keys = MakeKeys(n, 13);
+  for (auto _ : state) {
+    kvstore::sstable::BloomBuilder b(10);
+    for (size_t i = 0; i < n; i++) b.Add(KeyAt(keys, i));
+    benchmark::DoNotOptimize(b.Finish());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * n));
+}
+BENCHMARK(BM_BloomBuild)->Arg(10000);
+
+// Probes of keys that are in the filter (hit) or not (miss: the case the
+// filter exists for).
+void BM_BloomProbe(benchmark::State& state) {
+  const size_t n = 100000;
+  std::string keys = MakeKeys(n, 13), others = MakeKeys(n, 14);
+  kvstore::sstable::BloomBuilder b(10);
+  for (size_t i = 0; i < n; i++) b.Add(KeyAt(keys, i));
+  const std::string filter = b.Finish();
+  const std::string& probe = state.range(0) ? keys : others;
+  size_t i = 0, maybe = 0;
+  for (auto _ : state) maybe += kvstore::sstable::BloomMayContain(filter, KeyAt(probe, i++ % n));
+  state.counters["may_contain"] = static_cast<double>(maybe) / static_cast<double>(state.iterations());
+}
+BENCHMARK(BM_BloomProbe)->Arg(1)->Arg(0)->ArgName("present");
+
+const std::string kSetRequest = R"({"id":17,"op":"set","key":"user:0000000042","value":"a value of about one hundred bytes, as kvbench sends them, padded out to length...."})";
+const std::string kBulkRequest = [] {
+  std::string s = R"({"op":"bulk_set","items":[)";
+  for (int i = 0; i < 100; i++) s += std::string(i ? "," : "") + R"(["key)" + std::to_string(i) + R"(",{"n":)" + std::to_string(i) + R"(,"tags":["a","b"]}])";
+  return s + "]}";
+}();
+
+void BM_RequestParseFast(benchmark::State& state) {
+  kvstore::net::FastRequest r;
+  for (auto _ : state) benchmark::DoNotOptimize(kvstore::net::ParseFastRequest(kSetRequest, &r));
+}
+BENCHMARK(BM_RequestParseFast);
+
+// The full parser, as requests off the fast path take it.
+void BM_RequestParseJson(benchmark::State& state) {
+  const std::string& line = state.range(0) ? kBulkRequest : kSetRequest;
+  for (auto _ : state) benchmark::DoNotOptimize(nlohmann::json::parse(line));
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * line.size()));
+}
+BENCHMARK(BM_RequestParseJson)->Arg(0)->Arg(1)->ArgName("bulk100");
+
+// Serializing a response: a get's value and a scan page of 100 items.
+void BM_ResponseSerialize(benchmark::State& state) {
+  nlohmann::json response = {{"id", 17}, {"ok", true}, {"result", nullptr}};
+  if (state.range(0)) {
+    nlohmann::json items = nlohmann::json::array();
+    for (int i = 0; i < 100; i++) items.push_back({{"key", "key" + std::to_string(i)}, {"value", Value()}});
+    response["result"] = {{"items", items}, {"more", false}};
+  } else {
+    response["result"] = Value();
+  }
+  for (auto _ : state) benchmark::DoNotOptimize(response.dump());
+}
+BENCHMARK(BM_ResponseSerialize)->Arg(0)->Arg(1)->ArgName("scan100");
 
 }  // namespace
 
