@@ -258,6 +258,35 @@ TEST_F(ServerTest, OpsAndErrorsOverOneConnection) {
   EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
 }
 
+TEST_F(ServerTest, SearchFlagsTurnIndexesOffAndIndexesSurviveARestart) {
+  {
+    ServerProcess server(data(), {"--no-search"});
+    Client c(server.port());
+    EXPECT_EQ(Code(c.Call({{"op", "set"}, {"key", "a"}, {"value", "red apple"}})), "");
+    EXPECT_EQ(Code(c.Call({{"op", "fulltext_search"}, {"query", "apple"}})), "unavailable");
+    EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+  }
+  {
+    // Turned on later: the tables written meanwhile get their segments at
+    // start, and the memtable's WAL is indexed on replay.
+    ServerProcess server(data(), {"--no-semantic"});
+    Client c(server.port());
+    EXPECT_EQ(c.Call({{"op", "fulltext_search"}, {"query", "apples"}})["result"].size(), 1u);
+    EXPECT_EQ(Code(c.Call({{"op", "semantic_search"}, {"query", "apple"}})), "unavailable");
+    EXPECT_EQ(Code(c.Call({{"op", "flush"}})), "");
+    EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+  }
+  {
+    ServerProcess server(data());
+    Client c(server.port());
+    EXPECT_EQ(c.Call({{"op", "fulltext_search"}, {"query", "apple"}})["result"].size(), 1u);
+    json sem = c.Call({{"op", "semantic_search"}, {"query", "red apples"}, {"threshold", 0.1}})["result"];
+    ASSERT_EQ(sem.size(), 1u) << sem;
+    EXPECT_EQ(sem[0]["key"], "a");
+    EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+  }
+}
+
 TEST_F(ServerTest, PipelinedThousandRequestsAnswerInOrder) {
   ServerProcess server(data());
   Client c(server.port());
