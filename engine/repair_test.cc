@@ -108,6 +108,29 @@ TEST_F(RepairTest, RebuildsAMissingManifest) {
   EXPECT_EQ(Get(Key(3)), Expected(3));
 }
 
+TEST_F(RepairTest, RebuildsADamagedManifest) {
+  Fill();
+  std::string manifest;
+  for (const std::string& m : Files("")) {
+    if (fs::path(m).filename().string().starts_with("MANIFEST-")) manifest = m;
+  }
+  ASSERT_FALSE(manifest.empty());
+  {
+    std::fstream f(manifest, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(fs::file_size(manifest) / 2));
+    f.write("\xde\xad\xbe\xef", 4);
+  }
+  Status s = Open();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.ToString().find(fs::path(manifest).filename().string()), std::string::npos) << s.ToString();
+
+  RepairStats stats;
+  ASSERT_TRUE(DB::Repair(options_, dir_, &stats).ok());
+  EXPECT_TRUE(fs::exists(dir_ + "/lost/" + fs::path(manifest).filename().string()));
+  ASSERT_TRUE(Open().ok());
+  for (int i = 0; i < kKeys; i++) ASSERT_EQ(Get(Key(i)), Expected(i)) << i;
+}
+
 TEST_F(RepairTest, SalvagesADamagedTable) {
   Fill();
   // The older table (every key, generation 'a'): its data blocks fill the
@@ -175,6 +198,28 @@ TEST_F(RepairTest, RecoversWalRecordsBeforeTruncation) {
   while (present < kKeys && Get(Key(present)) == Value('a', present)) present++;
   EXPECT_EQ(static_cast<uint64_t>(present), stats.entries_recovered);
   for (int i = present; i < kKeys; i++) ASSERT_EQ(Get(Key(i)), "NOT_FOUND") << i;
+}
+
+TEST_F(RepairTest, SearchIndexesAreRebuilt) {
+  options_.search.enabled = true;
+  ASSERT_TRUE(Open().ok());
+  ASSERT_TRUE(db_->Put(WriteOptions{}, "old", "\"the quick brown fox\"").ok());
+  ASSERT_TRUE(db_->Flush().ok());
+  ASSERT_TRUE(db_->Put(WriteOptions{}, "new", "\"a lazy dog\"").ok());
+  db_.reset();
+  ASSERT_FALSE(Files(".idx").empty());
+  fs::remove(dir_ + "/CURRENT");
+
+  ASSERT_TRUE(DB::Repair(options_, dir_).ok());
+  EXPECT_TRUE(Files(".idx").empty());  // named by the old table numbers
+  ASSERT_TRUE(Open().ok());
+  std::vector<SearchHit> hits;
+  ASSERT_TRUE(db_->FullTextSearch("fox", {}, &hits).ok());
+  ASSERT_EQ(hits.size(), 1u);
+  EXPECT_EQ(hits[0].key, "old");
+  ASSERT_TRUE(db_->FullTextSearch("dog", {}, &hits).ok());
+  ASSERT_EQ(hits.size(), 1u);
+  EXPECT_EQ(hits[0].key, "new");
 }
 
 TEST_F(RepairTest, RefusesAnOpenStore) {
