@@ -19,6 +19,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "kvstore/db.h"
 #include "net/client.h"
 
 namespace {
@@ -40,7 +41,11 @@ constexpr const char* kHelp = R"(commands:
   flush | compact [START [END]] | checkpoint NAME
   transfer-leader [NODE_ID]    cluster: hand leadership to that node (or any)
   raw JSON                     send one request as is
-  help | quit)";
+  help | quit
+
+offline (no server; run on the server's machine, with the server stopped):
+  repair --data-dir DIR        rebuild a store with a damaged table or manifest
+                               (docs/troubleshooting.md); back DIR up first)";
 
 json ParseValue(const std::string& text) {
   json v = json::parse(text, nullptr, false);
@@ -250,6 +255,33 @@ int Run(kvstore::net::Client& client, const std::vector<std::string>& words) {
   return Print(words[0], response);
 }
 
+// Works on the directory itself, not through a server: the store's lock
+// makes it fail rather than race a running server.
+int Repair(std::vector<std::string> words) {
+  std::string dir;
+  if (!TakeFlag(&words, "--data-dir", &dir) || words.size() != 1) {
+    std::fprintf(stderr, "usage: kvctl repair --data-dir DIR\n");
+    return 2;
+  }
+  kvstore::RepairStats stats;
+  kvstore::Status s = kvstore::DB::Repair(kvstore::Options{}, dir, &stats);
+  if (!s.ok()) {
+    std::fprintf(stderr, "repair failed: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  std::printf("tables: %llu (rewritten from damaged ones: %llu)\n"
+              "WAL segments replayed: %llu\n"
+              "entries recovered: %llu\n"
+              "damaged files: %llu\n"
+              "files moved to %s/lost: %llu\n",
+              static_cast<unsigned long long>(stats.tables), static_cast<unsigned long long>(stats.tables_salvaged),
+              static_cast<unsigned long long>(stats.logs_replayed),
+              static_cast<unsigned long long>(stats.entries_recovered),
+              static_cast<unsigned long long>(stats.damaged_files), dir.c_str(),
+              static_cast<unsigned long long>(stats.files_moved));
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -291,6 +323,7 @@ int main(int argc, char** argv) {
   kvstore::net::Client client(options);
 
   std::vector<std::string> words = app.remaining();
+  if (!words.empty() && words[0] == "repair") return Repair(words);
   if (!words.empty()) return Run(client, words);
 
   const bool tty = isatty(0);

@@ -182,6 +182,12 @@ Status DBImpl::Recover() {
     }
   }
   std::sort(logs.begin(), logs.end());
+  if (!has_manifest && !tables_on_disk.empty()) {
+    // Going on would start an empty manifest and delete the tables as
+    // obsolete.
+    return Status::Corruption(CurrentFileName(dbname_) +
+                              ": missing, but the directory holds tables (run kvctl repair)");
+  }
   const bool exists = has_manifest || !logs.empty();
   if (!exists && !options_.create_if_missing) {
     return Status::InvalidArgument(dbname_ + ": no store here (create_if_missing is false)");

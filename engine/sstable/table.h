@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -34,6 +35,14 @@ class Table {
   bool MayContain(std::string_view user_key) const;
 
   std::unique_ptr<InternalIterator> NewIterator() const;
+
+  // For repair: calls fn with every entry (in order) of every data block
+  // that reads back intact. A damaged block is skipped, counted in
+  // *bad_blocks, and reading goes on at the next index entry, where an
+  // iterator would have to stop. Not OK only when the index itself turns
+  // out damaged part way; the entries before that have been delivered.
+  Status ForEachReadableEntry(const std::function<void(std::string_view key, std::string_view value)>& fn,
+                              uint64_t* bad_blocks) const;
 
   const TableProperties& properties() const { return props_; }
   const std::string& file_name() const { return file_name_; }

@@ -100,11 +100,29 @@ struct DBStats {
   uint64_t index_vector_rewrites = 0;
 };
 
+// What DB::Repair found and did.
+struct RepairStats {
+  uint64_t tables = 0;             // tables the new manifest lists (all in L0)
+  uint64_t tables_salvaged = 0;    // damaged tables rewritten from their readable blocks
+  uint64_t logs_replayed = 0;      // WAL segments written out as tables
+  uint64_t entries_recovered = 0;  // entries in those tables
+  uint64_t damaged_files = 0;      // tables and WAL segments with damage
+  uint64_t files_moved = 0;        // into <dir>/lost/: damaged tables, WAL segments, old manifests
+};
+
 class DB {
  public:
   // Opens (or, with options.create_if_missing, creates) the store in the
   // directory at path, replaying its WAL. On success *db owns the store.
   static Status Open(const Options& options, const std::string& path, std::unique_ptr<DB>* db);
+
+  // Rebuilds the store at path from what can still be read, for when Open
+  // reports a damaged table or manifest: every WAL segment becomes a table
+  // (damaged records skipped), a damaged table is rewritten from its
+  // readable blocks, and a fresh manifest lists every table in L0. What is
+  // replaced goes to <path>/lost/. Takes the lock, so the store must not be
+  // open. Back the directory up first: damaged data is lost for good.
+  static Status Repair(const Options& options, const std::string& path, RepairStats* stats = nullptr);
 
   DB() = default;
   DB(const DB&) = delete;
