@@ -130,6 +130,10 @@ class Repairer {
     Status s = env_->GetFileSize(path, &size);
     if (s.ok()) s = env_->NewRandomAccessFile(path, &file);
     if (s.ok()) s = sstable::Table::Open(std::move(file), size, path, nullptr, &table);
+    // Only damage is repaired: any other failure (EMFILE, ENOMEM, an I/O
+    // error of a healthy disk) stops the repair rather than losing a table
+    // that reads fine once the trouble passes.
+    if (!s.ok() && !s.IsCorruption()) return s;
     if (s.ok()) {
       Output out;
       uint64_t entries = 0;
@@ -148,6 +152,7 @@ class Repairer {
         stats_.entries_recovered += entries;
         return Status::OK();
       }
+      if (!it->status().IsCorruption()) return it->status();
     }
     // Past here the table is damaged. One whose footer, index or properties
     // do not read back has no readable blocks worth the name: it goes to
@@ -292,7 +297,20 @@ class Repairer {
 
 Status DB::Repair(const Options& options, const std::string& path, RepairStats* stats) {
   RepairStats local;
-  return Repairer(options, path).Run(stats != nullptr ? stats : &local);
+  Status s = Repairer(options, path).Run(stats != nullptr ? stats : &local);
+  if (!s.ok()) return s;
+  // Every table is in L0 now, ordered by the newest sequence each holds,
+  // which is not the right order for every key (a table's newest write may
+  // be of another key), and Get trusts the first L0 table that has a key.
+  // A full compaction merges them by internal key, newest version first,
+  // so the store serves the newest version of every key from here on.
+  Options open_options = options;
+  open_options.create_if_missing = false;
+  open_options.error_if_exists = false;
+  std::unique_ptr<DB> db;
+  s = DB::Open(open_options, path, &db);
+  if (s.ok()) s = db->CompactRange("", "");
+  return s;
 }
 
 }  // namespace kvstore
