@@ -175,6 +175,11 @@ class Repairer {
       stats_.tables_salvaged++;
       stats_.entries_recovered += out.meta.entries;
       outputs_.push_back(std::move(out));
+      // The salvaged copy's name must be durable before the original goes:
+      // a crash in between must leave one of them where a second repair
+      // looks (it does not look in lost/).
+      s = env_->SyncDir(dbname_);
+      if (!s.ok()) return s;
     }
     return MoveToLost(TableFileName("", number).substr(1));
   }
