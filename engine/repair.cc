@@ -117,6 +117,21 @@ class Repairer {
     std::sort(logs_.begin(), logs_.end());
     std::sort(tables_.begin(), tables_.end());
     next_number_ = max_number + 1;
+    // WAL segments older than a readable manifest's log number are already
+    // in its tables, and may predate a compaction that dropped a deletion
+    // together with the value it deleted: replaying them would bring that
+    // value back. They go to lost/ unread.
+    {
+      VersionSet old(env_, dbname_);
+      bool existed = false;
+      if (old.Recover(&existed).ok() && existed) {
+        const uint64_t min_log = old.log_number();
+        for (uint64_t n : logs_) {
+          if (n < min_log) stale_logs_.push_back(n);
+        }
+        std::erase_if(logs_, [&](uint64_t n) { return n < min_log; });
+      }
+    }
     return Status::OK();
   }
 
@@ -274,8 +289,10 @@ class Repairer {
     for (const std::string& name : manifests_) {
       if (s.ok()) s = MoveToLost(name);
     }
-    for (uint64_t n : logs_) {
-      if (s.ok()) s = MoveToLost(LogFileName("", n).substr(1));
+    for (const auto* list : {&logs_, &stale_logs_}) {
+      for (uint64_t n : *list) {
+        if (s.ok()) s = MoveToLost(LogFileName("", n).substr(1));
+      }
     }
     for (uint64_t n : indexes_) {
       if (s.ok()) s = env_->RemoveFile(IndexFileName(dbname_, n));
@@ -290,6 +307,7 @@ class Repairer {
   const std::string dbname_;
   sstable::TableOptions table_options_;
   std::vector<uint64_t> logs_;
+  std::vector<uint64_t> stale_logs_;  // below a readable manifest's log number: not replayed
   std::vector<uint64_t> tables_;
   std::vector<uint64_t> indexes_;
   std::vector<std::string> manifests_;

@@ -229,6 +229,31 @@ TEST_F(RepairTest, SearchIndexesAreRebuilt) {
   EXPECT_EQ(hits[0].key, "new");
 }
 
+// A WAL segment older than the manifest's log number (left behind, say, by
+// a crash before its deletion) is already in the tables; after a compaction
+// dropped a deletion with the value it deleted, replaying it would bring
+// the value back.
+TEST_F(RepairTest, StaleWalSegmentsAreNotReplayed) {
+  ASSERT_TRUE(Open().ok());
+  ASSERT_TRUE(db_->Put(WriteOptions{}, "gone", "old value").ok());
+  const std::vector<std::string> wal = Files(".log");
+  ASSERT_EQ(wal.size(), 1u);
+  fs::copy_file(wal[0], dir_ + "/stale.copy");
+  ASSERT_TRUE(db_->Flush().ok());
+  ASSERT_TRUE(db_->Delete(WriteOptions{}, "gone").ok());
+  ASSERT_TRUE(db_->CompactRange("", "").ok());
+  db_.reset();
+  ASSERT_FALSE(fs::exists(wal[0]));  // deleted once its memtable was in a table
+  fs::rename(dir_ + "/stale.copy", wal[0]);
+
+  RepairStats stats;
+  ASSERT_TRUE(DB::Repair(options_, dir_, &stats).ok());
+  ASSERT_TRUE(Open().ok());
+  EXPECT_EQ(Get("gone"), "NOT_FOUND");
+  EXPECT_FALSE(fs::exists(wal[0]));
+  EXPECT_TRUE(fs::exists(dir_ + "/lost/" + fs::path(wal[0]).filename().string()));
+}
+
 TEST_F(RepairTest, RefusesAnOpenStore) {
   ASSERT_TRUE(Open().ok());
   ASSERT_TRUE(db_->Put(WriteOptions{}, "k", "v").ok());
