@@ -926,118 +926,41 @@ void RequestHandler::Impl::Cas(const json& req, const ReplyPtr& reply) {
             });
 }
 
+// Declared here, defined with the cluster hooks below: a txn is parsed and
+// evaluated the same way whether it runs here or through the Raft log.
+namespace {
+WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops);
+void AnswerWith(const ReplyPtr& reply, const ReplicaAnswer& a);
+}  // namespace
+
 void RequestHandler::Impl::Txn(const json& req, const ReplyPtr& reply) {
-  // Validate everything before locking, so a bad op never half-runs.
-  struct Compare {
-    std::string key;
-    enum { kEq, kNe, kExists, kMissing } kind;
-    std::string value;  // canonical, for kEq / kNe
-  };
-  struct TxnOp {
-    enum { kGet, kSet, kDelete } kind;
-    std::string key;
-    std::string value;
-  };
-  std::vector<Compare> compares;
-  for (const json& c : ArrayField(req, "compare", options.max_batch_ops)) {
-    if (!c.is_object()) Fail("bad_request", "each compare must be an object");
-    Compare cmp{std::string(KeyOf(Field(c, "key"), "a compare's key")), Compare::kEq, {}};
-    if (const json* e = OptionalField(c, "exists")) {
-      if (!e->is_boolean()) Fail("bad_request", "a compare's \"exists\" must be a boolean");
-      cmp.kind = e->get<bool>() ? Compare::kExists : Compare::kMissing;
-    } else {
-      cmp.value = Canonical(Field(c, "value"));
-      if (const json* o = OptionalField(c, "op")) {
-        if (*o == "eq") {
-          cmp.kind = Compare::kEq;
-        } else if (*o == "ne") {
-          cmp.kind = Compare::kNe;
-        } else {
-          Fail("bad_request", "a compare's \"op\" must be \"eq\" or \"ne\"");
-        }
-      }
-    }
-    compares.push_back(std::move(cmp));
-  }
-  auto parse_ops = [&](const char* name) {
-    std::vector<TxnOp> out;
-    const json* list = OptionalField(req, name);
-    if (list == nullptr) return out;
-    if (!list->is_array()) Fail("bad_request", std::string("\"") + name + "\" must be an array");
-    for (const json& o : *list) {
-      if (!o.is_object()) Fail("bad_request", "each txn op must be an object");
-      std::string_view kind = StringField(o, "op");
-      TxnOp t{TxnOp::kGet, std::string(KeyOf(Field(o, "key"), "a txn op's key")), {}};
-      if (kind == "get") {
-        t.kind = TxnOp::kGet;
-      } else if (kind == "set") {
-        t.kind = TxnOp::kSet;
-        t.value = Canonical(Field(o, "value"));
-      } else if (kind == "delete") {
-        t.kind = TxnOp::kDelete;
-      } else {
-        Fail("bad_request", "a txn op must be get, set or delete, not \"" + std::string(kind.substr(0, 64)) + "\"");
-      }
-      out.push_back(std::move(t));
-    }
-    return out;
-  };
-  std::vector<TxnOp> success = parse_ops("success");
-  std::vector<TxnOp> failure = parse_ops("failure");
-  if (compares.size() + success.size() + failure.size() > options.max_batch_ops) {
-    Fail("too_large", "txn has more than " + std::to_string(options.max_batch_ops) + " entries");
-  }
+  // Validated whole before locking, so a bad op never half-runs. Held by a
+  // shared_ptr, so the keys the locks are taken on stay where they are.
+  auto cmd = std::make_shared<const WriteCommand>(ParseWriteCommand(Op::kTxn, req, options.max_batch_ops));
   std::vector<std::string_view> keys;
-  for (const Compare& c : compares) keys.push_back(c.key);
-  for (const TxnOp& o : success) keys.push_back(o.key);
-  for (const TxnOp& o : failure) keys.push_back(o.key);
+  for (const auto& c : cmd->compares) keys.push_back(c.key);
+  for (const auto* ops : {&cmd->success, &cmd->failure}) {
+    for (const auto& o : *ops) keys.push_back(o.key);
+  }
   // Every key lock is taken before the compares are read, and held until the
   // chosen branch is durable.
-  WithLocks(keys, KeyLocks::Mode::kExclusive, reply,
-            [this, reply, compares = std::move(compares), success = std::move(success),
-             failure = std::move(failure)](GuardPtr guard) mutable {
-              bool ok = true;
-              for (const Compare& c : compares) {
-                std::optional<std::string> cur = Read(c.key);
-                switch (c.kind) {
-                  case Compare::kEq: ok = cur && *cur == c.value; break;
-                  case Compare::kNe: ok = !cur || *cur != c.value; break;
-                  case Compare::kExists: ok = cur.has_value(); break;
-                  case Compare::kMissing: ok = !cur.has_value(); break;
-                }
-                if (!ok) break;
-              }
-              const std::vector<TxnOp>& ops = ok ? success : failure;
-              // Later ops see earlier ones of the same txn, as in etcd.
-              std::map<std::string, std::optional<std::string>, std::less<>> overlay;
-              WriteBatch batch;
-              std::string results = "[";
-              for (size_t i = 0; i < ops.size(); ++i) {
-                const TxnOp& o = ops[i];
-                if (i > 0) results += ',';
-                if (o.kind == TxnOp::kGet) {
-                  auto it = overlay.find(o.key);
-                  std::optional<std::string> v = it != overlay.end() ? it->second : Read(o.key);
-                  results += v ? "{\"found\":true,\"value\":" + *v + "}" : "{\"found\":false}";
-                } else if (o.kind == TxnOp::kSet) {
-                  batch.Put(o.key, o.value);
-                  overlay[o.key] = o.value;
-                  results += "null";
-                } else {
-                  batch.Delete(o.key);
-                  overlay[o.key] = std::nullopt;
-                  results += "null";
-                }
-              }
-              results += ']';
-              std::string result = std::string("{\"succeeded\":") + (ok ? "true" : "false") +
-                                   ",\"results\":" + results + "}";
-              if (batch.Count() == 0) {
-                guard.reset();
-                return reply->Ok(result);
-              }
-              Commit(std::move(batch), std::move(guard), reply, std::move(result));
-            });
+  WithLocks(keys, KeyLocks::Mode::kExclusive, reply, [this, reply, cmd](GuardPtr guard) mutable {
+    CommandReader read = [this](std::string_view key, std::optional<std::string>* value) {
+      std::string v;
+      Status s = db->Get(ReadOptions{}, key, &v);
+      if (s.IsNotFound()) return Status::OK();
+      if (s.ok()) *value = std::move(v);
+      return s;
+    };
+    CommandOverlay overlay;  // later ops see earlier ones of the same txn, as in etcd
+    WriteBatch batch;
+    ReplicaAnswer answer = EvaluateWriteCommand(*cmd, read, &overlay, &batch);
+    if (!answer.ok() || batch.Count() == 0) {
+      guard.reset();
+      return AnswerWith(reply, answer);
+    }
+    Commit(std::move(batch), std::move(guard), reply, std::move(answer.result));
+  });
 }
 
 namespace {
