@@ -157,8 +157,9 @@ bool IsAsciiWord(unsigned char c) {
 
 class TokenSink {
  public:
-  TokenSink(const AnalyzerOptions& options, PooledStemmer* stemmer, Analyzer::TokenFn fn, void* arg)
-      : options_(options), stemmer_(stemmer), fn_(fn), arg_(arg) {}
+  TokenSink(const AnalyzerOptions& options, PooledStemmer* stemmer, Analyzer::TokenFn fn, Analyzer::RawTokenFn raw_fn,
+            void* arg)
+      : options_(options), stemmer_(stemmer), fn_(fn), raw_fn_(raw_fn), arg_(arg) {}
 
   void Emit(std::string_view token, bool stem) {
     if (token.empty()) return;
@@ -168,12 +169,16 @@ class TokenSink {
       token = token.substr(0, cut);
       if (token.empty()) return;
     }
-    if (options_.stop_words && IsStopWord(token)) return;
-    if (stem && stemmer_ != nullptr && stemmer_->stemmer != nullptr) {
-      fn_(arg_, Stem(token));
+    if (options_.stop_words && IsStopWord(token)) {
+      if (raw_fn_ != nullptr) raw_fn_(arg_, token, std::string_view());
       return;
     }
-    fn_(arg_, token);
+    const std::string_view term = stem && stemmer_ != nullptr && stemmer_->stemmer != nullptr ? Stem(token) : token;
+    if (raw_fn_ != nullptr) {
+      raw_fn_(arg_, token, term);
+    } else {
+      fn_(arg_, term);
+    }
   }
 
   // An ASCII word as it is in the text: lower-cased into a buffer (only as
@@ -254,6 +259,7 @@ class TokenSink {
   const AnalyzerOptions& options_;
   PooledStemmer* stemmer_;
   Analyzer::TokenFn fn_;
+  Analyzer::RawTokenFn raw_fn_;  // when set, instead of fn_
   void* arg_;
   char lower_[kMaxTokenBytes];
 };
@@ -264,11 +270,15 @@ void Analyzer::Tokenize(std::string_view text, std::vector<std::string>* tokens)
   ForEachToken(text, [tokens](std::string_view t) { tokens->emplace_back(t); });
 }
 
-void Analyzer::Tokenize(std::string_view text, TokenFn fn, void* arg) const {
+void Analyzer::Tokenize(std::string_view text, TokenFn fn, void* arg) const { Run(text, fn, nullptr, arg); }
+
+void Analyzer::TokenizeRaw(std::string_view text, RawTokenFn fn, void* arg) const { Run(text, nullptr, fn, arg); }
+
+void Analyzer::Run(std::string_view text, TokenFn fn, RawTokenFn raw_fn, void* arg) const {
   if (text.empty()) return;
   PooledStemmer stemmer;
   if (pool_) stemmer = pool_->Acquire();
-  TokenSink sink(options_, &stemmer, fn, arg);
+  TokenSink sink(options_, &stemmer, fn, raw_fn, arg);
   int map_options = UTF8PROC_STABLE | UTF8PROC_COMPOSE | UTF8PROC_COMPAT | UTF8PROC_CASEFOLD | UTF8PROC_IGNORE;
   if (options_.strip_diacritics) map_options |= UTF8PROC_STRIPMARK;
 

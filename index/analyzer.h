@@ -57,11 +57,27 @@ class Analyzer {
         const_cast<void*>(static_cast<const void*>(&f)));
   }
 
+  // The same tokens, each with the word it came from before stop words and
+  // stemming: fn(arg, raw, term), where term is empty for a stop word. One
+  // pass then feeds both the full-text index and the hashing embedder, whose
+  // features are unstemmed words (an analyzer without stemming or stop words
+  // and with the same strip_diacritics emits exactly the raw words).
+  using RawTokenFn = void (*)(void* arg, std::string_view raw, std::string_view term);
+  void TokenizeRaw(std::string_view text, RawTokenFn fn, void* arg) const;
+  template <typename F>
+  void ForEachRawToken(std::string_view text, F&& f) const {
+    TokenizeRaw(
+        text,
+        [](void* a, std::string_view raw, std::string_view t) { (*static_cast<std::remove_reference_t<F>*>(a))(raw, t); },
+        const_cast<void*>(static_cast<const void*>(&f)));
+  }
+
   const AnalyzerOptions& options() const { return options_; }
 
  private:
   struct StemmerPool;
   explicit Analyzer(const AnalyzerOptions& options);
+  void Run(std::string_view text, TokenFn fn, RawTokenFn raw_fn, void* arg) const;
   AnalyzerOptions options_;
   std::unique_ptr<StemmerPool> pool_;
 };

@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <random>
 
 #include "index/embedder.h"
+#include "index/segment.h"
 
 namespace kvstore::index {
 namespace {
@@ -171,6 +174,112 @@ TEST(HashingEmbedderTest, SimilarTextsAreCloser) {
                   .ok());
   EXPECT_GT(Cosine(v[0], v[1]), Cosine(v[0], v[2]) + 0.2);
   EXPECT_GT(Cosine(v[0], v[3]), Cosine(v[0], v[2]) + 0.2);  // a typo still matches
+}
+
+// Texts from a pool with every kind of token the analyzer treats apart:
+// stop words, stemmable words, marks, compatibility forms, CJK, emoji,
+// over-long words, invalid UTF-8, JSON-ish punctuation.
+std::string RandomText(std::mt19937_64& rng, int max_words) {
+  static const char* const kWords[] = {
+      "Hello", "world", "café", "naïve", "Straße", "東京タワー", "search", "indexes", "indexing", "ΣΟΦΊΑ", "x",
+      "the", "a", "The", "AND", "into", "running", "runs", "ＡＢＣ１２３", "ﬁne", "emoji😀here", "cafe\xCC\x81",
+      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+      "ééééééééééééééééééééééééééééééééééééééé", "-", ",", "42", "don't", "\xff\xfe", "한국어", "Ünïcödé",
+      "über-fast", "x\xC3", "\"quoted\"", "tab\there", "MiXeD123CaSe"};
+  std::string text;
+  const int n = static_cast<int>(rng() % static_cast<uint64_t>(max_words + 1));
+  for (int i = 0; i < n; i++) {
+    text += kWords[rng() % std::size(kWords)];
+    text += rng() % 5 ? " " : "\n";
+  }
+  return text;
+}
+
+TEST(AnalyzerTest, RawTokensMatchTheTwoPlainAnalyzers) {
+  AnalyzerOptions stemmed_stops;
+  stemmed_stops.stop_words = true;
+  AnalyzerOptions nothing = NoStem();
+  std::unique_ptr<Analyzer> bare;
+  ASSERT_TRUE(Analyzer::Create(nothing, &bare).ok());
+  std::mt19937_64 rng(11);
+  for (const AnalyzerOptions& options : {AnalyzerOptions{}, stemmed_stops, nothing}) {
+    std::unique_ptr<Analyzer> analyzer;
+    ASSERT_TRUE(Analyzer::Create(options, &analyzer).ok());
+    for (int i = 0; i < 2000; i++) {
+      const std::string text = RandomText(rng, i % 50 == 0 ? 400 : 30);
+      std::vector<std::string> raws, terms, want_terms, want_raws;
+      analyzer->ForEachRawToken(text, [&](std::string_view raw, std::string_view term) {
+        raws.emplace_back(raw);
+        if (!term.empty()) terms.emplace_back(term);
+      });
+      analyzer->Tokenize(text, &want_terms);
+      bare->Tokenize(text, &want_raws);
+      ASSERT_EQ(terms, want_terms) << text;
+      ASSERT_EQ(raws, want_raws) << text;
+    }
+  }
+}
+
+TEST(HashingEmbedderTest, AnalyzeDocVectorIsEmbedBitForBit) {
+  auto e = NewHashingEmbedder(256);
+  ASSERT_EQ(HashingEmbedderDimension(e.get()), 256);
+  AnalyzerOptions options;
+  options.stop_words = true;  // stop words still feed the embedder
+  std::unique_ptr<Analyzer> analyzer;
+  ASSERT_TRUE(Analyzer::Create(options, &analyzer).ok());
+  std::mt19937_64 rng(12);
+  for (int i = 0; i < 2000; i++) {
+    const std::string text = RandomText(rng, i % 50 == 0 ? 600 : 30);
+    const std::string value = i % 2 ? text : "[\"" + std::to_string(i) + "\"," + "\"x y\"]";
+    AnalyzedDoc with, without;
+    ASSERT_TRUE(AnalyzeDoc(*analyzer, e.get(), "k", 1, value, &with).ok());
+    ASSERT_TRUE(AnalyzeDoc(*analyzer, nullptr, "k", 1, value, &without).ok());
+    EXPECT_EQ(with.terms, without.terms);
+    EXPECT_EQ(with.length, without.length);
+    std::string extracted;
+    ExtractText(value, &extracted);
+    std::vector<std::vector<float>> v;
+    ASSERT_TRUE(e->Embed({extracted}, &v).ok());
+    const bool any = std::any_of(v[0].begin(), v[0].end(), [](float f) { return f != 0.0f; });
+    if (!any) {
+      EXPECT_TRUE(with.vector.empty()) << value;
+      continue;
+    }
+    ASSERT_EQ(with.vector.size(), v[0].size());
+    EXPECT_EQ(std::memcmp(with.vector.data(), v[0].data(), v[0].size() * sizeof(float)), 0) << value;
+  }
+  // Another embedder is asked, not sketched.
+  EXPECT_EQ(HashingEmbedderDimension(nullptr), 0);
+}
+
+// kvstore-hashing-v2's vectors are in every segment written with it: they
+// may change only with a new name (kHashingEmbedderName). The hash below is
+// of v2's output as first released; a change here needs a name bump.
+TEST(HashingEmbedderTest, V2OutputIsPinned) {
+  ASSERT_STREQ(kHashingEmbedderName, "kvstore-hashing-v2");
+  auto e = NewHashingEmbedder(256);
+  std::mt19937_64 rng(7);
+  const char* const words[] = {"Hello", "world", "café", "naïve", "Straße", "東京", "search", "indexes", "ΣΟΦΊΑ",
+                               "x", "the", "a", "running", "ＡＢＣ", "emoji😀",
+                               "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+                               "-", ",", "42"};
+  uint64_t h = 1469598103934665603ull;  // FNV-1a over the float bits
+  for (int t = 0; t < 3000; t++) {
+    std::string text;
+    const int n = static_cast<int>(rng() % (t % 100 == 0 ? 900 : 40));
+    for (int i = 0; i < n; i++) {
+      text += words[rng() % std::size(words)];
+      text += rng() % 5 ? " " : "\n";
+    }
+    std::vector<std::vector<float>> v;
+    ASSERT_TRUE(e->Embed({text}, &v).ok());
+    for (float f : v[0]) {
+      uint32_t u;
+      std::memcpy(&u, &f, sizeof(u));
+      h = (h ^ u) * 1099511628211ull;
+    }
+  }
+  EXPECT_EQ(h, 0x81d85250dafd13feull);
 }
 
 }  // namespace

@@ -2,6 +2,10 @@
 // in include/kvstore/embedder.h) so that applications can supply their own.
 #pragma once
 
+#include <string_view>
+#include <vector>
+
+#include "index/analyzer.h"
 #include "kvstore/embedder.h"
 
 namespace kvstore::index {
@@ -13,5 +17,34 @@ using kvstore::NewHashingEmbedder;
 // its features or weights change, so that old segments are rebuilt.
 // v2: the same features, summed in another order (last-bit differences).
 inline constexpr const char* kHashingEmbedderName = "kvstore-hashing-v2";
+
+// The hashing embedder's vector of one text, built from the text's words as
+// an Analyzer without stemming or stop words (and with strip_diacritics)
+// emits them. AnalyzeDoc feeds it the raw words of the pass it makes for the
+// full-text terms anyway, so a written value is tokenized once, not twice.
+// The result equals the embedder's own Embed of the text bit for bit (same
+// features, summed in the same order). Uses a scratch table of the calling
+// thread: one sketch per thread at a time.
+class HashingSketch {
+ public:
+  HashingSketch();
+  HashingSketch(const HashingSketch&) = delete;
+  HashingSketch& operator=(const HashingSketch&) = delete;
+  void Add(std::string_view word);
+  // The L2-normalised vector of `dimension` floats (all zeros without
+  // features); resets the sketch for the next text.
+  void Finish(int dimension, std::vector<float>* out);
+
+ private:
+  struct Scratch;
+  Scratch& s_;
+  char prev_[kMaxTokenBytes];  // the previous word, for bigrams
+  size_t prev_len_ = 0;
+  bool have_prev_ = false;
+};
+
+// The dimension of `embedder` when it is the built-in hashing embedder (its
+// vectors can then come from a HashingSketch), else 0.
+int HashingEmbedderDimension(const Embedder* embedder);
 
 }  // namespace kvstore::index

@@ -1,8 +1,11 @@
 #include "index/mem_index.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <mutex>
 #include <shared_mutex>
+
+#include "engine/coding/checksum.h"
 
 namespace kvstore::index {
 
@@ -16,22 +19,51 @@ MemIndex::RwLock::RwLock() {
 
 MemIndex::RwLock::~RwLock() { pthread_rwlock_destroy(&rw_); }
 
-MemIndex::MemIndex(const IndexConfig& config) : dimension_(config.dimension) {}
+MemIndex::MemIndex(const IndexConfig& config) : dimension_(config.dimension), slots_(1024, 0) {}
+
+uint64_t MemIndex::KeyHash(std::string_view key, uint64_t seq) {
+  return Checksum64(key) ^ (seq * 0x9E3779B97F4A7C15ull);
+}
+
+int64_t MemIndex::FindLocked(std::string_view key, uint64_t seq, uint64_t hash) const {
+  const size_t mask = slots_.size() - 1;
+  for (size_t i = static_cast<size_t>(hash) & mask;; i = (i + 1) & mask) {
+    const uint32_t slot = slots_[i];
+    if (slot == 0) return -1;
+    const AnalyzedDoc& d = docs_[slot - 1];
+    if (d.seq == seq && d.key == key) return slot - 1;
+  }
+}
 
 void MemIndex::Add(AnalyzedDoc doc) {
   if (!doc.vector.empty() && (dimension_ <= 0 || doc.vector.size() != static_cast<size_t>(dimension_))) {
     doc.vector.clear();
   }
   // Approximate: the strings, the vector, and a per-entry overhead for each
-  // map and list the doc lands in.
+  // map and list the doc lands in (once a query has built them).
   size_t bytes = sizeof(AnalyzedDoc) + 2 * doc.key.size() + 96 + doc.vector.size() * sizeof(float);
   for (const auto& [term, tf] : doc.terms) bytes += term.size() + 40 + sizeof(Posting);
+  const uint64_t hash = KeyHash(doc.key, doc.seq);
 
   std::unique_lock<RwLock> lock(mu_);
+  if (FindLocked(doc.key, doc.seq, hash) >= 0) return;
   const auto id = static_cast<uint32_t>(docs_.size());
-  if (!by_key_.emplace(std::make_pair(doc.key, doc.seq), id).second) return;
-  for (const auto& [term, tf] : doc.terms) postings_[term].push_back(Posting{id, tf});
-  exact_[doc.value_hash].push_back(id);
+  if (2 * (docs_.size() + 1) > slots_.size()) {
+    std::vector<uint32_t> bigger(slots_.size() * 2, 0);
+    const size_t mask = bigger.size() - 1;
+    for (uint32_t slot : slots_) {
+      if (slot == 0) continue;
+      const AnalyzedDoc& d = docs_[slot - 1];
+      size_t i = static_cast<size_t>(KeyHash(d.key, d.seq)) & mask;
+      while (bigger[i] != 0) i = (i + 1) & mask;
+      bigger[i] = slot;
+    }
+    slots_.swap(bigger);
+  }
+  const size_t mask = slots_.size() - 1;
+  size_t i = static_cast<size_t>(hash) & mask;
+  while (slots_[i] != 0) i = (i + 1) & mask;
+  slots_[i] = id + 1;
   if (!doc.vector.empty()) vector_docs_.push_back(id);
   if (doc.length > 0) {
     doc_count_++;
@@ -39,6 +71,20 @@ void MemIndex::Add(AnalyzedDoc doc) {
   }
   memory_ += bytes;
   docs_.push_back(std::move(doc));
+}
+
+void MemIndex::CatchUp() const {
+  {
+    std::shared_lock<RwLock> lock(mu_);
+    if (indexed_ == docs_.size()) return;
+  }
+  std::unique_lock<RwLock> lock(mu_);
+  for (; indexed_ < docs_.size(); indexed_++) {
+    const AnalyzedDoc& d = docs_[indexed_];
+    const auto id = static_cast<uint32_t>(indexed_);
+    for (const auto& [term, tf] : d.terms) postings_[term].push_back(Posting{id, tf});
+    exact_[d.value_hash].push_back(id);
+  }
 }
 
 size_t MemIndex::MemoryUsage() const {
@@ -53,32 +99,42 @@ uint64_t MemIndex::docs() const {
 
 void MemIndex::ForEachDoc(const std::function<void(const AnalyzedDoc&)>& fn) const {
   std::shared_lock<RwLock> lock(mu_);
-  for (const auto& [k, id] : by_key_) fn(docs_[id]);
+  std::vector<uint32_t> order(docs_.size());
+  for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
+  std::sort(order.begin(), order.end(), [this](uint32_t a, uint32_t b) {
+    const AnalyzedDoc& x = docs_[a];
+    const AnalyzedDoc& y = docs_[b];
+    const int c = x.key.compare(y.key);
+    return c != 0 ? c < 0 : x.seq > y.seq;
+  });
+  for (uint32_t id : order) fn(docs_[id]);
 }
 
 bool MemIndex::FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) const {
+  const uint64_t hash = KeyHash(key, seq);
   std::shared_lock<RwLock> lock(mu_);
-  auto it = by_key_.find(std::make_pair(std::string(key), seq));
-  if (it == by_key_.end()) return false;
-  *doc = docs_[it->second];
+  const int64_t id = FindLocked(key, seq, hash);
+  if (id < 0) return false;
+  *doc = docs_[static_cast<size_t>(id)];
   return true;
 }
 
 bool MemIndex::SetVector(std::string_view key, uint64_t seq, const std::vector<float>& vector) {
   if (dimension_ <= 0 || vector.size() != static_cast<size_t>(dimension_)) return false;
-  const auto lookup = std::make_pair(std::string(key), seq);
+  const uint64_t hash = KeyHash(key, seq);
   std::unique_lock<RwLock> lock(mu_);
-  auto it = by_key_.find(lookup);
-  if (it == by_key_.end()) return false;
-  AnalyzedDoc& d = docs_[it->second];
+  const int64_t id = FindLocked(key, seq, hash);
+  if (id < 0) return false;
+  AnalyzedDoc& d = docs_[static_cast<size_t>(id)];
   if (!d.vector.empty()) return true;
   d.vector = vector;
-  vector_docs_.push_back(it->second);
+  vector_docs_.push_back(static_cast<uint32_t>(id));
   memory_ += vector.size() * sizeof(float);
   return true;
 }
 
 void MemIndex::ExactCandidates(uint64_t value_hash, uint64_t max_seq, std::vector<Candidate>* out) const {
+  CatchUp();
   std::shared_lock<RwLock> lock(mu_);
   auto it = exact_.find(value_hash);
   if (it == exact_.end()) return;
@@ -99,6 +155,7 @@ uint64_t MemIndex::TotalLength() const {
 }
 
 uint64_t MemIndex::DocFrequency(std::string_view term) const {
+  CatchUp();
   std::shared_lock<RwLock> lock(mu_);
   auto it = postings_.find(std::string(term));
   return it == postings_.end() ? 0 : it->second.size();
@@ -109,6 +166,7 @@ void MemIndex::ScoreTerms(const std::vector<std::string>& terms, const std::vect
   if (terms.empty() || idf.size() != terms.size()) return;
   if (avgdl <= 0) avgdl = 1;
   std::vector<std::pair<uint32_t, double>> hits;  // (doc id, contribution)
+  CatchUp();
   {
     std::shared_lock<RwLock> lock(mu_);
     for (size_t i = 0; i < terms.size(); i++) {

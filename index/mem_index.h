@@ -1,6 +1,15 @@
 // The memtable's index: the same IndexSource interface as a segment, built
 // one Put at a time.
 //
+// Add, on the write path, only stores the analysed doc (and finds it by
+// (key, seq) through a flat hash table). The inverted indexes (postings and
+// exact-value hashes) are built by the first query that needs them, over
+// the docs added since the last one: a flush never needs them (it reads the
+// docs), so a memtable that nobody searches never pays for them, and a
+// query pays only for what was written since the previous query. Every doc
+// a query's snapshot covers was added before that snapshot was published,
+// so the query's own catch-up covers them.
+//
 // Thread safety: writers (Add, called by the DB's write leader; SetVector,
 // by the background embedder) and any number of concurrent readers; readers
 // never see a half-added doc.
@@ -8,8 +17,8 @@
 
 #include <pthread.h>
 
+#include <deque>
 #include <functional>
-#include <map>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -64,28 +73,32 @@ class MemIndex final : public IndexSource {
     pthread_rwlock_t rw_;
   };
 
-  struct KeyOrder {
-    using is_transparent = void;
-    bool operator()(const std::pair<std::string, uint64_t>& a, const std::pair<std::string, uint64_t>& b) const {
-      int c = a.first.compare(b.first);
-      return c != 0 ? c < 0 : a.second > b.second;
-    }
-  };
   struct Posting {
     uint32_t doc;
     uint32_t tf;
   };
 
+  static uint64_t KeyHash(std::string_view key, uint64_t seq);
+  // The doc id of (key, seq), or -1. mu_ held (either way).
+  int64_t FindLocked(std::string_view key, uint64_t seq, uint64_t hash) const;
+  // Files docs [indexed_, docs_.size()) into postings_ and exact_. Every
+  // query method calls it first; takes mu_ exclusively when there is work.
+  void CatchUp() const;
+
   const int dimension_;
   mutable RwLock mu_;
-  std::vector<AnalyzedDoc> docs_;                               // by doc id (arrival order)
-  std::map<std::pair<std::string, uint64_t>, uint32_t, KeyOrder> by_key_;  // -> doc id
-  std::unordered_map<std::string, std::vector<Posting>> postings_;
-  std::unordered_map<uint64_t, std::vector<uint32_t>> exact_;
+  std::deque<AnalyzedDoc> docs_;  // by doc id (arrival order); a deque: growing never moves a doc
+  // (key, seq) -> doc id + 1 (0: empty), open addressing by KeyHash, at
+  // most half full.
+  std::vector<uint32_t> slots_;
   std::vector<uint32_t> vector_docs_;
   uint64_t doc_count_ = 0;
   uint64_t total_length_ = 0;
   size_t memory_ = 0;
+  // Built lazily by CatchUp (mutable: queries are const).
+  mutable size_t indexed_ = 0;  // docs filed into postings_ and exact_
+  mutable std::unordered_map<std::string, std::vector<Posting>> postings_;
+  mutable std::unordered_map<uint64_t, std::vector<uint32_t>> exact_;
 };
 
 }  // namespace kvstore::index

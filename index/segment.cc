@@ -18,6 +18,7 @@
 
 #include "engine/coding/checksum.h"
 #include "engine/coding/coding.h"
+#include "index/embedder.h"
 
 namespace kvstore::index {
 
@@ -62,10 +63,26 @@ Status AnalyzeDoc(const Analyzer& analyzer, Embedder* embedder, std::string_view
   std::string bytes;
   std::vector<std::pair<uint32_t, uint32_t>> spans;  // (offset, size) in bytes
   bytes.reserve(text.size());
-  analyzer.ForEachToken(text, [&](std::string_view t) {
+  auto add_term = [&](std::string_view t) {
     spans.emplace_back(static_cast<uint32_t>(bytes.size()), static_cast<uint32_t>(t.size()));
     bytes.append(t);
-  });
+  };
+  // The built-in embedder's features are the analyzer's words before stop
+  // words and stemming: one pass over the text gives both.
+  const int sketch_dim = embedder != nullptr && analyzer.options().strip_diacritics ? HashingEmbedderDimension(embedder) : 0;
+  if (sketch_dim > 0) {
+    HashingSketch sketch;
+    analyzer.ForEachRawToken(text, [&](std::string_view raw, std::string_view term) {
+      sketch.Add(raw);
+      if (!term.empty()) add_term(term);
+    });
+    std::vector<float> vector;
+    sketch.Finish(sketch_dim, &vector);
+    if (std::any_of(vector.begin(), vector.end(), [](float f) { return f != 0.0f; })) doc->vector = std::move(vector);
+    embedder = nullptr;  // done
+  } else {
+    analyzer.ForEachToken(text, add_term);
+  }
   doc->length = static_cast<uint32_t>(std::min<size_t>(spans.size(), UINT32_MAX));
   std::vector<std::string_view> tokens;
   tokens.reserve(spans.size());

@@ -308,6 +308,42 @@ TEST(SegmentTest, MemIndexMatchesReference) {
   EXPECT_GT(mem.MemoryUsage(), 0u);
 }
 
+// The inverted indexes are built by queries, over what was added since the
+// previous one: adds between queries must all be found, and a doc added
+// twice is kept once.
+TEST(SegmentTest, MemIndexCatchesUpBetweenQueries) {
+  Fixture f(16);
+  f.MakeDocs(900, 5);
+  MemIndex mem(f.config);
+  Fixture partial(16);
+  size_t added = 0;
+  for (size_t step : {1, 7, 0, 300, 2, 590}) {
+    for (size_t i = 0; i < step; i++) {
+      mem.Add(f.ref.docs[added]);
+      mem.Add(f.ref.docs[added]);  // ignored: the same (key, seq)
+      partial.ref.docs.push_back(f.ref.docs[added]);
+      added++;
+    }
+    EXPECT_EQ(mem.docs(), added);
+    CheckAgainstReference(mem, partial, 3);
+  }
+  ASSERT_EQ(added, f.ref.docs.size());
+  size_t seen = 0;
+  std::string prev_key;
+  uint64_t prev_seq = 0;
+  mem.ForEachDoc([&](const AnalyzedDoc& d) {
+    if (seen > 0) {
+      EXPECT_TRUE(prev_key < d.key || (prev_key == d.key && prev_seq > d.seq));
+    }
+    prev_key = d.key;
+    prev_seq = d.seq;
+    seen++;
+  });
+  EXPECT_EQ(seen, added);
+  AnalyzedDoc none;
+  EXPECT_FALSE(mem.FindDoc("no such key", 1, &none));
+}
+
 TEST(SegmentTest, MemIndexConcurrentAddAndQuery) {
   Fixture f(32);
   f.MakeDocs(3000, 8);
