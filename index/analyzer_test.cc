@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <random>
 
 #include "index/embedder.h"
@@ -236,6 +237,16 @@ TEST(HashingEmbedderTest, AnalyzeDocVectorIsEmbedBitForBit) {
     ASSERT_TRUE(AnalyzeDoc(*analyzer, nullptr, "k", 1, value, &without).ok());
     EXPECT_EQ(with.terms, without.terms);
     EXPECT_EQ(with.length, without.length);
+    // The terms are the analyzer's tokens, counted, in bytewise order.
+    std::string text_only;
+    ExtractText(value, &text_only);
+    std::vector<std::string> tokens;
+    analyzer->Tokenize(text_only, &tokens);
+    std::map<std::string, uint32_t> counted;
+    for (const std::string& t : tokens) counted[t]++;
+    const std::vector<std::pair<std::string, uint32_t>> want(counted.begin(), counted.end());
+    EXPECT_EQ(with.terms, want) << value;
+    EXPECT_EQ(with.length, tokens.size());
     std::string extracted;
     ExtractText(value, &extracted);
     std::vector<std::vector<float>> v;
@@ -252,11 +263,11 @@ TEST(HashingEmbedderTest, AnalyzeDocVectorIsEmbedBitForBit) {
   EXPECT_EQ(HashingEmbedderDimension(nullptr), 0);
 }
 
-// kvstore-hashing-v2's vectors are in every segment written with it: they
+// kvstore-hashing-v3's vectors are in every segment written with it: they
 // may change only with a new name (kHashingEmbedderName). The hash below is
-// of v2's output as first released; a change here needs a name bump.
-TEST(HashingEmbedderTest, V2OutputIsPinned) {
-  ASSERT_STREQ(kHashingEmbedderName, "kvstore-hashing-v2");
+// of v3's output as first released; a change here needs a name bump.
+TEST(HashingEmbedderTest, V3OutputIsPinned) {
+  ASSERT_STREQ(kHashingEmbedderName, "kvstore-hashing-v3");
   auto e = NewHashingEmbedder(256);
   std::mt19937_64 rng(7);
   const char* const words[] = {"Hello", "world", "café", "naïve", "Straße", "東京", "search", "indexes", "ΣΟΦΊΑ",
@@ -279,7 +290,7 @@ TEST(HashingEmbedderTest, V2OutputIsPinned) {
       h = (h ^ u) * 1099511628211ull;
     }
   }
-  EXPECT_EQ(h, 0x81d85250dafd13feull);
+  EXPECT_EQ(h, 0xde3afbab4ac1095bull);
 }
 
 }  // namespace

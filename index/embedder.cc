@@ -23,63 +23,84 @@ constexpr double kTrigramWeight = 0.35;
 constexpr uint64_t kUnigramSeed = 0x756e69;
 constexpr uint64_t kBigramSeed = 0x6269;
 constexpr uint64_t kTrigramSeed = 0x747269;
-constexpr size_t kFirstTableSlots = 1024;
+constexpr size_t kFirstTableSlots = 256;
+
+// wyhash's multiply-fold: a full 64x64 -> 128 bit product folded to 64.
+inline uint64_t Fold(uint64_t a, uint64_t b) {
+  const __uint128_t m = static_cast<__uint128_t>(a) * b;
+  return static_cast<uint64_t>(m) ^ static_cast<uint64_t>(m >> 64);
+}
+
+// A hash of n <= 12 bytes at p (a trigram of code points), where 16 bytes
+// from p may be read: two fixed-size loads, masked, rather than a memcpy
+// call of n bytes (whose store-to-load stall was a third of the time).
+inline uint64_t SmallHash(const char* p, size_t n, uint64_t seed) {
+  uint64_t lo, hi;
+  std::memcpy(&lo, p, 8);
+  std::memcpy(&hi, p + 8, 8);
+  lo &= n >= 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * n)) - 1;
+  hi &= n <= 8 ? 0 : (uint64_t{1} << (8 * (n - 8))) - 1;
+  return Fold(lo ^ seed ^ 0xa0761d6478bd642full, hi ^ (static_cast<uint64_t>(n) << 56) ^ 0xe7037ed1a0b428dbull);
+}
 
 }  // namespace
 
-// Features are counted in an open-addressing table keyed by their hash
-// (sorting them, as v1 did, cost more than everything else together); one
-// per thread, reused, so that embedding allocates nothing. A bitmap of the
-// used slots lets Finish visit only those, still in slot order, which is
-// the order the vector is summed in (the order fixes the last bits).
+// Distinct words and distinct bigrams are counted first, in open-addressing
+// tables keyed by their hash, one of each per thread and reused (embedding
+// allocates nothing once they are grown). Only then is each distinct
+// word's unigram and trigrams, and each distinct bigram, added to the
+// vector once, weighted by its count: a word repeated in a text costs one
+// table probe per repetition, not a probe per trigram (v2 counted every
+// feature, and its table's probes were most of the cost). Entries are kept
+// in first-seen order, which is the order the vector is summed in.
 struct HashingSketch::Scratch {
-  struct Slot {
+  struct Entry {
     uint64_t hash;
-    uint32_t count;  // 0: empty
-    uint32_t kind;   // index into the weights
+    uint32_t count;
+    uint32_t offset;  // words: where its bytes are in `bytes`
+    uint32_t size;
   };
-  std::vector<Slot> table = std::vector<Slot>(kFirstTableSlots, Slot{0, 0, 0});
-  std::vector<uint64_t> used_bits = std::vector<uint64_t>(kFirstTableSlots / 64, 0);
-  size_t used = 0;
-  std::vector<double> acc;
-
-  static size_t Home(uint64_t hash, size_t mask) { return static_cast<size_t>(hash ^ (hash >> 29)) & mask; }
-
-  void Count(uint64_t hash, uint32_t kind) {
-    for (;;) {
-      const size_t mask = table.size() - 1;
-      for (size_t i = Home(hash, mask);; i = (i + 1) & mask) {
-        Slot& slot = table[i];
-        if (slot.count == 0) {
-          if (2 * (used + 1) > table.size()) break;  // grow first
-          slot = Slot{hash, 1, kind};
-          used_bits[i >> 6] |= uint64_t{1} << (i & 63);
-          used++;
-          return;
+  struct Table {
+    std::vector<uint32_t> slots = std::vector<uint32_t>(kFirstTableSlots, 0);  // entry index + 1; 0: empty
+    std::vector<Entry> entries;
+    // The entry for hash, new (count 0) when absent.
+    Entry& Find(uint64_t hash) {
+      if (2 * (entries.size() + 1) > slots.size()) Grow();
+      const size_t mask = slots.size() - 1;
+      for (size_t i = static_cast<size_t>(hash ^ (hash >> 32)) & mask;; i = (i + 1) & mask) {
+        const uint32_t slot = slots[i];
+        if (slot == 0) {
+          entries.push_back(Entry{hash, 0, 0, 0});
+          slots[i] = static_cast<uint32_t>(entries.size());
+          return entries.back();
         }
-        if (slot.hash == hash) {
-          slot.count++;
-          return;
-        }
+        if (entries[slot - 1].hash == hash) return entries[slot - 1];
       }
-      Grow();
     }
-  }
-
-  // Doubles the table, re-inserting in the old slot order (as v2 did).
-  void Grow() {
-    std::vector<Slot> old(table.size() * 2, Slot{0, 0, 0});
-    old.swap(table);
-    used_bits.assign(table.size() / 64, 0);
-    const size_t mask = table.size() - 1;
-    for (const Slot& o : old) {
-      if (o.count == 0) continue;
-      size_t i = Home(o.hash, mask);
-      while (table[i].count != 0) i = (i + 1) & mask;
-      table[i] = o;
-      used_bits[i >> 6] |= uint64_t{1} << (i & 63);
+    void Grow() {
+      slots.assign(slots.size() * 2, 0);
+      const size_t mask = slots.size() - 1;
+      for (size_t e = 0; e < entries.size(); e++) {
+        const uint64_t h = entries[e].hash;
+        size_t i = static_cast<size_t>(h ^ (h >> 32)) & mask;
+        while (slots[i] != 0) i = (i + 1) & mask;
+        slots[i] = static_cast<uint32_t>(e + 1);
+      }
     }
-  }
+    void Clear() {
+      if (slots.size() > 16 * kFirstTableSlots) {
+        // Grown by a huge text: do not make every later text clear it all.
+        slots.assign(kFirstTableSlots, 0);
+        entries = std::vector<Entry>();
+      } else {
+        std::fill(slots.begin(), slots.end(), 0);  // a few KiB: cheaper than finding each entry
+        entries.clear();
+      }
+    }
+  };
+  Table words, bigrams;
+  std::string bytes;  // the distinct words, back to back
+  std::vector<double> acc;
 };
 
 HashingSketch::HashingSketch()
@@ -90,61 +111,64 @@ HashingSketch::HashingSketch()
 
 void HashingSketch::Add(std::string_view t) {
   if (t.empty() || t.size() > kMaxTokenBytes) return;  // an analyzer never emits these
-  s_.Count(Checksum64(t, kUnigramSeed), 0);
-  if (have_prev_) {
-    char pair[2 * kMaxTokenBytes + 1];
-    std::memcpy(pair, prev_, prev_len_);
-    pair[prev_len_] = ' ';
-    std::memcpy(pair + prev_len_ + 1, t.data(), t.size());
-    s_.Count(Checksum64(std::string_view(pair, prev_len_ + 1 + t.size()), kBigramSeed), 1);
+  const uint64_t h = Checksum64(t, kUnigramSeed);
+  Scratch::Entry& w = s_.words.Find(h);
+  if (w.count++ == 0) {
+    w.offset = static_cast<uint32_t>(s_.bytes.size());
+    w.size = static_cast<uint32_t>(t.size());
+    s_.bytes.append(t);
   }
-  std::memcpy(prev_, t.data(), t.size());
-  prev_len_ = t.size();
+  if (have_prev_) s_.bigrams.Find(Fold(prev_hash_ ^ kBigramSeed, h ^ 0x8ebc6af09c88c6e3ull)).count++;
+  prev_hash_ = h;
   have_prev_ = true;
-  // Trigrams of code points of "^word$".
-  char marked[kMaxTokenBytes + 2];
-  size_t starts[kMaxTokenBytes + 3];  // byte offset of each code point of marked
-  marked[0] = '^';
-  std::memcpy(marked + 1, t.data(), t.size());
-  marked[t.size() + 1] = '$';
-  const size_t len = t.size() + 2;
-  size_t n = 0;
-  for (size_t b = 0; b < len; b++) {
-    if ((static_cast<unsigned char>(marked[b]) & 0xC0) != 0x80) starts[n++] = b;
-  }
-  starts[n] = len;
-  for (size_t c = 0; c + 3 <= n; c++) {
-    s_.Count(Checksum64(std::string_view(marked + starts[c], starts[c + 3] - starts[c]), kTrigramSeed), 2);
-  }
 }
 
 void HashingSketch::Finish(int dimension, std::vector<float>* out) {
-  static constexpr double kWeights[3] = {kUnigramWeight, kBigramWeight, kTrigramWeight};
-  // 1 + ln(tf) for the small tfs that make up nearly all features.
+  // 1 + ln(count) for the small counts that make up nearly all features.
   static const std::array<double, 64> kLogTf = [] {
     std::array<double, 64> t{};
     for (size_t i = 1; i < t.size(); i++) t[i] = 1.0 + std::log(static_cast<double>(i));
     return t;
   }();
-  const size_t dim = static_cast<size_t>(dimension);
+  auto log_tf = [](uint32_t c) { return c < kLogTf.size() ? kLogTf[c] : 1.0 + std::log(static_cast<double>(c)); };
+  const uint64_t dim = static_cast<uint64_t>(dimension);
   Scratch& s = s_;
   s.acc.assign(dim, 0.0);
-  for (size_t w = 0; w < s.used_bits.size(); w++) {
-    for (uint64_t bits = s.used_bits[w]; bits != 0; bits &= bits - 1) {
-      Scratch::Slot& slot = s.table[w * 64 + static_cast<size_t>(__builtin_ctzll(bits))];
-      const uint64_t h = slot.hash;
-      const size_t bucket = static_cast<size_t>(h % static_cast<uint64_t>(dimension));
-      const double tf =
-          slot.count < kLogTf.size() ? kLogTf[slot.count] : 1.0 + std::log(static_cast<double>(slot.count));
-      const double wt = kWeights[slot.kind] * tf;
-      s.acc[bucket] += (h >> 63) ? -wt : wt;
-      slot.count = 0;
+  double* acc = s.acc.data();
+  // The sign from the top bit, the bucket from the other 63 by a multiply
+  // (v2's h % dim was a 64-bit division per feature, half of all the time).
+  auto add = [acc, dim](uint64_t h, double w) {
+    const auto bucket = static_cast<size_t>((static_cast<__uint128_t>(h << 1) * dim) >> 64);
+    acc[bucket] += (h >> 63) ? -w : w;
+  };
+  // "^word$", with room for SmallHash's 16-byte reads past its last trigram.
+  char marked[kMaxTokenBytes + 2 + 16] = {};
+  size_t starts[kMaxTokenBytes + 3];  // byte offset of each code point of marked
+  for (const Scratch::Entry& e : s.words.entries) {
+    const double tf = log_tf(e.count);
+    add(e.hash, kUnigramWeight * tf);
+    // Trigrams of code points of "^word$".
+    marked[0] = '^';
+    std::memcpy(marked + 1, s.bytes.data() + e.offset, e.size);
+    marked[e.size + 1] = '$';
+    const size_t len = e.size + 2;
+    size_t n = 0;
+    for (size_t b = 0; b < len; b++) {
+      if ((static_cast<unsigned char>(marked[b]) & 0xC0) != 0x80) starts[n++] = b;
     }
-    s.used_bits[w] = 0;
+    starts[n] = len;
+    const double tw = kTrigramWeight * tf;
+    for (size_t c = 0; c + 3 <= n; c++) add(SmallHash(marked + starts[c], starts[c + 3] - starts[c], kTrigramSeed), tw);
   }
-  s.used = 0;
+  for (const Scratch::Entry& e : s.bigrams.entries) add(e.hash, kBigramWeight * log_tf(e.count));
+  s.words.Clear();
+  s.bigrams.Clear();
+  if (s.bytes.capacity() > (1 << 20)) {
+    s.bytes = std::string();
+  } else {
+    s.bytes.clear();
+  }
   have_prev_ = false;
-  prev_len_ = 0;
   out->assign(dim, 0.0f);
   double norm = 0;
   for (double v : s.acc) norm += v * v;

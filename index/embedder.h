@@ -16,14 +16,19 @@ using kvstore::NewHashingEmbedder;
 // The name the hashing embedder records in segments; bump the version when
 // its features or weights change, so that old segments are rebuilt.
 // v2: the same features, summed in another order (last-bit differences).
-inline constexpr const char* kHashingEmbedderName = "kvstore-hashing-v2";
+// v3: a word's trigrams are weighted by the word's count, not by each
+// trigram's own count (a trigram shared by two different words counts
+// twice, at 1 + ln 1 each, not once at 1 + ln 2); trigrams and bigrams are
+// hashed by a multiply-fold, not XXH3; the bucket is taken from the hash's
+// low 63 bits by a multiply (h * dim / 2^63), not h % dim.
+inline constexpr const char* kHashingEmbedderName = "kvstore-hashing-v3";
 
 // The hashing embedder's vector of one text, built from the text's words as
 // an Analyzer without stemming or stop words (and with strip_diacritics)
 // emits them. AnalyzeDoc feeds it the raw words of the pass it makes for the
 // full-text terms anyway, so a written value is tokenized once, not twice.
-// The result equals the embedder's own Embed of the text bit for bit (same
-// features, summed in the same order). Uses a scratch table of the calling
+// The result equals the embedder's own Embed of the text bit for bit (the
+// embedder uses a sketch too). Uses a scratch table of the calling
 // thread: one sketch per thread at a time.
 class HashingSketch {
  public:
@@ -38,8 +43,7 @@ class HashingSketch {
  private:
   struct Scratch;
   Scratch& s_;
-  char prev_[kMaxTokenBytes];  // the previous word, for bigrams
-  size_t prev_len_ = 0;
+  uint64_t prev_hash_ = 0;  // the previous word's, for bigrams
   bool have_prev_ = false;
 };
 

@@ -144,6 +144,11 @@ void MemIndex::ExactCandidates(uint64_t value_hash, uint64_t max_seq, std::vecto
   }
 }
 
+uint64_t MemIndex::VectorCount() const {
+  std::shared_lock<RwLock> lock(mu_);
+  return vector_docs_.size();
+}
+
 uint64_t MemIndex::DocCount() const {
   std::shared_lock<RwLock> lock(mu_);
   return doc_count_;

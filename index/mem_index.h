@@ -55,6 +55,7 @@ class MemIndex final : public IndexSource {
   // Brute force over every vector.
   void NearestVectors(const float* query, int dimension, size_t n, uint64_t max_seq,
                       std::vector<Candidate>* out) const override;
+  uint64_t VectorCount() const override;
 
  private:
   // A writer-preferring reader/writer lock: glibc's default (and so

@@ -1,6 +1,9 @@
 #include "index/query.h"
 
 #include <algorithm>
+#include <atomic>
+#include <system_error>
+#include <thread>
 #include <cmath>
 #include <map>
 #include <unordered_map>
@@ -67,6 +70,46 @@ class LiveCollector {
   std::unordered_set<std::string> hit_keys_;
   std::unordered_map<std::string, Checked> checked_;  // key + seq -> outcome
 };
+
+constexpr unsigned kMaxScanThreads = 4;
+
+// Runs scan(i) for every source i, spread over up to one thread per core
+// (this one included) from min_vectors vectors on: a semantic
+// query's time is mostly the exact scans of the segments, which are
+// independent. Biggest sources first, taken from a shared counter, so the
+// threads finish together. Where threads cannot be started, the rest runs
+// here.
+template <typename Scan>
+void ForEachSource(const std::vector<const IndexSource*>& sources, uint64_t min_vectors, Scan&& scan) {
+  std::vector<std::pair<uint64_t, size_t>> order;  // (vectors, source)
+  uint64_t total = 0;
+  for (size_t i = 0; i < sources.size(); i++) {
+    const uint64_t v = sources[i]->VectorCount();
+    total += v;
+    if (v > 0) order.emplace_back(v, i);
+  }
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const size_t threads = std::min<size_t>({cores, kMaxScanThreads, order.size()});
+  if (threads < 2 || total < min_vectors) {
+    for (const auto& [v, i] : order) scan(i);
+    return;
+  }
+  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t j; (j = next.fetch_add(1, std::memory_order_relaxed)) < order.size();) scan(order[j].second);
+  };
+  std::vector<std::thread> helpers;
+  for (size_t t = 1; t < threads; t++) {
+    try {
+      helpers.emplace_back(work);
+    } catch (const std::system_error&) {
+      break;  // no thread to be had: this one does the rest
+    }
+  }
+  work();
+  for (std::thread& h : helpers) h.join();
+}
 
 }  // namespace
 
@@ -150,7 +193,7 @@ Status FullTextSearch(const std::vector<const IndexSource*>& sources, const Anal
 
 Status SemanticSearch(const std::vector<const IndexSource*>& sources, const std::vector<float>& query, size_t k,
                       double threshold, uint64_t max_seq, bool want_values, const LiveCheck& live,
-                      std::vector<Hit>* hits) {
+                      std::vector<Hit>* hits, uint64_t parallel_min_vectors) {
   hits->clear();
   if (k == 0 || query.empty()) return Status::OK();
   const int dim = static_cast<int>(query.size());
@@ -162,13 +205,14 @@ Status SemanticSearch(const std::vector<const IndexSource*>& sources, const std:
     // source has not shown yet.
     bool more = false;
     double unseen_bound = -2.0;
-    for (const IndexSource* source : sources) {
-      const size_t before = candidates.size();
-      source->NearestVectors(query.data(), dim, n, max_seq, &candidates);
-      if (candidates.size() - before == n && candidates.back().score >= threshold) {
+    std::vector<std::vector<Candidate>> per_source(sources.size());
+    ForEachSource(sources, parallel_min_vectors, [&](size_t i) { sources[i]->NearestVectors(query.data(), dim, n, max_seq, &per_source[i]); });
+    for (std::vector<Candidate>& found : per_source) {
+      if (found.size() == n && found.back().score >= threshold) {
         more = true;
-        unseen_bound = std::max(unseen_bound, candidates.back().score);
+        unseen_bound = std::max(unseen_bound, found.back().score);
       }
+      candidates.insert(candidates.end(), std::make_move_iterator(found.begin()), std::make_move_iterator(found.end()));
     }
     std::sort(candidates.begin(), candidates.end(), Better);
     // Every round walks from the top again, so hits stay best first; the

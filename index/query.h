@@ -42,11 +42,18 @@ Status FullTextSearch(const std::vector<const IndexSource*>& sources, const Anal
                       std::string_view query, bool match_all, uint64_t max_seq, size_t limit, bool want_values,
                       const LiveCheck& live, std::vector<Hit>* hits);
 
+// Below this many vectors in all sources together a semantic query scans
+// its sources on its own thread: the scans take well under a millisecond,
+// not worth starting threads for.
+inline constexpr uint64_t kParallelScanVectors = 1 << 16;
+
 // The k live docs nearest to the L2-normalised query with cosine >=
 // threshold, best first. Asks each source for n = k nearest, doubling n
-// while fewer than k are live and some source may have more.
+// while fewer than k are live and some source may have more. From
+// parallel_min_vectors vectors on, the sources are scanned by up to one
+// thread per core (at most 4); the result is the same either way.
 Status SemanticSearch(const std::vector<const IndexSource*>& sources, const std::vector<float>& query, size_t k,
                       double threshold, uint64_t max_seq, bool want_values, const LiveCheck& live,
-                      std::vector<Hit>* hits);
+                      std::vector<Hit>* hits, uint64_t parallel_min_vectors = kParallelScanVectors);
 
 }  // namespace kvstore::index

@@ -210,10 +210,13 @@ TEST_F(QueryTest, FullTextMatchesReference) {
 
 // Over segments with and without HNSW graphs: approximate with graphs
 // (recall >= 0.95), exact with the scan of int8 codes and rescoring.
-class SemanticQueryTest : public QueryTest, public ::testing::WithParamInterface<bool> {};
+// 0: exact scans; 1: two segments with HNSW graphs; 2: exact scans spread
+// over threads (which must give exactly what one thread gives).
+class SemanticQueryTest : public QueryTest, public ::testing::WithParamInterface<int> {};
 
 TEST_P(SemanticQueryTest, RecallAgainstBruteForce) {
-  const bool graphs = GetParam();
+  const bool graphs = GetParam() == 1;
+  const uint64_t parallel_from = GetParam() == 2 ? 0 : UINT64_MAX;
   if (graphs) config_.hnsw_min_vectors = 1000;
   Build({2600, 2100, 500}, 400, 3000, 5);
   ASSERT_EQ(segments_[0]->has_hnsw(), graphs);
@@ -231,8 +234,17 @@ TEST_P(SemanticQueryTest, RecallAgainstBruteForce) {
     }
     std::sort(want.rbegin(), want.rend());
     std::vector<Hit> hits;
-    ASSERT_TRUE(SemanticSearch(sources_, qv[0], 10, -1.0, max_seq, false, Live(max_seq), &hits).ok());
+    ASSERT_TRUE(SemanticSearch(sources_, qv[0], 10, -1.0, max_seq, false, Live(max_seq), &hits, parallel_from).ok());
     ASSERT_EQ(hits.size(), std::min<size_t>(10, want.size()));
+    if (parallel_from == 0) {
+      std::vector<Hit> serial;
+      ASSERT_TRUE(SemanticSearch(sources_, qv[0], 10, -1.0, max_seq, false, Live(max_seq), &serial, UINT64_MAX).ok());
+      ASSERT_EQ(serial.size(), hits.size());
+      for (size_t i = 0; i < hits.size(); i++) {
+        EXPECT_EQ(serial[i].key, hits[i].key);
+        EXPECT_EQ(serial[i].score, hits[i].score);
+      }
+    }
     std::set<std::string> keys;
     for (size_t i = 0; i < hits.size(); i++) {
       EXPECT_TRUE(keys.insert(hits[i].key).second) << "duplicate key";
@@ -246,18 +258,19 @@ TEST_P(SemanticQueryTest, RecallAgainstBruteForce) {
 
     // A threshold cuts the list.
     const double threshold = want.size() > 5 ? want[5] : 0.0;
-    ASSERT_TRUE(SemanticSearch(sources_, qv[0], 10, threshold, max_seq, true, Live(max_seq), &hits).ok());
+    ASSERT_TRUE(SemanticSearch(sources_, qv[0], 10, threshold, max_seq, true, Live(max_seq), &hits, parallel_from).ok());
     for (const auto& h : hits) {
       EXPECT_GE(h.score, threshold);
       EXPECT_TRUE(h.has_value);
     }
   }
   const double recall = static_cast<double>(found) / wanted;
-  std::printf("semantic recall@10 over 4 sources (%s): %.3f\n", graphs ? "2 HNSW" : "no graphs", recall);
+  std::printf("semantic recall@10 over 4 sources (%s): %.3f\n",
+              graphs ? "2 HNSW" : parallel_from == 0 ? "no graphs, parallel" : "no graphs", recall);
   EXPECT_GE(recall, graphs ? 0.95 : 1.0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Graphs, SemanticQueryTest, ::testing::Bool());
+INSTANTIATE_TEST_SUITE_P(Graphs, SemanticQueryTest, ::testing::Values(0, 1, 2));
 
 TEST_F(QueryTest, SemanticKeepsLookingPastDeadCandidates) {
   Build({300}, 100, 200, 7);

@@ -97,6 +97,9 @@ class IndexSource {
   // (score = cosine), best first. Nothing when dimension differs.
   virtual void NearestVectors(const float* query, int dimension, size_t n, uint64_t max_seq,
                               std::vector<Candidate>* out) const = 0;
+  // How many vectors NearestVectors looks through (the cost of a scan): a
+  // query spreads big sources over threads.
+  virtual uint64_t VectorCount() const = 0;
 };
 
 class SegmentWriter {
@@ -147,6 +150,7 @@ class Segment final : public IndexSource {
                   bool match_all, uint64_t max_seq, std::vector<Candidate>* out) const override;
   void NearestVectors(const float* query, int dimension, size_t n, uint64_t max_seq,
                       std::vector<Candidate>* out) const override;
+  uint64_t VectorCount() const override { return vector_docs_.size(); }
 
   struct Hnsw;  // the hnswlib graph, private to segment.cc
 

@@ -33,8 +33,8 @@ class Embedder {
 // The built-in offline embedder, deterministic and needing no model file:
 // hashed word unigrams and bigrams and character trigrams of the case-folded,
 // accent-stripped words, each into one of `dimension` buckets with a hashed
-// sign, weighted 1 + log(tf) times a fixed weight per feature kind, then
-// L2-normalised.
+// sign, weighted 1 + log(count) (of the word, or of the bigram) times a
+// fixed weight per feature kind, then L2-normalised (docs/search.md).
 //
 // What it can match: texts sharing words; word forms sharing most of their
 // letters ("index" / "indexes" / "indexing") and typos ("serach" / "search")
