@@ -50,8 +50,10 @@ inline constexpr uint64_t kParallelScanVectors = 1 << 16;
 // The k live docs nearest to the L2-normalised query with cosine >=
 // threshold, best first. Asks each source for n = k nearest, doubling n
 // while fewer than k are live and some source may have more. From
-// parallel_min_vectors vectors on, the sources are scanned by up to one
-// thread per core (at most 4); the result is the same either way.
+// parallel_min_vectors vectors on, and while the machine has an idle core
+// (1-minute load average below cores - 0.5), the sources are scanned by up
+// to one thread per core (at most 4); 0 spreads them always. The result is
+// the same either way.
 Status SemanticSearch(const std::vector<const IndexSource*>& sources, const std::vector<float>& query, size_t k,
                       double threshold, uint64_t max_seq, bool want_values, const LiveCheck& live,
                       std::vector<Hit>* hits, uint64_t parallel_min_vectors = kParallelScanVectors);

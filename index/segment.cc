@@ -419,6 +419,9 @@ Status SegmentWriter::Finish(std::string* out) {
   if (config_.dimension > 0 && !vector_docs.empty()) {
     const size_t dim = static_cast<size_t>(config_.dimension);
     std::string vectors;
+    // Sized once: growing by doubling copied the floats (most of a
+    // segment's bytes) about twice more.
+    vectors.reserve(10 + 5 * vector_docs.size() + vector_docs.size() * dim * sizeof(float));
     PutVarint32(&vectors, static_cast<uint32_t>(dim));
     PutVarint32(&vectors, static_cast<uint32_t>(vector_docs.size()));
     uint32_t prev = 0;
@@ -444,6 +447,9 @@ Status SegmentWriter::Finish(std::string* out) {
   }
 
   out->clear();
+  size_t body = 0;
+  for (const auto& section : sections) body += section.second.size();
+  out->reserve(body + 30 * sections.size() + 10 + kFooterSize);
   std::string directory;
   PutVarint32(&directory, static_cast<uint32_t>(sections.size()));
   for (const auto& [kind, bytes] : sections) {
