@@ -28,6 +28,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_engine.h"
+#include "bench/engine_bench.h"
 #include "bench/histogram.h"
 #include "bench/procs.h"
 #include "bench/report.h"
@@ -625,6 +627,7 @@ class Suite {
 
   const std::vector<Record>& records() const { return records_; }
   const std::string& notes() const { return notes_; }
+  void AddNote(const std::string& note) { notes_ += note; }
 
  private:
   const SuiteOptions& o_;
@@ -633,6 +636,79 @@ class Suite {
   std::vector<Record> records_;
   std::string notes_;
 };
+
+// The engine on its own, in this process, as `kvbench engine` runs it: the
+// db_bench shapes without sync at one size, and durable random fills from 1,
+// 8 and 64 threads; with --compare, RocksDB and LevelDB (and, for durable
+// fills, a raw append + fdatasync file) with equal settings, in the same run.
+void RunEngineGroups(Suite* suite, const SuiteOptions& o, const std::string& dir) {
+  std::vector<std::string> peers;
+  if (o.compare) {
+    for (const std::string& e : AvailableEngines()) {
+      if (e != "kvstore") peers.push_back(e);
+    }
+  }
+  std::string amplification;
+  auto run = [&](EngineBenchOptions eo, const std::string& group, uint64_t dataset) {
+    eo.db = dir;
+    eo.on_result = [&](const EngineResult& e) {
+      if (e.write_amp && e.space_amp) {
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "%s %.2f / %.2f, ", e.engine.c_str(), *e.write_amp, *e.space_amp);
+        amplification += buf;
+        return;  // a compaction's time is not a rate
+      }
+      Record r;
+      r.system = e.engine;
+      r.group = group;
+      r.workload = e.workload;
+      r.dataset = dataset;
+      r.clients = e.threads;
+      r.value_size = eo.value_size;
+      r.ops = e.ops;
+      r.seconds = e.seconds;
+      r.ops_per_sec = e.ops_per_sec();
+      r.p50_us = e.p50_us;
+      r.p99_us = e.p99_us;
+      suite->Add(r);
+    };
+    if (RunEngineBench(eo) != 0) {
+      Record r;
+      r.system = "kvstore";
+      r.group = group;
+      r.workload = "error (see stderr)";
+      r.errors = 1;
+      suite->Add(r);
+    }
+  };
+  if (suite->Wants("engine")) {
+    EngineBenchOptions eo;
+    eo.workloads = {"fillseq", "fillrandom", "overwrite", "compact", "readrandom", "readseq"};
+    eo.num = suite->Scaled(o.quick ? 200000 : 1000000, 1000);
+    eo.sync = false;
+    for (const std::string& p : peers) {
+      if (p != "raw") eo.compare.push_back(p);
+    }
+    run(eo, "engine", eo.num);
+    if (!amplification.empty()) {
+      amplification.resize(amplification.size() - 2);
+      suite->AddNote("Engine write / space amplification after a full compaction (" + std::to_string(eo.num) +
+                     " keys): " + amplification + ".\n");
+    }
+  }
+  if (suite->Wants("engine_sync")) {
+    for (int threads : {1, 8, 64}) {
+      EngineBenchOptions eo;
+      eo.workloads = {"fillrandom"};
+      eo.num = suite->Scaled(static_cast<uint64_t>(o.quick ? 2000 : 5000) * static_cast<uint64_t>(threads == 1 ? 1 : threads / 2),
+                             static_cast<uint64_t>(threads) * 4);
+      eo.threads = threads;
+      eo.sync = true;
+      eo.compare = peers;
+      run(eo, "engine_sync", 0);
+    }
+  }
+}
 
 std::string RedisVersion() {
   FILE* p = popen("redis-server --version 2>/dev/null", "r");
@@ -692,50 +768,57 @@ int RunSuite(const SuiteOptions& o) {
   }
   const std::string load_before = LoadAverage();
   const auto started = Clock::now();
-  std::printf("kvbench suite (%s%s): results in %s\n", o.quick ? "quick" : "full", o.compare ? ", against redis" : "",
-              out.c_str());
+  std::printf("kvbench suite (%s%s): results in %s\n", o.quick ? "quick" : "full",
+              o.compare ? ", against redis, rocksdb and leveldb" : "", out.c_str());
   std::fflush(stdout);
 
   Suite suite(o, out);
   TempDir dir("kvbench-suite");
-  std::unique_ptr<ServerProcess> server;
-  System kv{.name = "kvstore", .searches = true};
-  std::string address = o.host + ":" + std::to_string(o.port);
-  if (o.port == 0) {
-    server = std::make_unique<ServerProcess>(o.kvserver, dir.path() + "/kvstore");
-    if (dir.path().empty() || !server->Start()) {
-      std::fprintf(stderr, "kvbench suite: could not start %s\n", o.kvserver.c_str());
-      return 1;
-    }
-    address = server->address();
-    kv.crash_and_restart = [&server] {
-      server->Stop(SIGKILL);
-      return server->Start();
-    };
-  }
-  kv.connect = [address]() -> std::unique_ptr<Driver> { return std::make_unique<KvDriver>(address); };
-  kv.notes = [address] { return ServerNotes(address); };
-  suite.RunAll(kv);
-  if (server) server->Stop(SIGTERM);
-
   std::string redis_version;
-  if (o.compare) {
-    RedisProcess redis(dir.path() + "/redis");
-    if (!redis.Start()) {
-      std::fprintf(stderr, "kvbench suite: could not start redis-server (is it installed?); no comparison\n");
-    } else {
-      redis_version = RedisVersion();
-      const int port = redis.port();
-      System r{.name = "redis",
-               .connect = [port] { return RedisDriver::Connect(port); },
-               .crash_and_restart = [&redis] {
-                 redis.Stop(SIGKILL);
-                 return redis.Start();
-               }};
-      suite.RunAll(r);
-      redis.Stop(SIGTERM);
+  // --only engine (or engine_sync) needs no server.
+  const bool server_groups = o.only.empty() || std::any_of(o.only.begin(), o.only.end(),
+                                                            [](const std::string& g) { return !g.starts_with("engine"); });
+  if (server_groups) {
+    std::unique_ptr<ServerProcess> server;
+    System kv{.name = "kvstore", .searches = true};
+    std::string address = o.host + ":" + std::to_string(o.port);
+    if (o.port == 0) {
+      server = std::make_unique<ServerProcess>(o.kvserver, dir.path() + "/kvstore");
+      if (dir.path().empty() || !server->Start()) {
+        std::fprintf(stderr, "kvbench suite: could not start %s\n", o.kvserver.c_str());
+        return 1;
+      }
+      address = server->address();
+      kv.crash_and_restart = [&server] {
+        server->Stop(SIGKILL);
+        return server->Start();
+      };
+    }
+    kv.connect = [address]() -> std::unique_ptr<Driver> { return std::make_unique<KvDriver>(address); };
+    kv.notes = [address] { return ServerNotes(address); };
+    suite.RunAll(kv);
+    if (server) server->Stop(SIGTERM);
+
+    if (o.compare) {
+      RedisProcess redis(dir.path() + "/redis");
+      if (!redis.Start()) {
+        std::fprintf(stderr, "kvbench suite: could not start redis-server (is it installed?); no comparison\n");
+      } else {
+        redis_version = RedisVersion();
+        const int port = redis.port();
+        System r{.name = "redis",
+                 .connect = [port] { return RedisDriver::Connect(port); },
+                 .crash_and_restart = [&redis] {
+                   redis.Stop(SIGKILL);
+                   return redis.Start();
+                 }};
+        suite.RunAll(r);
+        redis.Stop(SIGTERM);
+      }
     }
   }
+
+  if (suite.Wants("engine") || suite.Wants("engine_sync")) RunEngineGroups(&suite, o, dir.path() + "/engines");
 
   const double minutes = std::chrono::duration<double>(Clock::now() - started).count() / 60;
   char when[200];
@@ -751,6 +834,13 @@ int RunSuite(const SuiteOptions& o) {
   if (!redis_version.empty()) {
     header += " Peer: " + redis_version + " with `appendonly yes`, `appendfsync always`, the same workloads "
               "from the same client code (RESP instead of NDJSON).";
+  }
+  if (std::any_of(suite.records().begin(), suite.records().end(),
+                  [](const Record& r) { return r.group.starts_with("engine"); })) {
+    header += " Groups engine and engine_sync: the embedded engine in kvbench's own process (`kvbench engine`), "
+              "16-byte keys, threads in place of clients, and with --compare RocksDB and LevelDB beside it with "
+              "equal settings (memtable, 4 KiB blocks, 10 bloom bits, block cache, LZ4; Snappy for LevelDB); "
+              "`raw` appends each record to a file and calls fdatasync, the floor for a durable write.";
   }
   header += "\n";
   if (!suite.notes().empty()) header += "\n" + suite.notes();
@@ -775,10 +865,15 @@ void AddSuiteCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--port", o->port, "a running kvserver's port (0: start one; no crash test then)")->capture_default_str();
   cmd->add_option("--out", o->out, "results directory (default bench-results/<timestamp>)");
   cmd->add_flag("--quick", o->quick, "a short version (a few minutes), same outputs");
-  cmd->add_flag("--compare", o->compare, "run the server workloads against redis-server too (appendfsync always)");
-  cmd->add_option("--only", o->only, "run only these groups: dataset, mixed, bulk, pipeline, clients, large, search, durability")
+  cmd->add_flag("--compare", o->compare,
+                "run the server workloads against redis-server too (appendfsync always), the engine ones against "
+                "RocksDB and LevelDB");
+  cmd->add_option("--only", o->only,
+                  "run only these groups: dataset, mixed, bulk, pipeline, clients, large, search, durability, engine, "
+                  "engine_sync")
       ->delimiter(',')
-      ->check(CLI::IsMember({"dataset", "mixed", "bulk", "pipeline", "clients", "large", "search", "durability"}));
+      ->check(CLI::IsMember({"dataset", "mixed", "bulk", "pipeline", "clients", "large", "search", "durability", "engine",
+                             "engine_sync"}));
   cmd->add_option("--scale", o->scale, "multiply op counts and dataset sizes")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--max-seconds", o->max_seconds, "cap per measurement (0: 20, or 4 with --quick)")->capture_default_str();
 #ifdef KVBENCH_KVSERVER_PATH
