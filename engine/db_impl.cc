@@ -392,7 +392,7 @@ Status DBImpl::Delete(const WriteOptions& options, std::string_view key) {
 
 Status DBImpl::Write(const WriteOptions& options, WriteBatch* batch) {
   if (batch == nullptr || batch->Count() == 0) return Status::OK();
-  Status s = WriteBatchInternal::Validate(*batch);
+  Status s = WriteBatchInternal::Validate(*batch, VectorDimension());
   if (!s.ok()) return s;
   return WriteInternal(options, batch, false);
 }
@@ -419,7 +419,7 @@ Status DBImpl::WriteInternal(const WriteOptions& options, WriteBatch* batch, boo
 
 void DBImpl::WriteAsync(const WriteOptions& options, WriteBatch batch, WriteCallback callback) {
   Status s;
-  if (batch.Count() > 0) s = WriteBatchInternal::Validate(batch);
+  if (batch.Count() > 0) s = WriteBatchInternal::Validate(batch, VectorDimension());
   if (s.ok() && batch.Count() > 0 && read_only_.load(std::memory_order_acquire)) s = ReadOnlyError();
   if (!s.ok() || batch.Count() == 0) {
     if (callback) callback(s);
