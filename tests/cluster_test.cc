@@ -410,6 +410,43 @@ TEST(ClusterTest, FollowerFarBehindInstallsSnapshot) {
   EXPECT_GE((*fs)["snapshots_installed"].get<int>(), 1) << fs->dump();
 }
 
+// A checkpoint of a large store takes a while to make. It is made off the
+// Raft loop thread, so heartbeats and applying go on meanwhile: with every
+// checkpoint taking 1.5 s (five election timeouts; a test hook in the node),
+// the leader keeps its leadership through several snapshots.
+TEST(ClusterTest, SlowSnapshotsDoNotMoveLeadership) {
+  ::setenv("KVSTORE_TEST_SNAPSHOT_DELAY_MS", "1500", 1);
+  Cluster c({"--snapshot-threshold", "100", "--snapshot-trailing", "100"});
+  c.StartAll();
+  ::unsetenv("KVSTORE_TEST_SNAPSHOT_DELAY_MS");
+  const int leader = c.WaitForLeader();
+  ASSERT_GE(leader, 0);
+  auto before = c.Stats(leader);
+  ASSERT_TRUE(before);
+  const uint64_t term = (*before)["term"].get<uint64_t>();
+  auto client = ClusterClient(c);
+  std::string r;
+  // One log entry per set (one at a time), so snapshots come every 100 writes.
+  const auto until = Clock::now() + 4s;
+  int writes = 0;
+  while (Clock::now() < until) {
+    ASSERT_TRUE(client.Call(json{{"op", "set"}, {"key", "k" + std::to_string(writes)}, {"value", writes}}.dump(), &r).ok());
+    ASSERT_TRUE(IsOk(r)) << r;
+    ++writes;
+  }
+  std::optional<json> after;
+  for (auto end = Clock::now() + 5s; Clock::now() < end; std::this_thread::sleep_for(100ms)) {
+    after = c.Stats(leader);
+    if (after && (*after)["snapshots_taken"].get<int>() >= 2) break;
+  }
+  ASSERT_TRUE(after);
+  EXPECT_GE((*after)["snapshots_taken"].get<int>(), 2) << after->dump();
+  EXPECT_EQ((*after)["role"], "leader") << after->dump();
+  EXPECT_EQ((*after)["term"].get<uint64_t>(), term) << "an election happened during the snapshots";
+  EXPECT_GT(writes, 300);
+  EXPECT_EQ(c.WaitConverged(30s).size(), static_cast<size_t>(writes));
+}
+
 TEST(ClusterTest, PausedLeaderIsReplaced) {
   Cluster c;
   c.StartAll();
