@@ -65,7 +65,6 @@ class KvWriter final : public Writer {
     }
     return response_.find("\"ok\":true") != std::string::npos;
   }
-  kvstore::net::Client& client() { return client_; }
 
  private:
   kvstore::net::Client client_;
@@ -100,8 +99,10 @@ class KvSystem final : public System {
   // How many of the acknowledged writes (key -> value) the cluster does not
   // return from a linearizable read on its leader.
   uint64_t CountLost(const std::map<std::string, std::string>& acked) {
-    auto w = NewWriter(0, true);
-    auto& client = static_cast<KvWriter*>(w.get())->client();
+    kvstore::net::ClientOptions co;
+    co.addresses = {cluster_.clients()[static_cast<size_t>(std::max(leader_, 0))]};
+    co.timeout_ms = 30000;  // 500 pipelined linearizable reads at a time
+    kvstore::net::Client client(co);
     uint64_t lost = 0;
     std::vector<std::string> reqs, resps;
     std::vector<std::string> expect;

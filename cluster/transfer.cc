@@ -248,8 +248,11 @@ void CheckpointServer::ServeConnection(int fd) {
     const fs::path dir = fs::path(root_) / words[1];
     if (words[0] == "LIST" && words.size() == 2) {
       {
+        int failing = fail_lists_.load();
+        while (failing > 0 && !fail_lists_.compare_exchange_weak(failing, failing - 1)) {
+        }
         std::lock_guard lock(mu_);
-        if (retired_.count(words[1]) > 0) {
+        if (retired_.count(words[1]) > 0 || failing > 0) {
           if (!fail("no checkpoint " + words[1])) return;
           continue;
         }

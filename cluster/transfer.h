@@ -57,6 +57,10 @@ class CheckpointServer {
   // fetch of checkpoint id is in progress: the caller may delete it.
   bool Retire(const std::string& id);
 
+  // Test hook: the next n LIST requests are answered ERR, as by a holder
+  // that is restarting.
+  void FailNextLists(int n) { fail_lists_ = n; }
+
  private:
   void Serve();
   void ServeConnection(int fd);
@@ -65,6 +69,7 @@ class CheckpointServer {
   int listen_fd_ = -1;
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
+  std::atomic<int> fail_lists_{0};
   std::thread thread_;
   std::mutex mu_;
   std::string sending_;            // guarded by mu_: the checkpoint being fetched, if any
