@@ -728,7 +728,12 @@ int Node::Impl::FsmSnapshotFinalize(raft_fsm* fsm, raft_buffer* bufs[], unsigned
                  n->pending_snapshot.id);
   }
   n->pending_snapshot = {};
-  if (n->close_after_snapshot) n->CloseRaft();
+  if (n->close_after_snapshot) {
+    // Not from inside libraft's callback: on the next turn of the loop.
+    uv_timer_stop(&n->timer);
+    uv_timer_start(
+        &n->timer, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->CloseRaft(); }, 0, 0);
+  }
   return 0;
 }
 
