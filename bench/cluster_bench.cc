@@ -322,6 +322,12 @@ struct Report {
 
 void PrintSet(const char* name, const SetResult& r, const ClusterBenchOptions& o) {
   const double rate = r.seconds > 0 ? static_cast<double>(r.ops) / r.seconds : 0;
+  if (o.on_result) {
+    ClusterResult c{.system = name, .workload = "set", .clients = o.clients, .ops = r.ops, .errors = r.errors,
+                    .seconds = r.seconds, .ops_per_sec = rate, .p50_us = r.latency.Percentile(0.5) / 1000,
+                    .p99_us = r.latency.Percentile(0.99) / 1000};
+    return o.on_result(c);
+  }
   if (o.json) {
     std::printf(
         "{\"engine\":\"%s\",\"nodes\":3,\"workload\":\"set\",\"clients\":%d,\"value_size\":%zu,\"ops\":%llu,"
@@ -344,6 +350,12 @@ void PrintFailover(const char* name, const Report& rep, const ClusterBenchOption
   std::sort(sorted.begin(), sorted.end());
   std::string list;
   for (double ms : f.ms) list += (list.empty() ? "" : ",") + std::to_string(static_cast<int>(ms + 0.5));
+  if (o.on_result) {
+    ClusterResult c{.system = name, .workload = "failover", .clients = o.failover_clients,
+                    .trials = static_cast<int>(f.ms.size()) + f.failed_trials, .failed_trials = f.failed_trials,
+                    .median_ms = Median(f.ms), .max_ms = sorted.empty() ? 0.0 : sorted.back(), .lost = rep.lost};
+    return o.on_result(c);
+  }
   if (o.json) {
     std::printf(
         "{\"engine\":\"%s\",\"nodes\":3,\"workload\":\"failover\",\"clients\":%d,\"timeout_ms\":%d,\"trials\":%d,"
@@ -411,7 +423,7 @@ int RunClusterBench(const ClusterBenchOptions& o) {
   }
   const Report& kv = reports["kvstore"];
   const Report& etcd = reports["etcd"];
-  if (kv.ran && etcd.ran && kv.set.ops > 0 && etcd.set.ops > 0) {
+  if (kv.ran && etcd.ran && kv.set.ops > 0 && etcd.set.ops > 0 && !o.on_result) {
     const double kv_rate = static_cast<double>(kv.set.ops) / kv.set.seconds;
     const double etcd_rate = static_cast<double>(etcd.set.ops) / etcd.set.seconds;
     const double ratio = kv_rate / etcd_rate;

@@ -13,6 +13,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -21,6 +23,20 @@ class App;
 }
 
 namespace kvbench {
+
+// One system's result of one workload.
+struct ClusterResult {
+  std::string system;    // kvstore, etcd
+  std::string workload;  // set, failover
+  int clients = 0;
+  // set
+  uint64_t ops = 0, errors = 0;
+  double seconds = 0, ops_per_sec = 0, p50_us = 0, p99_us = 0;
+  // failover
+  int trials = 0, failed_trials = 0;
+  double median_ms = 0, max_ms = 0;
+  int64_t lost = -1;  // kvstore: acknowledged writes not found afterwards
+};
 
 struct ClusterBenchOptions {
   // "kvstore", "etcd", or both (the ratios need both).
@@ -43,6 +59,8 @@ struct ClusterBenchOptions {
   bool json = false;
   std::string kvserver;
   std::string etcd = "/usr/bin/etcd";
+  // When set, results go here instead of to stdout (the suite's report).
+  std::function<void(const ClusterResult&)> on_result;
 };
 
 int RunClusterBench(const ClusterBenchOptions& options);

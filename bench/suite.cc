@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/bench_engine.h"
+#include "bench/cluster_bench.h"
 #include "bench/engine_bench.h"
 #include "bench/histogram.h"
 #include "bench/procs.h"
@@ -710,6 +711,65 @@ void RunEngineGroups(Suite* suite, const SuiteOptions& o, const std::string& dir
   }
 }
 
+// The 3-node cluster (`kvbench cluster`): durable replicated sets from 64
+// clients and leader failover; with --compare, a 3-member etcd cluster with
+// the same Raft timeouts beside it.
+void RunClusterGroup(Suite* suite, const SuiteOptions& o) {
+  ClusterBenchOptions co;
+  co.systems = {"kvstore"};
+  if (o.compare) {
+    if (access(co.etcd.c_str(), X_OK) == 0) {
+      co.systems.push_back("etcd");
+    } else {
+      std::fprintf(stderr, "kvbench suite: %s is not there: no etcd comparison\n", co.etcd.c_str());
+    }
+  }
+  co.kvserver = o.kvserver;
+  co.seconds = std::max(1.0, (o.quick ? 3.0 : 10.0) * o.scale);
+  co.failover_trials = static_cast<int>(std::max<uint64_t>(1, suite->Scaled(o.quick ? 3 : 5)));
+  std::string failover;
+  co.on_result = [&](const ClusterResult& c) {
+    Record r;
+    r.system = c.system;
+    r.group = "cluster";
+    r.clients = c.clients;
+    r.value_size = co.value_size;
+    if (c.workload == "set") {
+      r.workload = "set (3 nodes)";
+      r.ops = c.ops;
+      r.errors = c.errors;
+      r.seconds = c.seconds;
+      r.ops_per_sec = c.ops_per_sec;
+      r.p50_us = c.p50_us;
+      r.p99_us = c.p99_us;
+      return suite->Add(r);
+    }
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "%s median %.0f ms (max %.0f ms, %d trials%s%s), ", c.system.c_str(), c.median_ms,
+                  c.max_ms, c.trials, c.failed_trials > 0 ? ", some without a new leader" : "",
+                  c.lost > 0 ? ", ACKNOWLEDGED WRITES LOST" : "");
+    failover += buf;
+    if (c.failed_trials > 0 || c.lost > 0) {
+      r.workload = "failover";
+      r.errors = static_cast<uint64_t>(c.failed_trials) + static_cast<uint64_t>(std::max<int64_t>(c.lost, 0));
+      suite->Add(r);
+    }
+  };
+  if (RunClusterBench(co) != 0) {
+    Record r;
+    r.system = "kvstore";
+    r.group = "cluster";
+    r.workload = "error (see stderr)";
+    r.errors = 1;
+    suite->Add(r);
+  }
+  if (!failover.empty()) {
+    failover.resize(failover.size() - 2);
+    suite->AddNote("Cluster failover, kill -9 of the leader to the first acknowledged write on the new one: " +
+                   failover + ".\n");
+  }
+}
+
 std::string RedisVersion() {
   FILE* p = popen("redis-server --version 2>/dev/null", "r");
   if (!p) return "";
@@ -769,15 +829,16 @@ int RunSuite(const SuiteOptions& o) {
   const std::string load_before = LoadAverage();
   const auto started = Clock::now();
   std::printf("kvbench suite (%s%s): results in %s\n", o.quick ? "quick" : "full",
-              o.compare ? ", against redis, rocksdb and leveldb" : "", out.c_str());
+              o.compare ? ", against redis, rocksdb, leveldb and etcd" : "", out.c_str());
   std::fflush(stdout);
 
   Suite suite(o, out);
   TempDir dir("kvbench-suite");
   std::string redis_version;
-  // --only engine (or engine_sync) needs no server.
-  const bool server_groups = o.only.empty() || std::any_of(o.only.begin(), o.only.end(),
-                                                            [](const std::string& g) { return !g.starts_with("engine"); });
+  // --only engine, engine_sync or cluster needs no server of its own.
+  const bool server_groups = o.only.empty() || std::any_of(o.only.begin(), o.only.end(), [](const std::string& g) {
+                               return !g.starts_with("engine") && g != "cluster";
+                             });
   if (server_groups) {
     std::unique_ptr<ServerProcess> server;
     System kv{.name = "kvstore", .searches = true};
@@ -819,6 +880,7 @@ int RunSuite(const SuiteOptions& o) {
   }
 
   if (suite.Wants("engine") || suite.Wants("engine_sync")) RunEngineGroups(&suite, o, dir.path() + "/engines");
+  if (suite.Wants("cluster")) RunClusterGroup(&suite, o);
 
   const double minutes = std::chrono::duration<double>(Clock::now() - started).count() / 60;
   char when[200];
@@ -841,6 +903,11 @@ int RunSuite(const SuiteOptions& o) {
               "16-byte keys, threads in place of clients, and with --compare RocksDB and LevelDB beside it with "
               "equal settings (memtable, 4 KiB blocks, 10 bloom bits, block cache, LZ4; Snappy for LevelDB); "
               "`raw` appends each record to a file and calls fdatasync, the floor for a durable write.";
+  }
+  if (std::any_of(suite.records().begin(), suite.records().end(), [](const Record& r) { return r.group == "cluster"; })) {
+    header += " Group cluster: three `kvserver --cluster` nodes on loopback (`kvbench cluster`), one durable "
+              "replicated set in flight per client; with --compare, three etcd 3.4 members with the same Raft "
+              "timeouts, written through their JSON gateway.";
   }
   header += "\n";
   if (!suite.notes().empty()) header += "\n" + suite.notes();
@@ -867,13 +934,13 @@ void AddSuiteCommand(CLI::App& app, int* exit_code) {
   cmd->add_flag("--quick", o->quick, "a short version (a few minutes), same outputs");
   cmd->add_flag("--compare", o->compare,
                 "run the server workloads against redis-server too (appendfsync always), the engine ones against "
-                "RocksDB and LevelDB");
+                "RocksDB and LevelDB, the cluster ones against etcd");
   cmd->add_option("--only", o->only,
                   "run only these groups: dataset, mixed, bulk, pipeline, clients, large, search, durability, engine, "
-                  "engine_sync")
+                  "engine_sync, cluster")
       ->delimiter(',')
       ->check(CLI::IsMember({"dataset", "mixed", "bulk", "pipeline", "clients", "large", "search", "durability", "engine",
-                             "engine_sync"}));
+                             "engine_sync", "cluster"}));
   cmd->add_option("--scale", o->scale, "multiply op counts and dataset sizes")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--max-seconds", o->max_seconds, "cap per measurement (0: 20, or 4 with --quick)")->capture_default_str();
 #ifdef KVBENCH_KVSERVER_PATH
