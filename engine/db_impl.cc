@@ -1211,6 +1211,7 @@ DBStats DBImpl::GetStats() {
   if (search_ != nullptr) {
     const DBSearch::Stats ss = search_->GetStats();
     st.search_enabled = true;
+    st.index_vector_dimension = search_->dimension();
     st.index_segments = ss.segments;
     st.index_segment_bytes = ss.segment_bytes;
     st.index_segments_built = ss.segments_built;
@@ -1303,6 +1304,7 @@ bool DBImpl::GetProperty(std::string_view name, std::string* value) {
       {"max_stall_micros", std::to_string(st.max_stall_micros)},
       {"background_error", st.background_error},
       {"search_enabled", st.search_enabled ? "true" : "false"},
+      {"index_vector_dimension", std::to_string(st.index_vector_dimension)},
       {"index_segments", std::to_string(st.index_segments)},
       {"index_segment_bytes", std::to_string(st.index_segment_bytes)},
       {"index_segments_built", std::to_string(st.index_segments_built)},

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include <chrono>
+#include <cmath>
 #include <iterator>
 #include <map>
 #include <optional>
@@ -95,6 +96,35 @@ const json* OptionalField(const json& req, const char* name) {
   auto it = req.find(name);
   return it == req.end() ? nullptr : &*it;
 }
+
+// A put's "vector" (set, bulk_set), checked here as the engine checks it:
+// a bad one is a bad_request before anything is proposed or written (a
+// replicated write the engine refused would stop every node applying it).
+// Empty when the request has none.
+std::vector<float> PutVector(const json* v, size_t dimension) {
+  if (v == nullptr) return {};
+  if (dimension == 0) Fail("unavailable", "this server keeps no semantic index: a \"vector\" has nowhere to go");
+  if (!v->is_array() || v->size() != dimension) {
+    Fail("bad_request", "\"vector\" must be an array of " + std::to_string(dimension) +
+                            " numbers, the semantic index's dimension");
+  }
+  std::vector<float> out;
+  out.reserve(dimension);
+  bool any = false;
+  for (const json& x : *v) {
+    if (!x.is_number()) Fail("bad_request", "\"vector\" must hold numbers only");
+    const float f = x.get<float>();
+    if (!std::isfinite(f)) Fail("bad_request", "\"vector\" holds a number beyond float range");
+    any |= f != 0.0f;
+    out.push_back(f);
+  }
+  if (!any) Fail("bad_request", "\"vector\" is all zeros");
+  return out;
+}
+
+constexpr const char* kBulkItemShape =
+    "each item must be [key, value], [key, value, vector] or {\"key\":...,\"value\":...[,\"vector\":...]}";
+
 
 std::string_view KeyOf(const json& j, const char* what = "key") {
   if (!j.is_string()) Fail("bad_request", std::string(what) + " must be a string");
@@ -282,6 +312,15 @@ struct RequestHandler::Impl {
   // of its own, joined before the handler (and so the DB) goes away.
   std::mutex admin_mu;
   std::vector<std::thread> admin_threads;
+
+  // What a put's vector must have: the store's semantic index dimension,
+  // asked once (0: no semantic index).
+  std::once_flag vector_dimension_once;
+  size_t vector_dimension = 0;
+  size_t VectorDimension() {
+    std::call_once(vector_dimension_once, [this] { vector_dimension = db->GetStats().index_vector_dimension; });
+    return vector_dimension;
+  }
 
   ~Impl() {
     std::lock_guard lock(admin_mu);
@@ -646,6 +685,12 @@ void RequestHandler::Impl::GetKey(std::string_view key, const ReplyPtr& reply) {
 
 void RequestHandler::Impl::Set(const json& req, const ReplyPtr& reply) {
   std::string_view key = KeyOf(Field(req, "key"));
+  if (const json* vector = OptionalField(req, "vector")) {
+    std::string value = Canonical(Field(req, "value"));
+    WriteBatch batch;
+    batch.PutWithVector(key, value, PutVector(vector, VectorDimension()));
+    return WriteKey(key, std::move(batch), reply);
+  }
   SetKey(key, Canonical(Field(req, "value")), reply);
 }
 
@@ -687,15 +732,24 @@ void RequestHandler::Impl::BulkSet(const json& req, const ReplyPtr& reply) {
   std::vector<std::string_view> keys;
   keys.reserve(items.size());
   for (const json& item : items) {
-    // Either [key, value] or {"key": key, "value": value}.
-    if (item.is_array() && item.size() == 2) {
+    // Either [key, value(, vector)] or {"key": key, "value": value(, "vector": vector)}.
+    const json* vector = nullptr;
+    std::string value;
+    if (item.is_array() && (item.size() == 2 || item.size() == 3)) {
       keys.push_back(KeyOf(item[0], "an item's key"));
-      batch.Put(keys.back(), Canonical(item[1]));
+      value = Canonical(item[1]);
+      if (item.size() == 3) vector = &item[2];
     } else if (item.is_object()) {
       keys.push_back(KeyOf(Field(item, "key"), "an item's key"));
-      batch.Put(keys.back(), Canonical(Field(item, "value")));
+      value = Canonical(Field(item, "value"));
+      vector = OptionalField(item, "vector");
     } else {
-      Fail("bad_request", "each item must be [key, value] or {\"key\":...,\"value\":...}");
+      Fail("bad_request", kBulkItemShape);
+    }
+    if (vector != nullptr) {
+      batch.PutWithVector(keys.back(), value, PutVector(vector, VectorDimension()));
+    } else {
+      batch.Put(keys.back(), value);
     }
   }
   CheckBatchSize(batch);
@@ -929,14 +983,14 @@ void RequestHandler::Impl::Cas(const json& req, const ReplyPtr& reply) {
 // Declared here, defined with the cluster hooks below: a txn is parsed and
 // evaluated the same way whether it runs here or through the Raft log.
 namespace {
-WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops);
+WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops, size_t vector_dimension);
 void AnswerWith(const ReplyPtr& reply, const ReplicaAnswer& a);
 }  // namespace
 
 void RequestHandler::Impl::Txn(const json& req, const ReplyPtr& reply) {
   // Validated whole before locking, so a bad op never half-runs. Held by a
   // shared_ptr, so the keys the locks are taken on stay where they are.
-  auto cmd = std::make_shared<const WriteCommand>(ParseWriteCommand(Op::kTxn, req, options.max_batch_ops));
+  auto cmd = std::make_shared<const WriteCommand>(ParseWriteCommand(Op::kTxn, req, options.max_batch_ops, 0));
   std::vector<std::string_view> keys;
   for (const auto& c : cmd->compares) keys.push_back(c.key);
   for (const auto* ops : {&cmd->success, &cmd->failure}) {
@@ -1003,6 +1057,7 @@ void RequestHandler::Impl::Stats(const ReplyPtr& reply) {
       {"block_cache_misses", s.block_cache_misses},
       {"background_error", s.background_error},
       {"search_enabled", s.search_enabled},
+      {"index_vector_dimension", s.index_vector_dimension},
       {"index_segments", s.index_segments},
       {"index_segment_bytes", s.index_segment_bytes},
       {"index_embedding_backlog", s.index_embedding_backlog},
@@ -1154,7 +1209,7 @@ bool IsRead(Op op) {
 
 // The request's write as a WriteCommand, validated as the local ops
 // validate it (same error codes and messages).
-WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops) {
+WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops, size_t vector_dimension) {
   using C = WriteCommand::Compare;
   using O = WriteCommand::Op;
   WriteCommand cmd;
@@ -1184,7 +1239,8 @@ WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops) {
     case Op::kSet: {
       cmd.kind = WriteCommand::Kind::kSet;
       std::string key(KeyOf(Field(req, "key")));
-      cmd.success.push_back({O::kSet, std::move(key), Canonical(Field(req, "value"))});
+      cmd.success.push_back({O::kSet, std::move(key), Canonical(Field(req, "value")),
+                             PutVector(OptionalField(req, "vector"), vector_dimension)});
       break;
     }
     case Op::kDelete:
@@ -1194,14 +1250,16 @@ WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops) {
     case Op::kBulkSet:
       cmd.kind = WriteCommand::Kind::kBulkSet;
       for (const json& item : ArrayField(req, "items", max_batch_ops)) {
-        if (item.is_array() && item.size() == 2) {
+        if (item.is_array() && (item.size() == 2 || item.size() == 3)) {
           std::string key(KeyOf(item[0], "an item's key"));
-          cmd.success.push_back({O::kSet, std::move(key), Canonical(item[1])});
+          cmd.success.push_back({O::kSet, std::move(key), Canonical(item[1]),
+                                 PutVector(item.size() == 3 ? &item[2] : nullptr, vector_dimension)});
         } else if (item.is_object()) {
           std::string key(KeyOf(Field(item, "key"), "an item's key"));
-          cmd.success.push_back({O::kSet, std::move(key), Canonical(Field(item, "value"))});
+          cmd.success.push_back({O::kSet, std::move(key), Canonical(Field(item, "value")),
+                                 PutVector(OptionalField(item, "vector"), vector_dimension)});
         } else {
-          Fail("bad_request", "each item must be [key, value] or {\"key\":...,\"value\":...}");
+          Fail("bad_request", kBulkItemShape);
         }
       }
       break;
@@ -1274,7 +1332,7 @@ bool RequestHandler::Impl::Replicate(Op op, const json& req, const ReplyPtr& rep
     case Op::kBulkSet:
     case Op::kCas:
     case Op::kTxn:
-      Propose(ParseWriteCommand(op, req, options.max_batch_ops), reply);
+      Propose(ParseWriteCommand(op, req, options.max_batch_ops, VectorDimension()), reply);
       return true;
     case Op::kTransferLeader: {
       uint64_t to = 0;
