@@ -233,8 +233,8 @@ namespace {
 // would make (key present and within its limit, value present and within
 // its limit for set). Anything else, error or not, goes to the full parser.
 bool ParseSimple(std::string_view line, std::optional<Op>* op, std::string* id_prefix,
-                 std::string* key, std::string* value) {
-  FastRequest fast;
+                 FastRequest* out) {
+  FastRequest& fast = *out;  // its views point into line
   if (!ParseFastRequest(line, &fast)) return false;
   std::optional<Op> o = LookupOp(fast.op);
   if (!o) return false;
@@ -256,12 +256,25 @@ bool ParseSimple(std::string_view line, std::optional<Op>* op, std::string* id_p
     id_prefix->reserve(fast.id.size() + 6);
     id_prefix->append("\"id\":").append(fast.id).append(",");
   }
-  key->assign(fast.key);
-  if (*o == Op::kSet) value->assign(fast.value);
   return true;
 }
 
+// Writes gathered into one batch (Session::coalesce_writes) stop growing
+// here: the engine's own group commit caps a group at about this much, so a
+// bigger batch would only delay the first acknowledgement.
+constexpr size_t kMaxCoalescedBytes = 1u << 20;
+
 }  // namespace
+
+// The writes of one connection gathered between two FlushWrites.
+struct Session::Coalesced {
+  WriteBatch batch;
+  std::vector<uint32_t> stripes;  // shared holds, one per write (a stripe may repeat)
+  std::vector<ReplyPtr> replies;  // in request order
+};
+
+Session::Session() = default;
+Session::~Session() = default;
 
 const char* OpName(Op op) {
   for (const OpEntry& e : kOps) {
@@ -299,6 +312,12 @@ struct RequestHandler::Impl {
   // barrier passed), so it runs locally now.
   void Dispatch(Op op, const json& req, Session* session, const ReplyPtr& reply,
                 bool replicated = false);
+  // Adds a simple set or delete to session's gathered writes when it may
+  // start at once (nothing of the session queued, its key's stripe free);
+  // false, touching nothing, otherwise.
+  bool Coalesce(Op op, const FastRequest& fast, std::string& id_prefix,
+                RequestHandler::Done& done, OpCounters* counters,
+                const std::shared_ptr<Session>& session);
   // The fast path's ping, get, set and delete: key and value (canonical
   // text) already extracted and within their limits.
   void DispatchSimple(Op op, std::string_view key, std::string value, Session* session,
@@ -386,14 +405,14 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   // Set when the fast path took the request (see fast_request.h): then req
   // stays null and these hold the key and the value's canonical text.
   bool simple = false;
-  std::string simple_key, simple_value;
+  FastRequest fast;
   ClientError early;
   try {
     if (!IsValidUtf8(line)) Fail("bad_request", "request is not valid UTF-8");
     // A line the fast path takes is one flat object (depth 1), so it needs
     // no nesting check unless the limit is below 1.
     simple = impl_->options.fast_path && impl_->options.max_depth >= 1 &&
-             ParseSimple(line, &op, &id_prefix, &simple_key, &simple_value);
+             ParseSimple(line, &op, &id_prefix, &fast);
     if (!simple && !NestingWithin(line, impl_->options.max_depth)) {
       Fail("bad_request",
            "request nests deeper than " + std::to_string(impl_->options.max_depth) + " levels");
@@ -431,6 +450,18 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   }
   const bool is_write = *op == Op::kSet || *op == Op::kDelete || *op == Op::kBulkSet ||
                         *op == Op::kCas || *op == Op::kTxn;
+  if (simple && session->coalesce_writes && (*op == Op::kSet || *op == Op::kDelete) &&
+      impl_->Coalesce(*op, fast, id_prefix, done, counters, session)) {
+    return;
+  }
+  // Anything else starts only after the writes gathered before it: a
+  // connection's writes start in the order they arrive.
+  FlushWrites(session);
+  std::string simple_key, simple_value;
+  if (simple) {
+    simple_key.assign(fast.key);
+    if (*op == Op::kSet) simple_value.assign(fast.value);
+  }
   if (is_write) {
     // Let the queue move on before answering: once answered, the caller
     // may stop caring about the session.
@@ -462,10 +493,66 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   run();
 }
 
-void RequestHandler::WriteFinished(const std::shared_ptr<Session>& session) {
+bool RequestHandler::Impl::Coalesce(Op op, const FastRequest& fast, std::string& id_prefix,
+                                     RequestHandler::Done& done, OpCounters* counters,
+                                     const std::shared_ptr<Session>& session) {
+  // What DispatchSimple would refuse or route elsewhere takes the usual path.
+  if (options.replication != nullptr) return false;
+  if (!options.auth_token.empty() && !session->authenticated) return false;
+  KeyLocks::Held held;
   {
     std::lock_guard lock(session->mu);
-    --session->writes_pending;
+    // The usual path's rule for a write: it starts now unless something of
+    // its session is queued.
+    if (!session->blocked.empty()) return false;
+    // Blind writes lock shared, as WriteKey does; a stripe someone waits
+    // for (a cas) sends this write the usual, queued way.
+    if (!locks.TryAcquireOne(fast.key, KeyLocks::Mode::kShared, &held)) return false;
+    ++session->writes_pending;
+  }
+  auto& c = session->coalesced;
+  if (c != nullptr && !c->replies.empty() &&
+      c->batch.ByteSize() + fast.key.size() + fast.value.size() > kMaxCoalescedBytes) {
+    owner->FlushWrites(session);
+  }
+  if (c == nullptr) c = std::make_unique<Session::Coalesced>();
+  if (op == Op::kSet) {
+    c->batch.Put(fast.key, fast.value);
+  } else {
+    c->batch.Delete(fast.key);
+  }
+  c->stripes.push_back(held.stripes.front());
+  c->replies.push_back(std::make_shared<Reply>(std::move(id_prefix), std::move(done), counters));
+  return true;
+}
+
+void RequestHandler::FlushWrites(const std::shared_ptr<Session>& session) {
+  if (session->coalesced == nullptr || session->coalesced->replies.empty()) return;
+  std::shared_ptr<Session::Coalesced> c(std::move(session->coalesced));
+  writes_in_flight_.fetch_add(1, std::memory_order_relaxed);
+  impl_->db->WriteAsync(impl_->write_options(), std::move(c->batch), [this, session, c](Status s) {
+    KeyLocks::Held held;
+    held.mode = KeyLocks::Mode::kShared;
+    held.stripes = std::move(c->stripes);
+    impl_->locks.Release(held);  // visible now: let the next writer of these keys in
+    // As for a single write: the session's queue moves on before the
+    // answers, after which the caller may stop caring about the session.
+    WriteFinished(session, c->replies.size());
+    writes_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    for (const ReplyPtr& reply : c->replies) {
+      if (s.ok()) {
+        reply->Ok("null");
+      } else {
+        reply->Error(s);
+      }
+    }
+  });
+}
+
+void RequestHandler::WriteFinished(const std::shared_ptr<Session>& session, uint64_t n) {
+  {
+    std::lock_guard lock(session->mu);
+    session->writes_pending -= n;
     if (session->writes_pending > 0 || session->blocked.empty() || session->draining) return;
     session->draining = true;
   }
