@@ -727,7 +727,9 @@ void RequestHandler::Impl::Get(const json& req, const ReplyPtr& reply) {
 
 void RequestHandler::Impl::GetKey(std::string_view key, const ReplyPtr& reply) {
   std::optional<std::string> value = Read(key);
-  if (!value) Fail("not_found", "key not found");
+  // Answered, not thrown: a miss is a routine answer, and unwinding costs
+  // more than the whole lookup.
+  if (!value) return reply->Error("not_found", "key not found");
   reply->Ok(*value);
 }
 
