@@ -259,6 +259,24 @@ bool ParseSimple(std::string_view line, std::optional<Op>* op, std::string* id_p
   return true;
 }
 
+// The fast path of bulk_set: true when line is a bulk_set that
+// ParseFastBulkSet understood and that passes every check the full path
+// would make (item count, key and value sizes); *batch then holds its
+// items. Anything else goes to the full parser, which answers as it always
+// did.
+bool ParseBulk(std::string_view line, size_t max_items, std::string* id_prefix, WriteBatch* batch,
+               size_t* count) {
+  FastBulkSet bulk;
+  if (!ParseFastBulkSet(line, &bulk) || bulk.items.size() > max_items) return false;
+  for (const auto& [key, value] : bulk.items) {
+    if (key.size() > kMaxKeySize || value.size() > kMaxValueSize) return false;
+  }
+  for (const auto& [key, value] : bulk.items) batch->Put(key, value);
+  *count = bulk.items.size();
+  if (!bulk.id.empty()) id_prefix->append("\"id\":").append(bulk.id).append(",");
+  return true;
+}
+
 // Writes gathered into one batch (Session::coalesce_writes) stop growing
 // here: the engine's own group commit caps a group at about this much, so a
 // bigger batch would only delay the first acknowledgement.
@@ -358,6 +376,9 @@ struct RequestHandler::Impl {
   // Locks key's stripe shared, then commits batch (a blind write of key).
   void WriteKey(std::string_view key, WriteBatch batch, const ReplyPtr& reply);
   void BulkSet(const json& req, const ReplyPtr& reply);
+  // The fast path's bulk_set: the items already in batch, within limits.
+  void BulkSetBatch(std::shared_ptr<WriteBatch> batch, size_t count, Session* session,
+                    const ReplyPtr& reply);
   void BulkGet(const json& req, const ReplyPtr& reply);
   void Scan(const json& req, const ReplyPtr& reply);
   void Search(Op op, const json& req, const ReplyPtr& reply);
@@ -406,6 +427,9 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   // stays null and these hold the key and the value's canonical text.
   bool simple = false;
   FastRequest fast;
+  // Set when the fast path took a bulk_set: its items are in bulk.
+  std::shared_ptr<WriteBatch> bulk;
+  size_t bulk_count = 0;
   ClientError early;
   try {
     if (!IsValidUtf8(line)) Fail("bad_request", "request is not valid UTF-8");
@@ -413,11 +437,21 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
     // no nesting check unless the limit is below 1.
     simple = impl_->options.fast_path && impl_->options.max_depth >= 1 &&
              ParseSimple(line, &op, &id_prefix, &fast);
-    if (!simple && !NestingWithin(line, impl_->options.max_depth)) {
+    // A bulk_set the fast path takes nests three deep ({"items":[[...]]});
+    // cluster mode replicates the parsed request, so it parses in full.
+    if (!simple && impl_->options.fast_path && impl_->options.max_depth >= 3 &&
+        impl_->options.replication == nullptr) {
+      auto batch = std::make_shared<WriteBatch>();
+      if (ParseBulk(line, impl_->options.max_batch_ops, &id_prefix, batch.get(), &bulk_count)) {
+        op = Op::kBulkSet;
+        bulk = std::move(batch);
+      }
+    }
+    if (!simple && !bulk && !NestingWithin(line, impl_->options.max_depth)) {
       Fail("bad_request",
            "request nests deeper than " + std::to_string(impl_->options.max_depth) + " levels");
     }
-    if (!simple) {
+    if (!simple && !bulk) {
       req = json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (req.is_discarded()) Fail("bad_request", "malformed JSON");
       if (!req.is_object()) Fail("bad_request", "a request must be a JSON object");
@@ -472,10 +506,13 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   }
   auto reply = std::make_shared<Reply>(std::move(id_prefix), std::move(done), counters);
   auto run = [this, op = *op, req = std::move(req), simple, key = std::move(simple_key),
-              value = std::move(simple_value), session, reply]() mutable {
+              value = std::move(simple_value), bulk = std::move(bulk), bulk_count, session,
+              reply]() mutable {
     AnswerErrorsOf(reply, [&] {
       if (simple) {
         impl_->DispatchSimple(op, key, std::move(value), session.get(), reply);
+      } else if (bulk) {
+        impl_->BulkSetBatch(std::move(bulk), bulk_count, session.get(), reply);
       } else {
         impl_->Dispatch(op, req, session.get(), reply);
       }
@@ -793,6 +830,27 @@ void RequestHandler::Impl::BulkSet(const json& req, const ReplyPtr& reply) {
             [this, reply, batch = std::move(batch), result = std::move(result)](
                 GuardPtr guard) mutable {
               Commit(std::move(batch), std::move(guard), reply, std::move(result));
+            });
+}
+
+void RequestHandler::Impl::BulkSetBatch(std::shared_ptr<WriteBatch> batch, size_t count,
+                                        Session* session, const ReplyPtr& reply) {
+  CheckAuth(Op::kBulkSet, session);
+  CheckBatchSize(*batch);
+  // The keys as views into the batch, which stays where it is (behind the
+  // pointer) until the commit; Acquire hashes them before it returns.
+  struct Keys : WriteBatch::Handler {
+    std::vector<std::string_view> keys;
+    void Put(std::string_view key, std::string_view) override { keys.push_back(key); }
+    void Delete(std::string_view key) override { keys.push_back(key); }
+  } keys;
+  keys.keys.reserve(count);
+  Status s = batch->Iterate(&keys);
+  if (!s.ok()) return reply->Error(s);
+  std::string result = "{\"count\":" + std::to_string(count) + "}";
+  WithLocks(keys.keys, KeyLocks::Mode::kShared, reply,
+            [this, reply, batch, result = std::move(result)](GuardPtr guard) mutable {
+              Commit(std::move(*batch), std::move(guard), reply, std::move(result));
             });
 }
 
