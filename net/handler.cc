@@ -164,6 +164,14 @@ struct OpCounters {
   }
 };
 
+// True when JSON writes text as it is: printable ASCII without '"' or '\\'.
+bool PlainAscii(std::string_view text) {
+  for (char c : text) {
+    if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') return false;
+  }
+  return true;
+}
+
 // One reply, sent exactly once even if both a validation error and a late
 // callback race to answer. Records the request's latency and outcome in
 // counters as it goes.
@@ -191,9 +199,23 @@ class Reply {
     // Client errors are routine for a server: debug, not info. Messages
     // never carry a token (auth failures say only "wrong token").
     spdlog::debug("request failed: {}: {}", code, message);
-    json err = {{"code", code}, {"message", message}};
-    if (extra != nullptr) err.update(*extra);
-    std::string line = "{" + id_prefix_ + "\"ok\":false,\"error\":" + Dump(err) + "}";
+    std::string line;
+    if (extra == nullptr && PlainAscii(code) && PlainAscii(message)) {
+      // What Dump gives for these (members in name order, nothing to
+      // escape), without building a DOM: a miss is a routine answer.
+      line.reserve(id_prefix_.size() + code.size() + message.size() + 48);
+      line += '{';
+      line += id_prefix_;
+      line += R"("ok":false,"error":{"code":")";
+      line += code;
+      line += R"(","message":")";
+      line += message;
+      line += "\"}}";
+    } else {
+      json err = {{"code", code}, {"message", message}};
+      if (extra != nullptr) err.update(*extra);
+      line = "{" + id_prefix_ + "\"ok\":false,\"error\":" + Dump(err) + "}";
+    }
     done_(std::move(line));
   }
 

@@ -68,6 +68,20 @@ TEST_F(HandlerTest, PingEchoesIdOfAnyScalar) {
   EXPECT_EQ(Code(Call({{"op", "ping"}, {"id", {1, 2}}})), "bad_request");
 }
 
+TEST_F(HandlerTest, ErrorLinesAreWhatTheJsonLibraryWrites) {
+  // Plain messages are written by hand, the rest through nlohmann: both
+  // give the same bytes (members in name order, escapes where needed).
+  for (const std::string& line : {std::string(R"({"op":"get","key":"nope","id":3})"),
+                                  std::string(R"({"op":"nope\"x"})"),
+                                  std::string(R"({"op":"get"})")}) {
+    const std::string raw = RawCall(line);
+    json r = json::parse(raw);
+    EXPECT_TRUE(raw.ends_with("\"ok\":false,\"error\":" + r["error"].dump() + "}")) << raw;
+  }
+  EXPECT_EQ(RawCall(R"({"op":"get","key":"nope","id":3})"),
+            R"({"id":3,"ok":false,"error":{"code":"not_found","message":"key not found"}})");
+}
+
 TEST_F(HandlerTest, SetGetDeleteRoundTripAnyJsonValue) {
   for (const json& v : {json("Alice"), json(42), json(nullptr), json(true), json::array({1, "a"}),
                         json{{"b", 1}, {"a", {{"nested", true}}}}}) {
