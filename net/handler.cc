@@ -574,7 +574,7 @@ bool RequestHandler::Impl::Coalesce(Op op, const FastRequest& fast, std::string&
       c->batch.ByteSize() + fast.key.size() + fast.value.size() > kMaxCoalescedBytes) {
     owner->FlushWrites(session);
   }
-  if (c == nullptr) c = std::make_unique<Session::Coalesced>();
+  if (c == nullptr) c = std::make_shared<Session::Coalesced>();
   if (op == Op::kSet) {
     c->batch.Put(fast.key, fast.value);
   } else {
@@ -587,7 +587,7 @@ bool RequestHandler::Impl::Coalesce(Op op, const FastRequest& fast, std::string&
 
 void RequestHandler::FlushWrites(const std::shared_ptr<Session>& session) {
   if (session->coalesced == nullptr || session->coalesced->replies.empty()) return;
-  std::shared_ptr<Session::Coalesced> c(std::move(session->coalesced));
+  std::shared_ptr<Session::Coalesced> c = std::move(session->coalesced);
   writes_in_flight_.fetch_add(1, std::memory_order_relaxed);
   impl_->db->WriteAsync(impl_->write_options(), std::move(c->batch), [this, session, c](Status s) {
     KeyLocks::Held held;

@@ -79,7 +79,7 @@ struct Session {
   struct Coalesced;
   // Writes gathered since the last flush; touched only by the thread
   // calling Handle and FlushWrites for this session (one at a time).
-  std::unique_ptr<Coalesced> coalesced;
+  std::shared_ptr<Coalesced> coalesced;  // shared: its commit's callback holds it
   struct Queued {
     bool is_write;
     std::function<void()> run;
