@@ -194,6 +194,14 @@ struct OpCounters {
   }
 };
 
+// True when JSON writes text as it is: printable ASCII without '"' or '\\'.
+bool PlainAscii(std::string_view text) {
+  for (char c : text) {
+    if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') return false;
+  }
+  return true;
+}
+
 // One reply, sent exactly once even if both a validation error and a late
 // callback race to answer. Records the request's latency and outcome in
 // counters as it goes.
@@ -221,9 +229,23 @@ class Reply {
     // Client errors are routine for a server: debug, not info. Messages
     // never carry a token (auth failures say only "wrong token").
     spdlog::debug("request failed: {}: {}", code, message);
-    json err = {{"code", code}, {"message", message}};
-    if (extra != nullptr) err.update(*extra);
-    std::string line = "{" + id_prefix_ + "\"ok\":false,\"error\":" + Dump(err) + "}";
+    std::string line;
+    if (extra == nullptr && PlainAscii(code) && PlainAscii(message)) {
+      // What Dump gives for these (members in name order, nothing to
+      // escape), without building a DOM: a miss is a routine answer.
+      line.reserve(id_prefix_.size() + code.size() + message.size() + 48);
+      line += '{';
+      line += id_prefix_;
+      line += R"("ok":false,"error":{"code":")";
+      line += code;
+      line += R"(","message":")";
+      line += message;
+      line += "\"}}";
+    } else {
+      json err = {{"code", code}, {"message", message}};
+      if (extra != nullptr) err.update(*extra);
+      line = "{" + id_prefix_ + "\"ok\":false,\"error\":" + Dump(err) + "}";
+    }
     done_(std::move(line));
   }
 
@@ -263,8 +285,8 @@ namespace {
 // would make (key present and within its limit, value present and within
 // its limit for set). Anything else, error or not, goes to the full parser.
 bool ParseSimple(std::string_view line, std::optional<Op>* op, std::string* id_prefix,
-                 std::string* key, std::string* value) {
-  FastRequest fast;
+                 FastRequest* out) {
+  FastRequest& fast = *out;  // its views point into line
   if (!ParseFastRequest(line, &fast)) return false;
   std::optional<Op> o = LookupOp(fast.op);
   if (!o) return false;
@@ -286,12 +308,43 @@ bool ParseSimple(std::string_view line, std::optional<Op>* op, std::string* id_p
     id_prefix->reserve(fast.id.size() + 6);
     id_prefix->append("\"id\":").append(fast.id).append(",");
   }
-  key->assign(fast.key);
-  if (*o == Op::kSet) value->assign(fast.value);
   return true;
 }
 
+// The fast path of bulk_set: true when line is a bulk_set that
+// ParseFastBulkSet understood and that passes every check the full path
+// would make (item count, key and value sizes); *batch then holds its
+// items. Anything else goes to the full parser, which answers as it always
+// did.
+bool ParseBulk(std::string_view line, size_t max_items, std::string* id_prefix, WriteBatch* batch,
+               size_t* count) {
+  FastBulkSet bulk;
+  if (!ParseFastBulkSet(line, &bulk) || bulk.items.size() > max_items) return false;
+  for (const auto& [key, value] : bulk.items) {
+    if (key.size() > kMaxKeySize || value.size() > kMaxValueSize) return false;
+  }
+  for (const auto& [key, value] : bulk.items) batch->Put(key, value);
+  *count = bulk.items.size();
+  if (!bulk.id.empty()) id_prefix->append("\"id\":").append(bulk.id).append(",");
+  return true;
+}
+
+// Writes gathered into one batch (Session::coalesce_writes) stop growing
+// here: the engine's own group commit caps a group at about this much, so a
+// bigger batch would only delay the first acknowledgement.
+constexpr size_t kMaxCoalescedBytes = 1u << 20;
+
 }  // namespace
+
+// The writes of one connection gathered between two FlushWrites.
+struct Session::Coalesced {
+  WriteBatch batch;
+  std::vector<uint32_t> stripes;  // shared holds, one per write (a stripe may repeat)
+  std::vector<ReplyPtr> replies;  // in request order
+};
+
+Session::Session() = default;
+Session::~Session() = default;
 
 const char* OpName(Op op) {
   for (const OpEntry& e : kOps) {
@@ -338,6 +391,12 @@ struct RequestHandler::Impl {
   // barrier passed), so it runs locally now.
   void Dispatch(Op op, const json& req, Session* session, const ReplyPtr& reply,
                 bool replicated = false);
+  // Adds a simple set or delete to session's gathered writes when it may
+  // start at once (nothing of the session queued, its key's stripe free);
+  // false, touching nothing, otherwise.
+  bool Coalesce(Op op, const FastRequest& fast, std::string& id_prefix,
+                RequestHandler::Done& done, OpCounters* counters,
+                const std::shared_ptr<Session>& session);
   // The fast path's ping, get, set and delete: key and value (canonical
   // text) already extracted and within their limits.
   void DispatchSimple(Op op, std::string_view key, std::string value, Session* session,
@@ -378,6 +437,9 @@ struct RequestHandler::Impl {
   // Locks key's stripe shared, then commits batch (a blind write of key).
   void WriteKey(std::string_view key, WriteBatch batch, const ReplyPtr& reply);
   void BulkSet(const json& req, const ReplyPtr& reply);
+  // The fast path's bulk_set: the items already in batch, within limits.
+  void BulkSetBatch(std::shared_ptr<WriteBatch> batch, size_t count, Session* session,
+                    const ReplyPtr& reply);
   void BulkGet(const json& req, const ReplyPtr& reply);
   void Scan(const json& req, const ReplyPtr& reply);
   void Search(Op op, const json& req, const ReplyPtr& reply);
@@ -425,19 +487,32 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   // Set when the fast path took the request (see fast_request.h): then req
   // stays null and these hold the key and the value's canonical text.
   bool simple = false;
-  std::string simple_key, simple_value;
+  FastRequest fast;
+  // Set when the fast path took a bulk_set: its items are in bulk.
+  std::shared_ptr<WriteBatch> bulk;
+  size_t bulk_count = 0;
   ClientError early;
   try {
     if (!IsValidUtf8(line)) Fail("bad_request", "request is not valid UTF-8");
     // A line the fast path takes is one flat object (depth 1), so it needs
     // no nesting check unless the limit is below 1.
     simple = impl_->options.fast_path && impl_->options.max_depth >= 1 &&
-             ParseSimple(line, &op, &id_prefix, &simple_key, &simple_value);
-    if (!simple && !NestingWithin(line, impl_->options.max_depth)) {
+             ParseSimple(line, &op, &id_prefix, &fast);
+    // A bulk_set the fast path takes nests three deep ({"items":[[...]]});
+    // cluster mode replicates the parsed request, so it parses in full.
+    if (!simple && impl_->options.fast_path && impl_->options.max_depth >= 3 &&
+        impl_->options.replication == nullptr) {
+      auto batch = std::make_shared<WriteBatch>();
+      if (ParseBulk(line, impl_->options.max_batch_ops, &id_prefix, batch.get(), &bulk_count)) {
+        op = Op::kBulkSet;
+        bulk = std::move(batch);
+      }
+    }
+    if (!simple && !bulk && !NestingWithin(line, impl_->options.max_depth)) {
       Fail("bad_request",
            "request nests deeper than " + std::to_string(impl_->options.max_depth) + " levels");
     }
-    if (!simple) {
+    if (!simple && !bulk) {
       req = json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (req.is_discarded()) Fail("bad_request", "malformed JSON");
       if (!req.is_object()) Fail("bad_request", "a request must be a JSON object");
@@ -470,6 +545,18 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   }
   const bool is_write = *op == Op::kSet || *op == Op::kDelete || *op == Op::kBulkSet ||
                         *op == Op::kCas || *op == Op::kTxn;
+  if (simple && session->coalesce_writes && (*op == Op::kSet || *op == Op::kDelete) &&
+      impl_->Coalesce(*op, fast, id_prefix, done, counters, session)) {
+    return;
+  }
+  // Anything else starts only after the writes gathered before it: a
+  // connection's writes start in the order they arrive.
+  FlushWrites(session);
+  std::string simple_key, simple_value;
+  if (simple) {
+    simple_key.assign(fast.key);
+    if (*op == Op::kSet) simple_value.assign(fast.value);
+  }
   if (is_write) {
     // Let the queue move on before answering: once answered, the caller
     // may stop caring about the session.
@@ -480,10 +567,13 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   }
   auto reply = std::make_shared<Reply>(std::move(id_prefix), std::move(done), counters);
   auto run = [this, op = *op, req = std::move(req), simple, key = std::move(simple_key),
-              value = std::move(simple_value), session, reply]() mutable {
+              value = std::move(simple_value), bulk = std::move(bulk), bulk_count, session,
+              reply]() mutable {
     AnswerErrorsOf(reply, [&] {
       if (simple) {
         impl_->DispatchSimple(op, key, std::move(value), session.get(), reply);
+      } else if (bulk) {
+        impl_->BulkSetBatch(std::move(bulk), bulk_count, session.get(), reply);
       } else {
         impl_->Dispatch(op, req, session.get(), reply);
       }
@@ -501,10 +591,66 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   run();
 }
 
-void RequestHandler::WriteFinished(const std::shared_ptr<Session>& session) {
+bool RequestHandler::Impl::Coalesce(Op op, const FastRequest& fast, std::string& id_prefix,
+                                     RequestHandler::Done& done, OpCounters* counters,
+                                     const std::shared_ptr<Session>& session) {
+  // What DispatchSimple would refuse or route elsewhere takes the usual path.
+  if (options.replication != nullptr) return false;
+  if (!options.auth_token.empty() && !session->authenticated) return false;
+  KeyLocks::Held held;
   {
     std::lock_guard lock(session->mu);
-    --session->writes_pending;
+    // The usual path's rule for a write: it starts now unless something of
+    // its session is queued.
+    if (!session->blocked.empty()) return false;
+    // Blind writes lock shared, as WriteKey does; a stripe someone waits
+    // for (a cas) sends this write the usual, queued way.
+    if (!locks.TryAcquireOne(fast.key, KeyLocks::Mode::kShared, &held)) return false;
+    ++session->writes_pending;
+  }
+  auto& c = session->coalesced;
+  if (c != nullptr && !c->replies.empty() &&
+      c->batch.ByteSize() + fast.key.size() + fast.value.size() > kMaxCoalescedBytes) {
+    owner->FlushWrites(session);
+  }
+  if (c == nullptr) c = std::make_shared<Session::Coalesced>();
+  if (op == Op::kSet) {
+    c->batch.Put(fast.key, fast.value);
+  } else {
+    c->batch.Delete(fast.key);
+  }
+  c->stripes.push_back(held.stripes.front());
+  c->replies.push_back(std::make_shared<Reply>(std::move(id_prefix), std::move(done), counters));
+  return true;
+}
+
+void RequestHandler::FlushWrites(const std::shared_ptr<Session>& session) {
+  if (session->coalesced == nullptr || session->coalesced->replies.empty()) return;
+  std::shared_ptr<Session::Coalesced> c = std::move(session->coalesced);
+  writes_in_flight_.fetch_add(1, std::memory_order_relaxed);
+  impl_->db->WriteAsync(impl_->write_options(), std::move(c->batch), [this, session, c](Status s) {
+    KeyLocks::Held held;
+    held.mode = KeyLocks::Mode::kShared;
+    held.stripes = std::move(c->stripes);
+    impl_->locks.Release(held);  // visible now: let the next writer of these keys in
+    // As for a single write: the session's queue moves on before the
+    // answers, after which the caller may stop caring about the session.
+    WriteFinished(session, c->replies.size());
+    writes_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    for (const ReplyPtr& reply : c->replies) {
+      if (s.ok()) {
+        reply->Ok("null");
+      } else {
+        reply->Error(s);
+      }
+    }
+  });
+}
+
+void RequestHandler::WriteFinished(const std::shared_ptr<Session>& session, uint64_t n) {
+  {
+    std::lock_guard lock(session->mu);
+    session->writes_pending -= n;
     if (session->writes_pending > 0 || session->blocked.empty() || session->draining) return;
     session->draining = true;
   }
@@ -679,7 +825,9 @@ void RequestHandler::Impl::Get(const json& req, const ReplyPtr& reply) {
 
 void RequestHandler::Impl::GetKey(std::string_view key, const ReplyPtr& reply) {
   std::optional<std::string> value = Read(key);
-  if (!value) Fail("not_found", "key not found");
+  // Answered, not thrown: a miss is a routine answer, and unwinding costs
+  // more than the whole lookup.
+  if (!value) return reply->Error("not_found", "key not found");
   reply->Ok(*value);
 }
 
@@ -758,6 +906,27 @@ void RequestHandler::Impl::BulkSet(const json& req, const ReplyPtr& reply) {
             [this, reply, batch = std::move(batch), result = std::move(result)](
                 GuardPtr guard) mutable {
               Commit(std::move(batch), std::move(guard), reply, std::move(result));
+            });
+}
+
+void RequestHandler::Impl::BulkSetBatch(std::shared_ptr<WriteBatch> batch, size_t count,
+                                        Session* session, const ReplyPtr& reply) {
+  CheckAuth(Op::kBulkSet, session);
+  CheckBatchSize(*batch);
+  // The keys as views into the batch, which stays where it is (behind the
+  // pointer) until the commit; Acquire hashes them before it returns.
+  struct Keys : WriteBatch::Handler {
+    std::vector<std::string_view> keys;
+    void Put(std::string_view key, std::string_view) override { keys.push_back(key); }
+    void Delete(std::string_view key) override { keys.push_back(key); }
+  } keys;
+  keys.keys.reserve(count);
+  Status s = batch->Iterate(&keys);
+  if (!s.ok()) return reply->Error(s);
+  std::string result = "{\"count\":" + std::to_string(count) + "}";
+  WithLocks(keys.keys, KeyLocks::Mode::kShared, reply,
+            [this, reply, batch, result = std::move(result)](GuardPtr guard) mutable {
+              Commit(std::move(*batch), std::move(guard), reply, std::move(result));
             });
 }
 
