@@ -548,7 +548,17 @@ class Suite {
     }
   }
 
-  void RunAll(const System& sys) {
+  // Every workload runs on each system in turn, before the next workload:
+  // both see the machine in about the same state, so their ratio means
+  // more than two passes minutes apart would. Who goes first alternates.
+  void RunEach(const std::vector<const System*>& systems, const Workload& w, bool record = true,
+               double max_seconds = 0) {
+    const size_t n = systems.size();
+    for (size_t i = 0; i < n; i++) Run(*systems[(i + turn_) % n], w, record, max_seconds);
+    if (record) turn_++;
+  }
+
+  void RunAll(const std::vector<const System*>& systems) {
     // Single writes and reads at growing dataset sizes; each size loads
     // only the keys the previous one lacks.
     std::vector<uint64_t> sizes = o_.quick ? std::vector<uint64_t>{1000, 10000, 100000}
@@ -559,29 +569,29 @@ class Suite {
       if (n > loaded) {
         Workload load{.group = "load", .name = "bulk_set", .kind = Kind::kBulkSet, .clients = 4,
                       .ops = n - loaded, .key_base = loaded, .bulk = static_cast<int>(std::clamp<uint64_t>((n - loaded) / 4, 1, 1000))};
-        Run(sys, load, false);
+        RunEach(systems, load, false);
         loaded = n;
       }
       if (n0 <= 100000) mixed_keys = n;
-      Run(sys, {.group = "dataset", .name = "set", .clients = 50, .ops = Scaled(o_.quick ? 5000 : 20000, 50),
+      RunEach(systems, {.group = "dataset", .name = "set", .clients = 50, .ops = Scaled(o_.quick ? 5000 : 20000, 50),
                 .keyspace = n, .dataset = n});
-      Run(sys, {.group = "dataset", .name = "get", .kind = Kind::kGet, .clients = 50,
+      RunEach(systems, {.group = "dataset", .name = "get", .kind = Kind::kGet, .clients = 50,
                 .ops = Scaled(o_.quick ? 10000 : 50000, 50), .keyspace = n, .dataset = n});
     }
     // YCSB A (50% reads) and B (95% reads), uniform keys.
-    Run(sys, {.group = "mixed", .name = "ycsb_a", .clients = 50, .ops = Scaled(o_.quick ? 10000 : 50000, 50),
+    RunEach(systems, {.group = "mixed", .name = "ycsb_a", .clients = 50, .ops = Scaled(o_.quick ? 10000 : 50000, 50),
               .keyspace = mixed_keys, .read_fraction = 0.5, .dataset = mixed_keys});
-    Run(sys, {.group = "mixed", .name = "ycsb_b", .clients = 50, .ops = Scaled(o_.quick ? 10000 : 50000, 50),
+    RunEach(systems, {.group = "mixed", .name = "ycsb_b", .clients = 50, .ops = Scaled(o_.quick ? 10000 : 50000, 50),
               .keyspace = mixed_keys, .read_fraction = 0.95, .dataset = mixed_keys});
     // Bulk writes: items per second.
     for (int bulk : {1000, 100}) {
-      Run(sys, {.group = "bulk", .name = "bulk_set_" + std::to_string(bulk), .prefix = "bulk", .kind = Kind::kBulkSet,
+      RunEach(systems, {.group = "bulk", .name = "bulk_set_" + std::to_string(bulk), .prefix = "bulk", .kind = Kind::kBulkSet,
                 .clients = 4, .ops = Scaled(o_.quick ? 50000 : 200000, static_cast<uint64_t>(bulk) * 4), .bulk = bulk});
     }
     // Pipelining (the shapes of issue 5's targets).
-    Run(sys, {.group = "pipeline", .name = "set", .clients = 50, .pipeline = 16,
+    RunEach(systems, {.group = "pipeline", .name = "set", .clients = 50, .pipeline = 16,
               .ops = Scaled(o_.quick ? 30000 : 100000, 800), .keyspace = mixed_keys, .dataset = mixed_keys});
-    Run(sys, {.group = "pipeline", .name = "get", .kind = Kind::kGet, .clients = 50, .pipeline = 16,
+    RunEach(systems, {.group = "pipeline", .name = "get", .kind = Kind::kGet, .clients = 50, .pipeline = 16,
               .ops = Scaled(o_.quick ? 30000 : 100000, 800), .keyspace = mixed_keys, .dataset = mixed_keys});
     // Throughput against concurrent clients.
     std::vector<int> clients = o_.quick ? std::vector<int>{1, 4, 16, 64, 256}
@@ -589,9 +599,9 @@ class Suite {
     const double sweep_seconds = o_.max_seconds > 0 ? o_.max_seconds : (o_.quick ? 2 : 8);
     for (int c : clients) {
       const uint64_t ops = Scaled(static_cast<uint64_t>(c) * (o_.quick ? 200 : 1000), static_cast<uint64_t>(c) * 4);
-      Run(sys, {.group = "clients", .name = "set", .clients = c, .ops = ops, .keyspace = mixed_keys, .dataset = mixed_keys},
+      RunEach(systems, {.group = "clients", .name = "set", .clients = c, .ops = ops, .keyspace = mixed_keys, .dataset = mixed_keys},
           true, sweep_seconds);
-      Run(sys, {.group = "clients", .name = "get", .kind = Kind::kGet, .clients = c, .ops = ops, .keyspace = mixed_keys,
+      RunEach(systems, {.group = "clients", .name = "get", .kind = Kind::kGet, .clients = c, .ops = ops, .keyspace = mixed_keys,
                 .dataset = mixed_keys},
           true, sweep_seconds);
     }
@@ -603,27 +613,33 @@ class Suite {
       const uint64_t ops = Scaled(std::clamp<uint64_t>(bytes / vs, 16, 20000), 8);
       const std::string prefix = "large" + std::to_string(vs) + ":";
       // Every key is written (no time cap), so the gets below read values.
-      Run(sys, {.group = "large", .name = "set", .prefix = prefix, .clients = 4, .ops = ops, .value_size = vs}, true,
+      RunEach(systems, {.group = "large", .name = "set", .prefix = prefix, .clients = 4, .ops = ops, .value_size = vs}, true,
           MaxSeconds() * 30);
-      Run(sys, {.group = "large", .name = "get", .prefix = prefix, .kind = Kind::kGet, .clients = 4, .ops = ops,
+      RunEach(systems, {.group = "large", .name = "get", .prefix = prefix, .kind = Kind::kGet, .clients = 4, .ops = ops,
                 .keyspace = ops / 4 * 4, .value_size = vs});
     }
     // The three searches, over generated documents.
-    if (sys.searches && Wants("search")) {
+    std::vector<const System*> searchers;
+    for (const System* sys : systems) {
+      if (sys->searches) searchers.push_back(sys);
+    }
+    if (!searchers.empty() && Wants("search")) {
       const uint64_t docs = Scaled(o_.quick ? 5000 : 50000, 100);
-      Run(sys, {.group = "load", .name = "docs", .prefix = "doc", .kind = Kind::kBulkSet, .clients = 4, .ops = docs,
+      RunEach(searchers, {.group = "load", .name = "docs", .prefix = "doc", .kind = Kind::kBulkSet, .clients = 4, .ops = docs,
                 .bulk = static_cast<int>(std::clamp<uint64_t>(docs / 4, 1, 500)), .docs = true},
           false);
       const uint64_t queries = Scaled(o_.quick ? 2000 : 10000, 40);
       for (auto [name, kind] : {std::pair{"search_by_value", Kind::kByValue}, std::pair{"fulltext_search", Kind::kFulltext},
                                 std::pair{"semantic_search", Kind::kSemantic}}) {
-        Run(sys, {.group = "search", .name = name, .prefix = "doc", .kind = kind, .clients = 8, .ops = queries,
+        RunEach(searchers, {.group = "search", .name = name, .prefix = "doc", .kind = kind, .clients = 8, .ops = queries,
                   .keyspace = docs, .dataset = docs});
       }
     }
-    // Before the crash test: a restart starts the server's counters afresh.
-    if (sys.notes) notes_ += sys.notes();
-    if (sys.crash_and_restart && Wants("durability")) Add(CrashTest(sys, 16, o_.quick ? 1.0 : 3.0));
+    for (const System* sys : systems) {
+      // Before the crash test: a restart starts the server's counters afresh.
+      if (sys->notes) notes_ += sys->notes();
+      if (sys->crash_and_restart && Wants("durability")) Add(CrashTest(*sys, 16, o_.quick ? 1.0 : 3.0));
+    }
   }
 
   const std::vector<Record>& records() const { return records_; }
@@ -636,6 +652,7 @@ class Suite {
   std::ofstream jsonl_;
   std::vector<Record> records_;
   std::string notes_;
+  size_t turn_ = 0;
 };
 
 // The engine on its own, in this process, as `kvbench engine` runs it: the
@@ -857,26 +874,29 @@ int RunSuite(const SuiteOptions& o) {
     }
     kv.connect = [address]() -> std::unique_ptr<Driver> { return std::make_unique<KvDriver>(address); };
     kv.notes = [address] { return ServerNotes(address); };
-    suite.RunAll(kv);
-    if (server) server->Stop(SIGTERM);
-
+    std::vector<const System*> systems = {&kv};
+    // Both servers run from the start: each workload goes to one, then the
+    // other (Suite::RunEach).
+    std::unique_ptr<RedisProcess> redis;
+    System r{.name = "redis"};
     if (o.compare) {
-      RedisProcess redis(dir.path() + "/redis");
-      if (!redis.Start()) {
+      redis = std::make_unique<RedisProcess>(dir.path() + "/redis");
+      if (!redis->Start()) {
         std::fprintf(stderr, "kvbench suite: could not start redis-server (is it installed?); no comparison\n");
       } else {
         redis_version = RedisVersion();
-        const int port = redis.port();
-        System r{.name = "redis",
-                 .connect = [port] { return RedisDriver::Connect(port); },
-                 .crash_and_restart = [&redis] {
-                   redis.Stop(SIGKILL);
-                   return redis.Start();
-                 }};
-        suite.RunAll(r);
-        redis.Stop(SIGTERM);
+        const int port = redis->port();
+        r.connect = [port] { return RedisDriver::Connect(port); };
+        r.crash_and_restart = [&redis] {
+          redis->Stop(SIGKILL);
+          return redis->Start();
+        };
+        systems.push_back(&r);
       }
     }
+    suite.RunAll(systems);
+    if (server) server->Stop(SIGTERM);
+    if (redis) redis->Stop(SIGTERM);
   }
 
   if (suite.Wants("engine") || suite.Wants("engine_sync")) RunEngineGroups(&suite, o, dir.path() + "/engines");
@@ -895,7 +915,8 @@ int RunSuite(const SuiteOptions& o) {
                        "time counts for each request in it).";
   if (!redis_version.empty()) {
     header += " Peer: " + redis_version + " with `appendonly yes`, `appendfsync always`, the same workloads "
-              "from the same client code (RESP instead of NDJSON).";
+              "from the same client code (RESP instead of NDJSON), each workload on both servers in turn (who goes "
+              "first alternates).";
   }
   if (std::any_of(suite.records().begin(), suite.records().end(),
                   [](const Record& r) { return r.group.starts_with("engine"); })) {
