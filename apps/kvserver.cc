@@ -89,10 +89,11 @@ int main(int argc, char** argv) {
   app.add_flag("--no-semantic", no_semantic, "keep no semantic (vector) index")->envname("KVSTORE_NO_SEMANTIC");
   auto* em = app.add_option_group("embedder", "semantic search: the embedding model (docs/search.md)");
   em->add_option("--embedder", embedder_kind,
-                 "hashing (built in, offline), or an HTTP service: openai (/v1/embeddings), ollama (/api/embed), "
-                 "tei (text-embeddings-inference /embed)")
+                 "hashing (built in, offline), an HTTP service: openai (/v1/embeddings), ollama (/api/embed), "
+                 "tei (text-embeddings-inference /embed), or client (every vector comes with its write and query; "
+                 "needs --embedder-dimension)")
       ->envname("KVSTORE_EMBEDDER")->capture_default_str()
-      ->check(CLI::IsMember({"hashing", "openai", "ollama", "tei"}));
+      ->check(CLI::IsMember({"hashing", "openai", "ollama", "tei", "client"}));
   em->add_option("--embedder-url", http_embedder.url, "the service, http://host:port[/base]")
       ->envname("KVSTORE_EMBEDDER_URL");
   em->add_option("--embedder-model", http_embedder.model, "the model name sent to the service")
@@ -147,6 +148,12 @@ int main(int argc, char** argv) {
   if (db_options.search.enabled && db_options.search.semantic) {
     if (embedder_kind == "hashing") {
       if (http_embedder.dimension > 0) db_options.search.embedder = kvstore::NewHashingEmbedder(http_embedder.dimension);
+    } else if (embedder_kind == "client") {
+      if (http_embedder.dimension <= 0) {
+        spdlog::error("--embedder client needs --embedder-dimension (the dimension of the clients' vectors)");
+        return 2;
+      }
+      db_options.search.embedder = kvstore::NewClientVectorsEmbedder(http_embedder.dimension);
     } else {
       http_embedder.api = embedder_kind == "openai"   ? kvstore::HttpEmbedderApi::kOpenAI
                           : embedder_kind == "ollama" ? kvstore::HttpEmbedderApi::kOllama

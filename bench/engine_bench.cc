@@ -139,27 +139,16 @@ class ValueSource {
   std::string data_;
 };
 
-struct Result {
-  std::string engine;
-  std::string workload;
-  int threads = 0;
-  bool sync = false;
-  uint64_t ops = 0;
-  double seconds = 0;
-  double p50_us = 0;
-  double p99_us = 0;
-  std::optional<uint64_t> found;  // readrandom: keys found; compact: live keys
-  std::optional<double> write_amp;  // compact only
-  std::optional<double> space_amp;  // compact only
-  int run = 0;
-};
+using Result = EngineResult;
 
 class Printer {
  public:
-  Printer(bool json, bool show_run) : json_(json), show_run_(show_run) {}
+  Printer(bool json, bool show_run, std::function<void(const EngineResult&)> sink)
+      : json_(json), show_run_(show_run), sink_(std::move(sink)) {}
 
   void Print(const Result& r) {
-    const double ops_per_sec = r.seconds > 0 ? static_cast<double>(r.ops) / r.seconds : 0.0;
+    if (sink_) return sink_(r);
+    const double ops_per_sec = r.ops_per_sec();
     if (json_) {
       std::printf(
           "{\"engine\":\"%s\",\"workload\":\"%s\",\"threads\":%d,\"sync\":%s,\"ops\":%llu,"
@@ -196,6 +185,7 @@ class Printer {
  private:
   bool json_;
   bool show_run_;
+  std::function<void(const EngineResult&)> sink_;
   bool header_done_ = false;
 };
 
@@ -559,8 +549,8 @@ int RunEngineBench(const EngineBenchOptions& in) {
 
   const ValueSource values(opt.value_size, opt.seed);
   Runner runner(opt, values);
-  Printer printer(opt.json, opt.repeat > 1);
-  if (!opt.json) {
+  Printer printer(opt.json, opt.repeat > 1, opt.on_result);
+  if (!opt.json && !opt.on_result) {
     std::printf("# kvbench engine: %llu ops, %zu-byte keys, %zu-byte values (~50%% compressible), "
                 "write buffer %zu bytes, %s, db %s\n",
                 static_cast<unsigned long long>(opt.num), opt.key_size, opt.value_size,

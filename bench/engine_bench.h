@@ -5,6 +5,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -13,6 +15,24 @@ class App;
 }
 
 namespace kvbench {
+
+// One workload measured on one engine.
+struct EngineResult {
+  std::string engine;
+  std::string workload;
+  int threads = 0;
+  bool sync = false;
+  uint64_t ops = 0;
+  double seconds = 0;
+  double p50_us = 0;
+  double p99_us = 0;
+  std::optional<uint64_t> found;    // readrandom: keys found; compact: live keys
+  std::optional<double> write_amp;  // compact only
+  std::optional<double> space_amp;  // compact only
+  int run = 0;
+
+  double ops_per_sec() const { return seconds > 0 ? static_cast<double>(ops) / seconds : 0.0; }
+};
 
 struct EngineBenchOptions {
   // Parent directory; each engine gets <db>/<engine>. Empty: a fresh
@@ -37,6 +57,9 @@ struct EngineBenchOptions {
   int repeat = 1;  // whole comparisons; run r starts with the r-th engine
   size_t write_buffer_size = 0;  // 0: kvstore's default memtable budget
   uint64_t seed = 301;
+  // When set, every result goes here instead of to stdout (the suite
+  // collects them into its own report).
+  std::function<void(const EngineResult&)> on_result;
 };
 
 // Runs the benchmark, printing results to stdout and errors to stderr.

@@ -3,10 +3,12 @@
 // benchmark (see engine_bench.h), `kvbench server` loads a kvserver over TCP
 // (server_bench.h), `kvbench search` the three searches (search_bench.h),
 // `kvbench suite` all of it end to end with reports (suite.h), `kvbench acid`
-// the ACID suite (acid.h) and `kvbench demo` a guided tour (demo.h).
+// the ACID suite (acid.h), `kvbench demo` a guided tour (demo.h) and
+// `kvbench cluster` a 3-node cluster against etcd (cluster_bench.h).
 #include <CLI/CLI.hpp>
 
 #include "bench/acid.h"
+#include "bench/cluster_bench.h"
 #include "bench/demo.h"
 #include "bench/engine_bench.h"
 #include "bench/search_bench.h"
@@ -23,6 +25,7 @@ int main(int argc, char** argv) {
   kvbench::AddSuiteCommand(app, &exit_code);
   kvbench::AddAcidCommand(app, &exit_code);
   kvbench::AddDemoCommand(app, &exit_code);
+  kvbench::AddClusterCommand(app, &exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

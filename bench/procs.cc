@@ -6,7 +6,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +17,7 @@
 #include <string>
 #include <thread>
 
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include "net/client.h"
@@ -49,15 +52,24 @@ TempDir::~TempDir() {
 
 namespace {
 
-// fork + exec argv with stdout on a pipe (returned in *out_fd) and stderr
-// appended to log; -1 on failure.
+// fork + exec argv with stdout on a pipe (returned in *out_fd; with
+// out_fd null, stdout goes to log too) and stderr appended to log; -1 on
+// failure. A child forked by the main thread dies with kvbench: the kernel's
+// parent-death signal fires when the forking *thread* exits, so a child
+// started by a worker thread (which may end first) does without it.
 pid_t Spawn(const std::vector<std::string>& args, const std::string& log, int* out_fd) {
   int out[2];
   if (pipe(out) != 0) return -1;
+  const bool main_thread = ::syscall(SYS_gettid) == ::getpid();
+  const pid_t parent = ::getpid();
   pid_t pid = fork();
   if (pid == 0) {
-    dup2(out[1], 1);
+    if (main_thread) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) _exit(127);  // kvbench died before prctl
+    }
     int err = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(out_fd != nullptr ? out[1] : err, 1);
     if (err >= 0) dup2(err, 2);
     close(out[0]);
     close(out[1]);
@@ -68,7 +80,11 @@ pid_t Spawn(const std::vector<std::string>& args, const std::string& log, int* o
     _exit(127);
   }
   close(out[1]);
-  *out_fd = out[0];
+  if (out_fd != nullptr) {
+    *out_fd = out[0];
+  } else {
+    close(out[0]);
+  }
   return pid;
 }
 
@@ -129,7 +145,7 @@ bool ServerProcess::Stop(int sig) {
   return clean;
 }
 
-ClusterProcess::ClusterProcess(const std::string& binary, const std::string& dir) {
+ClusterProcess::ClusterProcess(const std::string& binary, const std::string& dir, std::vector<std::string> extra) {
   std::vector<std::string> rafts, transfers;
   for (int i = 0; i < 3; ++i) {
     clients_.push_back("127.0.0.1:" + std::to_string(FreePort()));
@@ -142,11 +158,11 @@ ClusterProcess::ClusterProcess(const std::string& binary, const std::string& dir
     return out;
   };
   for (int i = 0; i < 3; ++i) {
-    nodes_.push_back(std::make_unique<ServerProcess>(
-        binary, dir + "/node_" + std::to_string(i + 1),
-        std::vector<std::string>{"--cluster", "--node-id", std::to_string(i + 1), "--peers", join(rafts),
-                                 "--peer-clients", join(clients_), "--peer-transfers", join(transfers),
-                                 "--threads", "2"}));
+    std::vector<std::string> args = {"--cluster", "--node-id", std::to_string(i + 1), "--peers", join(rafts),
+                                     "--peer-clients", join(clients_), "--peer-transfers", join(transfers),
+                                     "--threads", "2"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    nodes_.push_back(std::make_unique<ServerProcess>(binary, dir + "/node_" + std::to_string(i + 1), std::move(args)));
     nodes_.back()->set_port(std::stoi(clients_[i].substr(clients_[i].rfind(':') + 1)));
   }
 }
@@ -241,6 +257,171 @@ bool RedisProcess::Stop(int sig) {
   bool clean = Reap(pid_, sig);
   pid_ = -1;
   return clean;
+}
+
+// ---- etcd -----------------------------------------------------------------
+
+EtcdCluster::EtcdCluster(std::string binary, std::string dir, int heartbeat_ms, int election_ms)
+    : binary_(std::move(binary)), dir_(std::move(dir)), heartbeat_ms_(heartbeat_ms), election_ms_(election_ms) {
+  for (int i = 0; i < 3; ++i) {
+    clients_.push_back("127.0.0.1:" + std::to_string(FreePort()));
+    peers_.push_back("127.0.0.1:" + std::to_string(FreePort()));
+  }
+  pids_.assign(3, -1);
+}
+
+EtcdCluster::~EtcdCluster() {
+  for (int i = 0; i < 3; ++i) Kill(i);
+}
+
+bool EtcdCluster::Spawn(int i) {
+  if (pids_[i] > 0) return true;
+  std::string initial;
+  for (int j = 0; j < 3; ++j) {
+    initial += (j > 0 ? "," : "") + std::string("m") + std::to_string(j + 1) + "=http://" + peers_[j];
+  }
+  const std::string name = "m" + std::to_string(i + 1);
+  // --initial-cluster-state new is ignored once the data directory exists,
+  // so a restart after kill -9 rejoins with the same arguments.
+  std::vector<std::string> args = {binary_, "--name", name, "--data-dir", dir_ + "/" + name,
+                                   "--listen-client-urls", "http://" + clients_[i],
+                                   "--advertise-client-urls", "http://" + clients_[i],
+                                   "--listen-peer-urls", "http://" + peers_[i],
+                                   "--initial-advertise-peer-urls", "http://" + peers_[i],
+                                   "--initial-cluster", initial, "--initial-cluster-state", "new",
+                                   "--initial-cluster-token", "kvbench",
+                                   "--heartbeat-interval", std::to_string(heartbeat_ms_),
+                                   "--election-timeout", std::to_string(election_ms_),
+                                   "--logger", "zap", "--log-level", "warn"};
+  pids_[i] = ::kvbench::Spawn(args, dir_ + "/" + name + ".log", nullptr);
+  return pids_[i] > 0;
+}
+
+bool EtcdCluster::WaitHealthy(int i, int timeout_ms) {
+  const std::string& a = clients_[i];
+  httplib::Client c(a.substr(0, a.rfind(':')), std::stoi(a.substr(a.rfind(':') + 1)));
+  c.set_connection_timeout(0, 500000);
+  c.set_read_timeout(1, 0);
+  for (auto end = Clock::now() + std::chrono::milliseconds(timeout_ms); Clock::now() < end;) {
+    int status;
+    if (pids_[i] <= 0 || waitpid(pids_[i], &status, WNOHANG) == pids_[i]) {  // exited
+      pids_[i] = -1;
+      return false;
+    }
+    auto r = c.Get("/health");
+    if (r && r->status == 200 && r->body.find("\"health\":\"true\"") != std::string::npos) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+bool EtcdCluster::StartAll() {
+  fs::create_directories(dir_);
+  // All three first: a member is healthy only once a quorum has elected.
+  for (int i = 0; i < 3; ++i) {
+    if (!Spawn(i)) return false;
+  }
+  for (int i = 0; i < 3; ++i) {
+    if (!WaitHealthy(i, 30000)) return false;
+  }
+  return true;
+}
+
+bool EtcdCluster::Start(int i) { return Spawn(i) && WaitHealthy(i, 30000); }
+
+void EtcdCluster::Kill(int i) {
+  if (pids_[i] <= 0) return;
+  Reap(pids_[i], SIGKILL);
+  pids_[i] = -1;
+}
+
+int EtcdCluster::WaitForLeader(int timeout_ms) {
+  auto end = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (Clock::now() < end) {
+    int leader = -1;
+    std::string leader_id;
+    bool agreed = true;
+    for (int i = 0; i < 3 && agreed; ++i) {
+      if (pids_[i] <= 0) continue;
+      EtcdClient c({clients_[i]}, 0, 1000);
+      std::string body;
+      nlohmann::json r;
+      if (!c.Post("/v3/maintenance/status", "{}", &body) ||
+          (r = nlohmann::json::parse(body, nullptr, false)).is_discarded() || !r.contains("leader")) {
+        agreed = false;
+        break;
+      }
+      // The gateway writes uint64 fields as JSON strings.
+      const std::string member = r["header"].value("member_id", "");
+      const std::string names = r.value("leader", "");
+      if (names.empty() || names == "0" || (!leader_id.empty() && names != leader_id)) agreed = false;
+      leader_id = names;
+      if (member == names) leader = i;
+    }
+    if (agreed && leader >= 0) return leader;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+struct EtcdClient::Conn {
+  explicit Conn(const std::string& address, int timeout_ms)
+      : http(address.substr(0, address.rfind(':')), std::stoi(address.substr(address.rfind(':') + 1))) {
+    http.set_keep_alive(true);
+    // Else Nagle holds back the body behind the headers until the peer's
+    // delayed ACK: 40 ms a request.
+    http.set_tcp_nodelay(true);
+    http.set_connection_timeout(timeout_ms / 1000, (timeout_ms % 1000) * 1000);
+    http.set_read_timeout(timeout_ms / 1000, (timeout_ms % 1000) * 1000);
+    http.set_write_timeout(timeout_ms / 1000, (timeout_ms % 1000) * 1000);
+  }
+  httplib::Client http;
+};
+
+EtcdClient::EtcdClient(std::vector<std::string> addresses, size_t first, int timeout_ms)
+    : addresses_(std::move(addresses)), current_(first % addresses_.size()), timeout_ms_(timeout_ms) {}
+
+EtcdClient::~EtcdClient() = default;
+
+bool EtcdClient::Post(const std::string& path, const std::string& body, std::string* response) {
+  if (!conn_) conn_ = std::make_unique<Conn>(addresses_[current_], timeout_ms_);
+  auto r = conn_->http.Post(path, body, "application/json");
+  if (r && r->status == 200) {
+    *response = std::move(r->body);
+    return true;
+  }
+  // Refused, cut, timed out, or an error such as "no leader": the next
+  // member may do better (a follower forwards puts to the leader).
+  conn_.reset();
+  current_ = (current_ + 1) % addresses_.size();
+  return false;
+}
+
+bool EtcdClient::Put(const std::string& key, const std::string& value) {
+  std::string response;
+  const std::string body = "{\"key\":\"" + Base64(key) + "\",\"value\":\"" + Base64(value) + "\"}";
+  return Post("/v3/kv/put", body, &response) && response.find("\"header\"") != std::string::npos;
+}
+
+std::string Base64(const std::string& in) {
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    const uint32_t v = (static_cast<uint8_t>(in[i]) << 16) | (static_cast<uint8_t>(in[i + 1]) << 8) |
+                       static_cast<uint8_t>(in[i + 2]);
+    for (int k = 3; k >= 0; --k) out += kAlphabet[(v >> (6 * k)) & 63];
+  }
+  if (i < in.size()) {
+    uint32_t v = static_cast<uint8_t>(in[i]) << 16;
+    if (i + 1 < in.size()) v |= static_cast<uint8_t>(in[i + 1]) << 8;
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += i + 1 < in.size() ? kAlphabet[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
 }
 
 }  // namespace kvbench

@@ -49,7 +49,9 @@ std::string Size(uint64_t b) {
 std::string Params(const Record& r) {
   std::string p;
   if (r.dataset > 0) p += Rate(static_cast<double>(r.dataset)) + " keys, ";
-  p += std::to_string(r.clients) + (r.clients == 1 ? " client" : " clients");
+  // The engine groups run threads in one process, not connections.
+  const bool threads = r.group.starts_with("engine");
+  p += std::to_string(r.clients) + (threads ? (r.clients == 1 ? " thread" : " threads") : (r.clients == 1 ? " client" : " clients"));
   if (r.pipeline > 1) p += ", pipeline " + std::to_string(r.pipeline);
   if (r.value_size > 0) p += ", " + Size(r.value_size);
   return p;
@@ -136,33 +138,40 @@ std::string Record::Key() const {
 }
 
 std::string MarkdownSummary(const std::vector<Record>& records, const std::string& header) {
-  std::map<std::string, const Record*> peer;
-  std::set<std::string> peers;
+  // Each group is compared with the peers that ran it: Redis for the
+  // server's, RocksDB and LevelDB (and raw) for the engine's.
+  std::map<std::string, const Record*> peer;  // system + "|" + Key()
+  std::map<std::string, std::vector<std::string>> group_peers;
   for (const Record& r : records) {
-    if (r.system != "kvstore") {
-      peer[r.Key()] = &r;
-      peers.insert(r.system);
-    }
+    if (r.system == "kvstore") continue;
+    peer[r.system + "|" + r.Key()] = &r;
+    auto& list = group_peers[r.group];
+    if (std::find(list.begin(), list.end(), r.system) == list.end()) list.push_back(r.system);
   }
-  const std::string p = peers.empty() ? "" : *peers.begin();
   std::string md = header;
   std::string group;
+  std::vector<std::string> peers;
   for (const Record& r : records) {
     if (r.system != "kvstore") continue;
     if (r.group == "durability") continue;
     if (r.group != group) {
       group = r.group;
+      peers = group_peers[group];
       md += "\n### " + group + "\n\n| workload | parameters | kvstore ops/s | p50 | p99 |";
-      if (!p.empty()) md += " " + p + " ops/s | p50 | p99 | kvstore / " + p + " |";
-      md += "\n|---|---|---|---|---|" + std::string(p.empty() ? "" : "---|---|---|---|") + "\n";
+      std::string rule = "\n|---|---|---|---|---|";
+      for (const std::string& p : peers) {
+        md += " " + p + " ops/s | p50 | p99 | kvstore / " + p + " |";
+        rule += "---|---|---|---|";
+      }
+      md += rule + "\n";
     }
     std::string rate = Rate(r.ops_per_sec);
     if (r.mb_per_sec >= 1 && r.value_size >= 1024) rate += " (" + Fmt("%.0f", r.mb_per_sec) + " MB/s)";
     if (r.errors > 0) rate += " ⚠ " + std::to_string(r.errors) + " errors";
     if (r.misses > 0) rate += " (" + std::to_string(r.misses) + " misses)";
     md += "| " + r.workload + " | " + Params(r) + " | " + rate + " | " + Micros(r.p50_us) + " | " + Micros(r.p99_us) + " |";
-    if (!p.empty()) {
-      auto it = peer.find(r.Key());
+    for (const std::string& p : peers) {
+      auto it = peer.find(p + "|" + r.Key());
       if (it == peer.end()) {
         md += " — | | | |";
       } else {

@@ -10,8 +10,8 @@
 namespace kvbench {
 
 struct Record {
-  std::string system;    // kvstore, redis
-  std::string group;     // dataset, bulk, mixed, clients, pipeline, large, search, durability
+  std::string system;    // kvstore, redis, rocksdb, leveldb, raw
+  std::string group;     // dataset, bulk, mixed, clients, pipeline, large, search, durability, engine, engine_sync
   std::string workload;  // set, get, bulk_set, ycsb_a, ...
   uint64_t dataset = 0;  // keys in the store while measured
   int clients = 1;

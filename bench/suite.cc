@@ -28,6 +28,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/bench_engine.h"
+#include "bench/cluster_bench.h"
+#include "bench/engine_bench.h"
 #include "bench/histogram.h"
 #include "bench/procs.h"
 #include "bench/report.h"
@@ -545,7 +548,17 @@ class Suite {
     }
   }
 
-  void RunAll(const System& sys) {
+  // Every workload runs on each system in turn, before the next workload:
+  // both see the machine in about the same state, so their ratio means
+  // more than two passes minutes apart would. Who goes first alternates.
+  void RunEach(const std::vector<const System*>& systems, const Workload& w, bool record = true,
+               double max_seconds = 0) {
+    const size_t n = systems.size();
+    for (size_t i = 0; i < n; i++) Run(*systems[(i + turn_) % n], w, record, max_seconds);
+    if (record) turn_++;
+  }
+
+  void RunAll(const std::vector<const System*>& systems) {
     // Single writes and reads at growing dataset sizes; each size loads
     // only the keys the previous one lacks.
     std::vector<uint64_t> sizes = o_.quick ? std::vector<uint64_t>{1000, 10000, 100000}
@@ -556,29 +569,29 @@ class Suite {
       if (n > loaded) {
         Workload load{.group = "load", .name = "bulk_set", .kind = Kind::kBulkSet, .clients = 4,
                       .ops = n - loaded, .key_base = loaded, .bulk = static_cast<int>(std::clamp<uint64_t>((n - loaded) / 4, 1, 1000))};
-        Run(sys, load, false);
+        RunEach(systems, load, false);
         loaded = n;
       }
       if (n0 <= 100000) mixed_keys = n;
-      Run(sys, {.group = "dataset", .name = "set", .clients = 50, .ops = Scaled(o_.quick ? 5000 : 20000, 50),
+      RunEach(systems, {.group = "dataset", .name = "set", .clients = 50, .ops = Scaled(o_.quick ? 5000 : 20000, 50),
                 .keyspace = n, .dataset = n});
-      Run(sys, {.group = "dataset", .name = "get", .kind = Kind::kGet, .clients = 50,
+      RunEach(systems, {.group = "dataset", .name = "get", .kind = Kind::kGet, .clients = 50,
                 .ops = Scaled(o_.quick ? 10000 : 50000, 50), .keyspace = n, .dataset = n});
     }
     // YCSB A (50% reads) and B (95% reads), uniform keys.
-    Run(sys, {.group = "mixed", .name = "ycsb_a", .clients = 50, .ops = Scaled(o_.quick ? 10000 : 50000, 50),
+    RunEach(systems, {.group = "mixed", .name = "ycsb_a", .clients = 50, .ops = Scaled(o_.quick ? 10000 : 50000, 50),
               .keyspace = mixed_keys, .read_fraction = 0.5, .dataset = mixed_keys});
-    Run(sys, {.group = "mixed", .name = "ycsb_b", .clients = 50, .ops = Scaled(o_.quick ? 10000 : 50000, 50),
+    RunEach(systems, {.group = "mixed", .name = "ycsb_b", .clients = 50, .ops = Scaled(o_.quick ? 10000 : 50000, 50),
               .keyspace = mixed_keys, .read_fraction = 0.95, .dataset = mixed_keys});
     // Bulk writes: items per second.
     for (int bulk : {1000, 100}) {
-      Run(sys, {.group = "bulk", .name = "bulk_set_" + std::to_string(bulk), .prefix = "bulk", .kind = Kind::kBulkSet,
+      RunEach(systems, {.group = "bulk", .name = "bulk_set_" + std::to_string(bulk), .prefix = "bulk", .kind = Kind::kBulkSet,
                 .clients = 4, .ops = Scaled(o_.quick ? 50000 : 200000, static_cast<uint64_t>(bulk) * 4), .bulk = bulk});
     }
     // Pipelining (the shapes of issue 5's targets).
-    Run(sys, {.group = "pipeline", .name = "set", .clients = 50, .pipeline = 16,
+    RunEach(systems, {.group = "pipeline", .name = "set", .clients = 50, .pipeline = 16,
               .ops = Scaled(o_.quick ? 30000 : 100000, 800), .keyspace = mixed_keys, .dataset = mixed_keys});
-    Run(sys, {.group = "pipeline", .name = "get", .kind = Kind::kGet, .clients = 50, .pipeline = 16,
+    RunEach(systems, {.group = "pipeline", .name = "get", .kind = Kind::kGet, .clients = 50, .pipeline = 16,
               .ops = Scaled(o_.quick ? 30000 : 100000, 800), .keyspace = mixed_keys, .dataset = mixed_keys});
     // Throughput against concurrent clients.
     std::vector<int> clients = o_.quick ? std::vector<int>{1, 4, 16, 64, 256}
@@ -586,9 +599,9 @@ class Suite {
     const double sweep_seconds = o_.max_seconds > 0 ? o_.max_seconds : (o_.quick ? 2 : 8);
     for (int c : clients) {
       const uint64_t ops = Scaled(static_cast<uint64_t>(c) * (o_.quick ? 200 : 1000), static_cast<uint64_t>(c) * 4);
-      Run(sys, {.group = "clients", .name = "set", .clients = c, .ops = ops, .keyspace = mixed_keys, .dataset = mixed_keys},
+      RunEach(systems, {.group = "clients", .name = "set", .clients = c, .ops = ops, .keyspace = mixed_keys, .dataset = mixed_keys},
           true, sweep_seconds);
-      Run(sys, {.group = "clients", .name = "get", .kind = Kind::kGet, .clients = c, .ops = ops, .keyspace = mixed_keys,
+      RunEach(systems, {.group = "clients", .name = "get", .kind = Kind::kGet, .clients = c, .ops = ops, .keyspace = mixed_keys,
                 .dataset = mixed_keys},
           true, sweep_seconds);
     }
@@ -600,31 +613,38 @@ class Suite {
       const uint64_t ops = Scaled(std::clamp<uint64_t>(bytes / vs, 16, 20000), 8);
       const std::string prefix = "large" + std::to_string(vs) + ":";
       // Every key is written (no time cap), so the gets below read values.
-      Run(sys, {.group = "large", .name = "set", .prefix = prefix, .clients = 4, .ops = ops, .value_size = vs}, true,
+      RunEach(systems, {.group = "large", .name = "set", .prefix = prefix, .clients = 4, .ops = ops, .value_size = vs}, true,
           MaxSeconds() * 30);
-      Run(sys, {.group = "large", .name = "get", .prefix = prefix, .kind = Kind::kGet, .clients = 4, .ops = ops,
+      RunEach(systems, {.group = "large", .name = "get", .prefix = prefix, .kind = Kind::kGet, .clients = 4, .ops = ops,
                 .keyspace = ops / 4 * 4, .value_size = vs});
     }
     // The three searches, over generated documents.
-    if (sys.searches && Wants("search")) {
+    std::vector<const System*> searchers;
+    for (const System* sys : systems) {
+      if (sys->searches) searchers.push_back(sys);
+    }
+    if (!searchers.empty() && Wants("search")) {
       const uint64_t docs = Scaled(o_.quick ? 5000 : 50000, 100);
-      Run(sys, {.group = "load", .name = "docs", .prefix = "doc", .kind = Kind::kBulkSet, .clients = 4, .ops = docs,
+      RunEach(searchers, {.group = "load", .name = "docs", .prefix = "doc", .kind = Kind::kBulkSet, .clients = 4, .ops = docs,
                 .bulk = static_cast<int>(std::clamp<uint64_t>(docs / 4, 1, 500)), .docs = true},
           false);
       const uint64_t queries = Scaled(o_.quick ? 2000 : 10000, 40);
       for (auto [name, kind] : {std::pair{"search_by_value", Kind::kByValue}, std::pair{"fulltext_search", Kind::kFulltext},
                                 std::pair{"semantic_search", Kind::kSemantic}}) {
-        Run(sys, {.group = "search", .name = name, .prefix = "doc", .kind = kind, .clients = 8, .ops = queries,
+        RunEach(searchers, {.group = "search", .name = name, .prefix = "doc", .kind = kind, .clients = 8, .ops = queries,
                   .keyspace = docs, .dataset = docs});
       }
     }
-    // Before the crash test: a restart starts the server's counters afresh.
-    if (sys.notes) notes_ += sys.notes();
-    if (sys.crash_and_restart && Wants("durability")) Add(CrashTest(sys, 16, o_.quick ? 1.0 : 3.0));
+    for (const System* sys : systems) {
+      // Before the crash test: a restart starts the server's counters afresh.
+      if (sys->notes) notes_ += sys->notes();
+      if (sys->crash_and_restart && Wants("durability")) Add(CrashTest(*sys, 16, o_.quick ? 1.0 : 3.0));
+    }
   }
 
   const std::vector<Record>& records() const { return records_; }
   const std::string& notes() const { return notes_; }
+  void AddNote(const std::string& note) { notes_ += note; }
 
  private:
   const SuiteOptions& o_;
@@ -632,7 +652,140 @@ class Suite {
   std::ofstream jsonl_;
   std::vector<Record> records_;
   std::string notes_;
+  size_t turn_ = 0;
 };
+
+// The engine on its own, in this process, as `kvbench engine` runs it: the
+// db_bench shapes without sync at one size, and durable random fills from 1,
+// 8 and 64 threads; with --compare, RocksDB and LevelDB (and, for durable
+// fills, a raw append + fdatasync file) with equal settings, in the same run.
+void RunEngineGroups(Suite* suite, const SuiteOptions& o, const std::string& dir) {
+  std::vector<std::string> peers;
+  if (o.compare) {
+    for (const std::string& e : AvailableEngines()) {
+      if (e != "kvstore") peers.push_back(e);
+    }
+  }
+  std::string amplification;
+  auto run = [&](EngineBenchOptions eo, const std::string& group, uint64_t dataset) {
+    eo.db = dir;
+    eo.on_result = [&](const EngineResult& e) {
+      if (e.write_amp && e.space_amp) {
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "%s %.2f / %.2f, ", e.engine.c_str(), *e.write_amp, *e.space_amp);
+        amplification += buf;
+        return;  // a compaction's time is not a rate
+      }
+      Record r;
+      r.system = e.engine;
+      r.group = group;
+      r.workload = e.workload;
+      r.dataset = dataset;
+      r.clients = e.threads;
+      r.value_size = eo.value_size;
+      r.ops = e.ops;
+      r.seconds = e.seconds;
+      r.ops_per_sec = e.ops_per_sec();
+      r.p50_us = e.p50_us;
+      r.p99_us = e.p99_us;
+      suite->Add(r);
+    };
+    if (RunEngineBench(eo) != 0) {
+      Record r;
+      r.system = "kvstore";
+      r.group = group;
+      r.workload = "error (see stderr)";
+      r.errors = 1;
+      suite->Add(r);
+    }
+  };
+  if (suite->Wants("engine")) {
+    EngineBenchOptions eo;
+    eo.workloads = {"fillseq", "fillrandom", "overwrite", "compact", "readrandom", "readseq"};
+    eo.num = suite->Scaled(o.quick ? 200000 : 1000000, 1000);
+    eo.sync = false;
+    for (const std::string& p : peers) {
+      if (p != "raw") eo.compare.push_back(p);
+    }
+    run(eo, "engine", eo.num);
+    if (!amplification.empty()) {
+      amplification.resize(amplification.size() - 2);
+      suite->AddNote("Engine write / space amplification after a full compaction (" + std::to_string(eo.num) +
+                     " keys): " + amplification + ".\n");
+    }
+  }
+  if (suite->Wants("engine_sync")) {
+    for (int threads : {1, 8, 64}) {
+      EngineBenchOptions eo;
+      eo.workloads = {"fillrandom"};
+      eo.num = suite->Scaled(static_cast<uint64_t>(o.quick ? 2000 : 5000) * static_cast<uint64_t>(threads == 1 ? 1 : threads / 2),
+                             static_cast<uint64_t>(threads) * 4);
+      eo.threads = threads;
+      eo.sync = true;
+      eo.compare = peers;
+      run(eo, "engine_sync", 0);
+    }
+  }
+}
+
+// The 3-node cluster (`kvbench cluster`): durable replicated sets from 64
+// clients and leader failover; with --compare, a 3-member etcd cluster with
+// the same Raft timeouts beside it.
+void RunClusterGroup(Suite* suite, const SuiteOptions& o) {
+  ClusterBenchOptions co;
+  co.systems = {"kvstore"};
+  if (o.compare) {
+    if (access(co.etcd.c_str(), X_OK) == 0) {
+      co.systems.push_back("etcd");
+    } else {
+      std::fprintf(stderr, "kvbench suite: %s is not there: no etcd comparison\n", co.etcd.c_str());
+    }
+  }
+  co.kvserver = o.kvserver;
+  co.seconds = std::max(1.0, (o.quick ? 3.0 : 10.0) * o.scale);
+  co.failover_trials = static_cast<int>(std::max<uint64_t>(1, suite->Scaled(o.quick ? 3 : 5)));
+  std::string failover;
+  co.on_result = [&](const ClusterResult& c) {
+    Record r;
+    r.system = c.system;
+    r.group = "cluster";
+    r.clients = c.clients;
+    r.value_size = co.value_size;
+    if (c.workload == "set") {
+      r.workload = "set (3 nodes)";
+      r.ops = c.ops;
+      r.errors = c.errors;
+      r.seconds = c.seconds;
+      r.ops_per_sec = c.ops_per_sec;
+      r.p50_us = c.p50_us;
+      r.p99_us = c.p99_us;
+      return suite->Add(r);
+    }
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "%s median %.0f ms (max %.0f ms, %d trials%s%s), ", c.system.c_str(), c.median_ms,
+                  c.max_ms, c.trials, c.failed_trials > 0 ? ", some without a new leader" : "",
+                  c.lost > 0 ? ", ACKNOWLEDGED WRITES LOST" : "");
+    failover += buf;
+    if (c.failed_trials > 0 || c.lost > 0) {
+      r.workload = "failover";
+      r.errors = static_cast<uint64_t>(c.failed_trials) + static_cast<uint64_t>(std::max<int64_t>(c.lost, 0));
+      suite->Add(r);
+    }
+  };
+  if (RunClusterBench(co) != 0) {
+    Record r;
+    r.system = "kvstore";
+    r.group = "cluster";
+    r.workload = "error (see stderr)";
+    r.errors = 1;
+    suite->Add(r);
+  }
+  if (!failover.empty()) {
+    failover.resize(failover.size() - 2);
+    suite->AddNote("Cluster failover, kill -9 of the leader to the first acknowledged write on the new one: " +
+                   failover + ".\n");
+  }
+}
 
 std::string RedisVersion() {
   FILE* p = popen("redis-server --version 2>/dev/null", "r");
@@ -692,50 +845,62 @@ int RunSuite(const SuiteOptions& o) {
   }
   const std::string load_before = LoadAverage();
   const auto started = Clock::now();
-  std::printf("kvbench suite (%s%s): results in %s\n", o.quick ? "quick" : "full", o.compare ? ", against redis" : "",
-              out.c_str());
+  std::printf("kvbench suite (%s%s): results in %s\n", o.quick ? "quick" : "full",
+              o.compare ? ", against redis, rocksdb, leveldb and etcd" : "", out.c_str());
   std::fflush(stdout);
 
   Suite suite(o, out);
   TempDir dir("kvbench-suite");
-  std::unique_ptr<ServerProcess> server;
-  System kv{.name = "kvstore", .searches = true};
-  std::string address = o.host + ":" + std::to_string(o.port);
-  if (o.port == 0) {
-    server = std::make_unique<ServerProcess>(o.kvserver, dir.path() + "/kvstore");
-    if (dir.path().empty() || !server->Start()) {
-      std::fprintf(stderr, "kvbench suite: could not start %s\n", o.kvserver.c_str());
-      return 1;
-    }
-    address = server->address();
-    kv.crash_and_restart = [&server] {
-      server->Stop(SIGKILL);
-      return server->Start();
-    };
-  }
-  kv.connect = [address]() -> std::unique_ptr<Driver> { return std::make_unique<KvDriver>(address); };
-  kv.notes = [address] { return ServerNotes(address); };
-  suite.RunAll(kv);
-  if (server) server->Stop(SIGTERM);
-
   std::string redis_version;
-  if (o.compare) {
-    RedisProcess redis(dir.path() + "/redis");
-    if (!redis.Start()) {
-      std::fprintf(stderr, "kvbench suite: could not start redis-server (is it installed?); no comparison\n");
-    } else {
-      redis_version = RedisVersion();
-      const int port = redis.port();
-      System r{.name = "redis",
-               .connect = [port] { return RedisDriver::Connect(port); },
-               .crash_and_restart = [&redis] {
-                 redis.Stop(SIGKILL);
-                 return redis.Start();
-               }};
-      suite.RunAll(r);
-      redis.Stop(SIGTERM);
+  // --only engine, engine_sync or cluster needs no server of its own.
+  const bool server_groups = o.only.empty() || std::any_of(o.only.begin(), o.only.end(), [](const std::string& g) {
+                               return !g.starts_with("engine") && g != "cluster";
+                             });
+  if (server_groups) {
+    std::unique_ptr<ServerProcess> server;
+    System kv{.name = "kvstore", .searches = true};
+    std::string address = o.host + ":" + std::to_string(o.port);
+    if (o.port == 0) {
+      server = std::make_unique<ServerProcess>(o.kvserver, dir.path() + "/kvstore");
+      if (dir.path().empty() || !server->Start()) {
+        std::fprintf(stderr, "kvbench suite: could not start %s\n", o.kvserver.c_str());
+        return 1;
+      }
+      address = server->address();
+      kv.crash_and_restart = [&server] {
+        server->Stop(SIGKILL);
+        return server->Start();
+      };
     }
+    kv.connect = [address]() -> std::unique_ptr<Driver> { return std::make_unique<KvDriver>(address); };
+    kv.notes = [address] { return ServerNotes(address); };
+    std::vector<const System*> systems = {&kv};
+    // Both servers run from the start: each workload goes to one, then the
+    // other (Suite::RunEach).
+    std::unique_ptr<RedisProcess> redis;
+    System r{.name = "redis"};
+    if (o.compare) {
+      redis = std::make_unique<RedisProcess>(dir.path() + "/redis");
+      if (!redis->Start()) {
+        std::fprintf(stderr, "kvbench suite: could not start redis-server (is it installed?); no comparison\n");
+      } else {
+        redis_version = RedisVersion();
+        const int port = redis->port();
+        r.connect = [port] { return RedisDriver::Connect(port); };
+        r.crash_and_restart = [&redis] {
+          redis->Stop(SIGKILL);
+          return redis->Start();
+        };
+        systems.push_back(&r);
+      }
+    }
+    suite.RunAll(systems);
+    if (server) server->Stop(SIGTERM);
+    if (redis) redis->Stop(SIGTERM);
   }
+
+  if (suite.Wants("engine") || suite.Wants("engine_sync")) RunEngineGroups(&suite, o, dir.path() + "/engines");
+  if (suite.Wants("cluster")) RunClusterGroup(&suite, o);
 
   const double minutes = std::chrono::duration<double>(Clock::now() - started).count() / 60;
   char when[200];
@@ -750,7 +915,20 @@ int RunSuite(const SuiteOptions& o) {
                        "time counts for each request in it).";
   if (!redis_version.empty()) {
     header += " Peer: " + redis_version + " with `appendonly yes`, `appendfsync always`, the same workloads "
-              "from the same client code (RESP instead of NDJSON).";
+              "from the same client code (RESP instead of NDJSON), each workload on both servers in turn (who goes "
+              "first alternates).";
+  }
+  if (std::any_of(suite.records().begin(), suite.records().end(),
+                  [](const Record& r) { return r.group.starts_with("engine"); })) {
+    header += " Groups engine and engine_sync: the embedded engine in kvbench's own process (`kvbench engine`), "
+              "16-byte keys, threads in place of clients, and with --compare RocksDB and LevelDB beside it with "
+              "equal settings (memtable, 4 KiB blocks, 10 bloom bits, block cache, LZ4; Snappy for LevelDB); "
+              "`raw` appends each record to a file and calls fdatasync, the floor for a durable write.";
+  }
+  if (std::any_of(suite.records().begin(), suite.records().end(), [](const Record& r) { return r.group == "cluster"; })) {
+    header += " Group cluster: three `kvserver --cluster` nodes on loopback (`kvbench cluster`), one durable "
+              "replicated set in flight per client; with --compare, three etcd 3.4 members with the same Raft "
+              "timeouts, written through their JSON gateway.";
   }
   header += "\n";
   if (!suite.notes().empty()) header += "\n" + suite.notes();
@@ -775,10 +953,15 @@ void AddSuiteCommand(CLI::App& app, int* exit_code) {
   cmd->add_option("--port", o->port, "a running kvserver's port (0: start one; no crash test then)")->capture_default_str();
   cmd->add_option("--out", o->out, "results directory (default bench-results/<timestamp>)");
   cmd->add_flag("--quick", o->quick, "a short version (a few minutes), same outputs");
-  cmd->add_flag("--compare", o->compare, "run the server workloads against redis-server too (appendfsync always)");
-  cmd->add_option("--only", o->only, "run only these groups: dataset, mixed, bulk, pipeline, clients, large, search, durability")
+  cmd->add_flag("--compare", o->compare,
+                "run the server workloads against redis-server too (appendfsync always), the engine ones against "
+                "RocksDB and LevelDB, the cluster ones against etcd");
+  cmd->add_option("--only", o->only,
+                  "run only these groups: dataset, mixed, bulk, pipeline, clients, large, search, durability, engine, "
+                  "engine_sync, cluster")
       ->delimiter(',')
-      ->check(CLI::IsMember({"dataset", "mixed", "bulk", "pipeline", "clients", "large", "search", "durability"}));
+      ->check(CLI::IsMember({"dataset", "mixed", "bulk", "pipeline", "clients", "large", "search", "durability", "engine",
+                             "engine_sync", "cluster"}));
   cmd->add_option("--scale", o->scale, "multiply op counts and dataset sizes")->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--max-seconds", o->max_seconds, "cap per measurement (0: 20, or 4 with --quick)")->capture_default_str();
 #ifdef KVBENCH_KVSERVER_PATH

@@ -11,6 +11,7 @@
 
 #include <cerrno>
 #include <cinttypes>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <vector>
@@ -60,6 +61,19 @@ bool SendAll(int fd, const char* data, size_t n) {
 
 bool SendAll(int fd, const std::string& s) { return SendAll(fd, s.data(), s.size()); }
 
+bool SendAllFile(int fd, const std::string& s) {
+  const char* p = s.data();
+  size_t n = s.size();
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+  return true;
+}
+
 // Reads one '\n'-terminated line (without it), byte by byte: lines are few
 // and short, and nothing past the line may be consumed.
 bool ReadLine(int fd, std::string* line) {
@@ -106,7 +120,62 @@ bool HashFile(const fs::path& path, uint64_t* hash, uint64_t* size) {
   return true;
 }
 
+std::string ListLine(const std::string& name, uint64_t size, uint64_t hash) {
+  return "F " + name + " " + std::to_string(size) + " " + Hex(hash) + "\n";
+}
+
+// A checksums file is whole when it ends with the END line.
+bool ReadChecksums(const fs::path& path, std::string* out) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  out->clear();
+  char buf[4096];
+  for (;;) {
+    ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    out->append(buf, static_cast<size_t>(r));
+  }
+  ::close(fd);
+  return out->ends_with("END\n");
+}
+
+Status WriteFileSynced(const std::string& path, const std::string& contents) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("create " + path);
+  bool ok = SendAllFile(fd, contents) && ::fsync(fd) == 0;
+  Status s = ok ? Status::OK() : Errno("write " + path);
+  ::close(fd);
+  return s;
+}
+
 }  // namespace
+
+Status WriteChecksums(const std::string& dir) {
+  std::error_code ec;
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.path().filename() == kChecksumsFile) continue;
+    if (!e.is_regular_file()) return Status::IOError("not a file: " + e.path().string());
+    files.push_back(e.path());
+  }
+  if (ec) return Status::IOError("list " + dir + ": " + ec.message());
+  std::sort(files.begin(), files.end());
+  std::string out;
+  for (const fs::path& f : files) {
+    uint64_t hash, size;
+    if (!HashFile(f, &hash, &size)) return Errno("read " + f.string());
+    out += ListLine(f.filename().string(), size, hash);
+  }
+  return WriteFileSynced(dir + "/" + kChecksumsFile, out + "END\n");
+}
+
+bool CheckpointServer::Retire(const std::string& id) {
+  std::lock_guard lock(mu_);
+  if (sending_ == id) return false;
+  retired_.insert(id);
+  return true;
+}
 
 Status CheckpointServer::Start(const std::string& host, uint16_t port) {
   addrinfo hints{};
@@ -155,6 +224,8 @@ void CheckpointServer::Serve() {
     SetTimeouts(fd, 5000);
     ServeConnection(fd);
     ::close(fd);
+    std::lock_guard lock(mu_);
+    sending_.clear();
   }
 }
 
@@ -176,22 +247,42 @@ void CheckpointServer::ServeConnection(int fd) {
     }
     const fs::path dir = fs::path(root_) / words[1];
     if (words[0] == "LIST" && words.size() == 2) {
+      {
+        int failing = fail_lists_.load();
+        while (failing > 0 && !fail_lists_.compare_exchange_weak(failing, failing - 1)) {
+        }
+        std::lock_guard lock(mu_);
+        if (retired_.count(words[1]) > 0 || failing > 0) {
+          if (!fail("no checkpoint " + words[1])) return;
+          continue;
+        }
+        sending_ = words[1];  // pinned until this connection ends
+      }
       std::error_code ec;
-      std::string out;
-      bool ok = fs::is_directory(dir, ec);
-      for (const auto& e : ok ? fs::directory_iterator(dir, ec) : fs::directory_iterator()) {
+      std::string sums;
+      if (ReadChecksums(dir / kChecksumsFile, &sums)) {
+        if (!SendAll(fd, sums)) return;
+        continue;
+      }
+      // No precomputed list (a checkpoint from an older version): hash
+      // here, a line at a time, so the fetcher hears something after each
+      // file rather than after all of them.
+      if (!fs::is_directory(dir, ec)) {
+        if (!fail("no checkpoint " + words[1])) return;
+        continue;
+      }
+      bool ok = true;
+      for (const auto& e : fs::directory_iterator(dir, ec)) {
         uint64_t hash, size;
+        if (e.path().filename() == kChecksumsFile) continue;
         if (!e.is_regular_file() || !HashFile(e.path(), &hash, &size)) {
           ok = false;
           break;
         }
-        out += "F " + e.path().filename().string() + " " + std::to_string(size) + " " + Hex(hash) + "\n";
+        if (!SendAll(fd, ListLine(e.path().filename().string(), size, hash))) return;
       }
-      if (!ok || ec) {
-        if (!fail("no checkpoint " + words[1])) return;
-        continue;
-      }
-      if (!SendAll(fd, out + "END\n")) return;
+      // A fetcher reads an ERR line after some F lines as a failure.
+      if (!SendAll(fd, ok && !ec ? std::string("END\n") : "ERR cannot read checkpoint " + words[1] + "\n")) return;
     } else if (words[0] == "GET" && words.size() == 3 && ValidComponent(words[2])) {
       int in = ::open((dir / words[2]).c_str(), O_RDONLY | O_CLOEXEC);
       struct stat st{};
@@ -265,6 +356,7 @@ Status FetchCheckpoint(const std::string& address, const std::string& id, const 
     if (std::sscanf(line.c_str(), "F %255s %llu %16s", name, &size, hash) != 3 || !ValidComponent(name)) {
       return Status::Corruption("bad checkpoint list line from " + address);
     }
+    if (std::string(name) == kChecksumsFile) continue;
     files.push_back({name, size, hash});
   }
   std::error_code ec;
@@ -306,6 +398,10 @@ Status FetchCheckpoint(const std::string& address, const std::string& id, const 
       return Status::Corruption("checksum mismatch on " + f.name + " from " + address);
     }
   }
+  std::string sums;
+  for (const File& f : files) sums += "F " + f.name + " " + std::to_string(f.size) + " " + f.hash + "\n";
+  Status s = WriteFileSynced(dir + "/" + kChecksumsFile, sums + "END\n");
+  if (!s.ok()) return s;
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);

@@ -392,7 +392,7 @@ Status DBImpl::Delete(const WriteOptions& options, std::string_view key) {
 
 Status DBImpl::Write(const WriteOptions& options, WriteBatch* batch) {
   if (batch == nullptr || batch->Count() == 0) return Status::OK();
-  Status s = WriteBatchInternal::Validate(*batch);
+  Status s = WriteBatchInternal::Validate(*batch, VectorDimension());
   if (!s.ok()) return s;
   return WriteInternal(options, batch, false);
 }
@@ -419,7 +419,7 @@ Status DBImpl::WriteInternal(const WriteOptions& options, WriteBatch* batch, boo
 
 void DBImpl::WriteAsync(const WriteOptions& options, WriteBatch batch, WriteCallback callback) {
   Status s;
-  if (batch.Count() > 0) s = WriteBatchInternal::Validate(batch);
+  if (batch.Count() > 0) s = WriteBatchInternal::Validate(batch, VectorDimension());
   if (s.ok() && batch.Count() > 0 && read_only_.load(std::memory_order_acquire)) s = ReadOnlyError();
   if (!s.ok() || batch.Count() == 0) {
     if (callback) callback(s);
@@ -1211,6 +1211,7 @@ DBStats DBImpl::GetStats() {
   if (search_ != nullptr) {
     const DBSearch::Stats ss = search_->GetStats();
     st.search_enabled = true;
+    st.index_vector_dimension = search_->dimension();
     st.index_segments = ss.segments;
     st.index_segment_bytes = ss.segment_bytes;
     st.index_segments_built = ss.segments_built;
@@ -1303,6 +1304,7 @@ bool DBImpl::GetProperty(std::string_view name, std::string* value) {
       {"max_stall_micros", std::to_string(st.max_stall_micros)},
       {"background_error", st.background_error},
       {"search_enabled", st.search_enabled ? "true" : "false"},
+      {"index_vector_dimension", std::to_string(st.index_vector_dimension)},
       {"index_segments", std::to_string(st.index_segments)},
       {"index_segment_bytes", std::to_string(st.index_segment_bytes)},
       {"index_segments_built", std::to_string(st.index_segments_built)},

@@ -153,6 +153,8 @@ class DBImpl final : public DB {
   std::unique_ptr<TableCache> table_cache_;
   std::unique_ptr<VersionSet> versions_;
   std::unique_ptr<DBSearch> search_;  // null unless options.search.enabled
+  // What a client-supplied vector must have (0: no vector is accepted).
+  size_t VectorDimension() const { return search_ != nullptr ? search_->dimension() : 0; }
 
   // Write queue.
   std::mutex queue_mu_;

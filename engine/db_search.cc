@@ -170,7 +170,14 @@ bool DBSearch::Indexed(std::string_view key) const {
 
 Status DBSearch::AnalyzeOne(std::string_view key, uint64_t seq, std::string_view value,
                             index::AnalyzedDoc* doc) const {
-  return index::AnalyzeDoc(*analyzer_, async_ ? nullptr : embedder_.get(), key, seq, value, doc);
+  Status s = index::AnalyzeDoc(*analyzer_, async_ ? nullptr : embedder_.get(), key, seq, value, doc);
+  // An embedder that embeds no text (NewClientVectorsEmbedder): the doc is
+  // found by the other indexes, and by vector only when a put brought one.
+  if (s.IsNotSupported()) {
+    doc->vector.clear();
+    return Status::OK();
+  }
+  return s;
 }
 
 void DBSearch::AnalyzeBatch(const WriteBatch& batch, BatchDocs* out) const {
@@ -188,11 +195,34 @@ void DBSearch::AnalyzeBatch(const WriteBatch& batch, BatchDocs* out) const {
       }
       position++;
     }
+    // The client's vector replaces the embedder's (which is not asked).
+    void PutWithVector(std::string_view key, std::string_view value, std::span<const float> vector) override {
+      if (search->Indexed(key)) {
+        index::AnalyzedDoc doc;
+        (void)index::AnalyzeDoc(*search->analyzer_, nullptr, key, position, value, &doc);
+        if (search->embedder_ != nullptr) search->SetClientVector(vector, &doc);
+        out->docs.push_back(std::move(doc));
+      }
+      position++;
+    }
     void Delete(std::string_view) override { position++; }
   } handler;
   handler.search = this;
   handler.out = out;
   (void)batch.Iterate(&handler);  // the batch was validated before this
+}
+
+void DBSearch::SetClientVector(std::span<const float> vector, index::AnalyzedDoc* doc) const {
+  // Validated already (finite, not all zeros, the index's dimension); a
+  // replayed WAL of a store opened with another dimension is not.
+  doc->vector.clear();
+  if (static_cast<int>(vector.size()) != config_->dimension) return;
+  double norm = 0;
+  for (float x : vector) norm += static_cast<double>(x) * x;
+  if (!(norm > 0) || !std::isfinite(norm)) return;
+  const float scale = static_cast<float>(1 / std::sqrt(norm));
+  doc->vector.reserve(vector.size());
+  for (float x : vector) doc->vector.push_back(x * scale);
 }
 
 void DBSearch::AddToMemIndex(BatchDocs* docs, uint64_t first_seq, MemTable* mem) {
@@ -201,7 +231,7 @@ void DBSearch::AddToMemIndex(BatchDocs* docs, uint64_t first_seq, MemTable* mem)
   std::vector<DocKey> later;  // docs to embed in the background
   for (index::AnalyzedDoc& doc : docs->docs) {
     doc.seq += first_seq;
-    if (async_ && doc.length > 0) later.emplace_back(doc.key, doc.seq);
+    if (async_ && doc.length > 0 && doc.vector.empty()) later.emplace_back(doc.key, doc.seq);
     mem_index->Add(std::move(doc));
   }
   docs->docs.clear();
@@ -416,7 +446,8 @@ Status DBSearch::SemanticSearch(const std::vector<const MemTable*>& mems, const 
     std::vector<std::vector<float>> vectors;
     Status s = embedder_->Embed({text}, &vectors);
     // Not the caller's fault, whatever the embedder says (a wrong
-    // dimension is InvalidArgument there).
+    // dimension is InvalidArgument there), unless it embeds no text at all.
+    if (s.IsNotSupported()) return s;
     if (!s.ok()) return Status::IOError("embedding the query: " + std::string(s.message()));
     if (vectors.size() != 1) return Status::IOError("the embedder returned no vector");
     query = std::move(vectors[0]);

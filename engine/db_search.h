@@ -27,6 +27,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -124,6 +125,8 @@ class DBSearch {
                         const LiveCheck& live, std::vector<SearchHit>* hits);
 
   bool semantic() const { return embedder_ != nullptr; }
+  // The semantic index's dimension; 0 without one.
+  size_t dimension() const { return config_->dimension > 0 && embedder_ != nullptr ? static_cast<size_t>(config_->dimension) : 0; }
   bool background_embedding() const { return async_; }
 
   struct Stats {
@@ -147,6 +150,9 @@ class DBSearch {
   DBSearch(Env* env, std::string dbname);
 
   bool Indexed(std::string_view key) const;
+  // doc->vector = vector, normalised (cosine); left empty when it does not
+  // fit the index.
+  void SetClientVector(std::span<const float> vector, index::AnalyzedDoc* doc) const;
   // Without the vector when the embedder is not synchronous.
   Status AnalyzeOne(std::string_view key, uint64_t seq, std::string_view value, index::AnalyzedDoc* doc) const;
   // The segment of table `number`, loading it when it is not held yet.

@@ -253,9 +253,11 @@ class Repairer {
   // L0 reads newest first by file number, and the tables here overlap
   // freely, so each gets a fresh number in the order of the newest sequence
   // it holds: of two tables with versions of one key, the one that saw the
-  // later write wins, whatever level or segment it came from. A crash in
-  // between leaves valid tables under other numbers, which the next repair
-  // finds again.
+  // later write wins, whatever level or segment it came from. The new
+  // numbers are hard links: until the new manifest is durable the old one
+  // still finds every table it names, so a crash or a failure in between
+  // leaves the store as it was (plus orphans that open removes), and the
+  // old names go only in CleanUp.
   Status WriteNewManifest() {
     std::sort(outputs_.begin(), outputs_.end(), [](const Output& a, const Output& b) {
       return std::tie(a.max_sequence, a.meta.number) < std::tie(b.max_sequence, b.meta.number);
@@ -264,8 +266,9 @@ class Repairer {
     SequenceNumber last_sequence = 0;
     for (Output& out : outputs_) {
       const uint64_t number = next_number_++;
-      Status s = env_->RenameFile(TableFileName(dbname_, out.meta.number), TableFileName(dbname_, number));
+      Status s = env_->LinkFile(TableFileName(dbname_, out.meta.number), TableFileName(dbname_, number));
       if (!s.ok()) return s;
+      replaced_tables_.push_back(out.meta.number);
       out.meta.number = number;
       last_sequence = std::max(last_sequence, out.max_sequence);
       edit.AddFile(0, out.meta);
@@ -294,6 +297,9 @@ class Repairer {
         if (s.ok()) s = MoveToLost(LogFileName("", n).substr(1));
       }
     }
+    for (uint64_t n : replaced_tables_) {
+      if (s.ok()) s = env_->RemoveFile(TableFileName(dbname_, n));
+    }
     for (uint64_t n : indexes_) {
       if (s.ok()) s = env_->RemoveFile(IndexFileName(dbname_, n));
     }
@@ -313,6 +319,7 @@ class Repairer {
   std::vector<std::string> manifests_;
   uint64_t next_number_ = 1;
   std::vector<Output> outputs_;
+  std::vector<uint64_t> replaced_tables_;  // old names of the relinked outputs, removed once the manifest is in
   RepairStats stats_;
 };
 

@@ -1,5 +1,9 @@
 #include "kvstore/write_batch.h"
 
+#include <cmath>
+#include <cstring>
+#include <vector>
+
 #include "engine/coding/coding.h"
 #include "engine/memtable/memtable.h"
 #include "engine/write_batch_internal.h"
@@ -10,6 +14,9 @@ namespace kvstore {
 namespace {
 constexpr char kTypeDeletion = static_cast<char>(ValueType::kDeletion);
 constexpr char kTypeValue = static_cast<char>(ValueType::kValue);
+// A put carrying a client-supplied vector for the semantic index (WAL
+// format version 2). Batch-only: the memtable and tables see a kValue.
+constexpr char kTypeValueWithVector = 0x02;
 }  // namespace
 
 WriteBatch::WriteBatch() { rep_.resize(WriteBatchInternal::kHeaderSize); }
@@ -28,6 +35,15 @@ void WriteBatch::Put(std::string_view key, std::string_view value) {
   PutLengthPrefixed(&rep_, value);
 }
 
+void WriteBatch::PutWithVector(std::string_view key, std::string_view value, std::span<const float> vector) {
+  EncodeFixed32(rep_.data() + 8, Count() + 1);
+  rep_.push_back(kTypeValueWithVector);
+  PutLengthPrefixed(&rep_, key);
+  PutLengthPrefixed(&rep_, value);
+  PutVarint32(&rep_, static_cast<uint32_t>(vector.size()));
+  rep_.append(reinterpret_cast<const char*>(vector.data()), vector.size_bytes());  // little-endian floats
+}
+
 void WriteBatch::Delete(std::string_view key) {
   EncodeFixed32(rep_.data() + 8, Count() + 1);
   rep_.push_back(kTypeDeletion);
@@ -41,6 +57,7 @@ Status WriteBatch::Iterate(Handler* handler) const {
   }
   input.remove_prefix(WriteBatchInternal::kHeaderSize);
   uint32_t found = 0;
+  std::vector<float> vector;  // the batch's bytes need not be aligned for floats
   while (!input.empty()) {
     char tag = input.front();
     input.remove_prefix(1);
@@ -50,6 +67,16 @@ Status WriteBatch::Iterate(Handler* handler) const {
         return Status::Corruption("bad write batch put entry");
       }
       handler->Put(key, value);
+    } else if (tag == kTypeValueWithVector) {
+      uint32_t dimension = 0;
+      if (!GetLengthPrefixed(&input, &key) || !GetLengthPrefixed(&input, &value) || !GetVarint32(&input, &dimension) ||
+          input.size() / sizeof(float) < dimension) {
+        return Status::Corruption("bad write batch put-with-vector entry");
+      }
+      vector.resize(dimension);
+      if (dimension > 0) std::memcpy(vector.data(), input.data(), size_t{dimension} * sizeof(float));
+      input.remove_prefix(size_t{dimension} * sizeof(float));
+      handler->PutWithVector(key, value, vector);
     } else if (tag == kTypeDeletion) {
       if (!GetLengthPrefixed(&input, &key)) return Status::Corruption("bad write batch delete entry");
       handler->Delete(key);
@@ -87,6 +114,32 @@ class Validator final : public WriteBatch::Handler {
                                        std::to_string(kMaxValueSize));
     }
   }
+  void PutWithVector(std::string_view key, std::string_view value, std::span<const float> vector) override {
+    Put(key, value);
+    if (!status.ok()) return;
+    if (vector.empty() || vector.size() > WriteBatch::kMaxVectorDimension) {
+      status = Status::InvalidArgument("a put's vector has " + std::to_string(vector.size()) +
+                                       " dimensions; 1 to " + std::to_string(WriteBatch::kMaxVectorDimension) +
+                                       " are allowed");
+      return;
+    }
+    double norm = 0;
+    for (float x : vector) {
+      if (!std::isfinite(x)) {
+        status = Status::InvalidArgument("a put's vector holds a NaN or infinity");
+        return;
+      }
+      norm += static_cast<double>(x) * x;
+    }
+    if (norm == 0) {
+      status = Status::InvalidArgument("a put's vector is all zeros");
+    } else if (vector_dimension == 0) {
+      status = Status::InvalidArgument("a put carries a vector, but the store keeps no semantic index");
+    } else if (vector.size() != vector_dimension) {
+      status = Status::InvalidArgument("a put's vector has " + std::to_string(vector.size()) +
+                                       " dimensions; the semantic index has " + std::to_string(vector_dimension));
+    }
+  }
   void Delete(std::string_view key) override { Check(key); }
   void Check(std::string_view key) {
     if (status.ok() && key.size() > kMaxKeySize) {
@@ -96,6 +149,7 @@ class Validator final : public WriteBatch::Handler {
     }
   }
   Status status;
+  size_t vector_dimension = 0;  // the semantic index's; 0: none
 };
 
 class MemTableInserter final : public WriteBatch::Handler {
@@ -112,12 +166,13 @@ class MemTableInserter final : public WriteBatch::Handler {
 };
 }  // namespace
 
-Status WriteBatchInternal::Validate(const WriteBatch& b) {
+Status WriteBatchInternal::Validate(const WriteBatch& b, size_t vector_dimension) {
   if (b.ByteSize() > kMaxBatchSize) {
     return Status::InvalidArgument("write batch of " + std::to_string(b.ByteSize()) +
                                    " bytes exceeds the limit of " + std::to_string(kMaxBatchSize));
   }
   Validator v;
+  v.vector_dimension = vector_dimension;
   Status s = b.Iterate(&v);
   return s.ok() ? v.status : s;
 }

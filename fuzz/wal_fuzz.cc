@@ -28,7 +28,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (r != kvstore::wal::LogReader::Result::kRecord) continue;
     kvstore::WriteBatch batch;
     if (!kvstore::WriteBatchInternal::SetContents(&batch, record).ok()) continue;
-    if (!kvstore::WriteBatchInternal::Validate(batch).ok()) continue;
+    if (!kvstore::WriteBatchInternal::Validate(batch, /*vector_dimension=*/4).ok()) continue;
     if (kvstore::WriteBatchInternal::InsertInto(batch, &mem).ok() && mem.MemoryUsage() > (64 << 20)) break;
   }
   // Read back what replay inserted, as a reader would.

@@ -126,4 +126,61 @@ bool ParseFastRequest(std::string_view line, FastRequest* out) {
   return seen_op && sc.AtEnd();
 }
 
+bool ParseFastBulkSet(std::string_view line, FastBulkSet* out) {
+  out->id = {};
+  out->items.clear();
+  bool seen_op = false, seen_id = false, seen_items = false;
+  Scanner sc(line);
+  sc.SkipSpace();
+  if (!sc.Consume('{')) return false;
+  for (;;) {
+    sc.SkipSpace();
+    std::string_view name;
+    if (!sc.PlainString(&name)) return false;
+    sc.SkipSpace();
+    if (!sc.Consume(':')) return false;
+    sc.SkipSpace();
+    if (name == "op") {
+      // Checked at once, so other ops are refused after a few bytes.
+      std::string_view op;
+      if (seen_op || !sc.PlainString(&op) || op != "bulk_set") return false;
+      seen_op = true;
+    } else if (name == "id") {
+      if (seen_id || !sc.CanonicalScalar(&out->id)) return false;
+      seen_id = true;
+    } else if (name == "items") {
+      if (seen_items || !sc.Consume('[')) return false;
+      seen_items = true;
+      sc.SkipSpace();
+      if (sc.Peek() == ']') return false;  // no items: rare, left to the full parser
+      for (;;) {
+        std::string_view key, value;
+        sc.SkipSpace();
+        if (!sc.Consume('[')) return false;
+        sc.SkipSpace();
+        if (!sc.PlainString(&key)) return false;
+        sc.SkipSpace();
+        if (!sc.Consume(',')) return false;
+        sc.SkipSpace();
+        if (!sc.CanonicalScalar(&value)) return false;
+        sc.SkipSpace();
+        if (!sc.Consume(']')) return false;
+        out->items.emplace_back(key, value);
+        sc.SkipSpace();
+        if (sc.Consume(',')) continue;
+        if (!sc.Consume(']')) return false;
+        break;
+      }
+    } else {
+      return false;
+    }
+    sc.SkipSpace();
+    if (sc.Consume(',')) continue;
+    if (!sc.Consume('}')) return false;
+    break;
+  }
+  sc.SkipSpace();
+  return seen_op && seen_items && sc.AtEnd();
+}
+
 }  // namespace kvstore::net

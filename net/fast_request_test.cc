@@ -96,6 +96,31 @@ std::vector<std::string> Inputs() {
       R"({"op":"get","key":")" + std::string(64 * 1024, 'k') + R"("})",
       R"({"op":"get","key":")" + std::string(64 * 1024 + 1, 'k') + R"("})",
       R"({"op":"set","key":"k","value":")" + std::string(1000, 'v') + R"("})",
+      // bulk_set
+      R"({"op":"bulk_set","items":[["k","x"],["k/x",1],["k",null],["k/x",true]]})",
+      R"({"items":[["k",-3]],"id":5,"op":"bulk_set"})",
+      R"( { "op" : "bulk_set" , "items" : [ [ "k" , 1 ] , [ "k/x" , "y" ] ] , "id" : "b" } )",
+      R"({"op":"bulk_set","items":[]})",
+      R"({"op":"bulk_set","items":[{"key":"k","value":1}]})",
+      R"({"op":"bulk_set","items":[["k",[1]]]})",
+      R"({"op":"bulk_set","items":[["k",{"b":1,"a":2}]]})",
+      R"({"op":"bulk_set","items":[["k",1.5]]})",
+      R"({"op":"bulk_set","items":[["k\"x",1]]})",
+      R"({"op":"bulk_set","items":[["k"]]})",
+      R"({"op":"bulk_set","items":[["k",1,2]]})",
+      R"({"op":"bulk_set","items":[[1,1]]})",
+      R"({"op":"bulk_set","items":[["k",1],]})",
+      R"({"op":"bulk_set","items":[["k",1]],"x":1})",
+      R"({"op":"bulk_set","items":[["k",1]],"items":[["k",2]]})",
+      R"({"op":"bulk_set","items":"k"})",
+      R"({"items":[["k",1]],"op":"set"})",
+      R"({"items":[["k",1]]})",
+      R"({"op":"bulk_set"})",
+      R"({"op":"bulk_set","items":[["k",1]])",
+      R"({"op":"bulk_set","items":[["k",1]]} x)",
+      R"({"op":"bulk_set","items":[["k",1]],"id":[1]})",
+      R"({"op":"bulk_set","items":[[")" + std::string(64 * 1024 + 1, 'k') + R"(",1]]})",
+      R"({"op":"bulk_set","items":[["k",")" "\x01" R"("]]})",
   };
   return v;
 }
@@ -130,6 +155,61 @@ TEST(FastRequestTest, AgreesWithFullParserWheneverItAccepts) {
     }
   }
   EXPECT_GT(accepted, 15u);
+}
+
+TEST(FastRequestTest, BulkSetAgreesWithFullParserWheneverItAccepts) {
+  size_t accepted = 0;
+  for (const std::string& line : Inputs()) {
+    if (!IsValidUtf8(line)) continue;
+    FastBulkSet fast;
+    if (!ParseFastBulkSet(line, &fast)) continue;
+    ++accepted;
+    SCOPED_TRACE(line.substr(0, 200));
+    json req = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ASSERT_FALSE(req.is_discarded());
+    ASSERT_TRUE(req.is_object());
+    EXPECT_EQ(req.value("op", ""), "bulk_set");
+    EXPECT_EQ(req.contains("id"), !fast.id.empty());
+    if (req.contains("id")) {
+      EXPECT_EQ(Dump(req["id"]), fast.id);
+    }
+    ASSERT_TRUE(req["items"].is_array());
+    ASSERT_EQ(req["items"].size(), fast.items.size());
+    for (size_t i = 0; i < fast.items.size(); ++i) {
+      const json& item = req["items"][i];
+      ASSERT_TRUE(item.is_array() && item.size() == 2);
+      EXPECT_EQ(item[0].get<std::string>(), fast.items[i].first);
+      EXPECT_EQ(Dump(item[1]), fast.items[i].second);
+    }
+    for (const auto& [name, unused] : req.items()) {
+      EXPECT_TRUE(name == "op" || name == "id" || name == "items") << name;
+    }
+  }
+  EXPECT_GE(accepted, 4u);
+}
+
+TEST(FastRequestTest, BulkSetRefusesWhatItCannotReproduce) {
+  FastBulkSet f;
+  for (std::string_view line : {
+           R"({"op":"bulk_set","items":[]})",                        // no items
+           R"({"op":"bulk_set","items":[{"key":"k","value":1}]})",   // object items
+           R"({"op":"bulk_set","items":[["k",[1]]]})",               // nested values
+           R"({"op":"bulk_set","items":[["k",1.5]]})",               // floats
+           R"({"op":"bulk_set","items":[["a\"b",1]]})",              // escapes
+           R"({"op":"bulk_set","items":[["k",1]],"items":[]})",      // repeated member
+           R"({"op":"set","items":[["k",1]]})",                      // another op
+           R"({"items":[["k",1]]})",                                 // no op
+           R"({"op":"bulk_set","items":[["k",1]]}x)",                // trailing bytes
+       }) {
+    EXPECT_FALSE(ParseFastBulkSet(line, &f)) << line;
+  }
+  ASSERT_TRUE(ParseFastBulkSet(R"({"items":[["a",1],["b","x"]],"id":7,"op":"bulk_set"})", &f));
+  EXPECT_EQ(f.id, "7");
+  ASSERT_EQ(f.items.size(), 2u);
+  EXPECT_EQ(f.items[0].first, "a");
+  EXPECT_EQ(f.items[0].second, "1");
+  EXPECT_EQ(f.items[1].first, "b");
+  EXPECT_EQ(f.items[1].second, "\"x\"");
 }
 
 TEST(FastRequestTest, RefusesWhatItCannotReproduce) {
@@ -213,8 +293,8 @@ TEST_P(FastRequestHandlerTest, AnswersSameAsFullParser) {
 }
 
 // 0 and 1: the fast path skips the nesting check only when a flat object
-// passes it.
-INSTANTIATE_TEST_SUITE_P(MaxDepth, FastRequestHandlerTest, ::testing::Values(64, 1, 0));
+// passes it; 2 and 3 the same for a bulk_set (three deep).
+INSTANTIATE_TEST_SUITE_P(MaxDepth, FastRequestHandlerTest, ::testing::Values(64, 3, 2, 1, 0));
 
 TEST(FastRequestTest, AuthStillRequiredOnFastPath) {
   auto dir = std::filesystem::path(::testing::TempDir()) /

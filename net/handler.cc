@@ -4,6 +4,7 @@
 #include <thread>
 
 #include <chrono>
+#include <cmath>
 #include <iterator>
 #include <map>
 #include <optional>
@@ -96,6 +97,35 @@ const json* OptionalField(const json& req, const char* name) {
   return it == req.end() ? nullptr : &*it;
 }
 
+// A put's "vector" (set, bulk_set), checked here as the engine checks it:
+// a bad one is a bad_request before anything is proposed or written (a
+// replicated write the engine refused would stop every node applying it).
+// Empty when the request has none.
+std::vector<float> PutVector(const json* v, size_t dimension) {
+  if (v == nullptr) return {};
+  if (dimension == 0) Fail("unavailable", "this server keeps no semantic index: a \"vector\" has nowhere to go");
+  if (!v->is_array() || v->size() != dimension) {
+    Fail("bad_request", "\"vector\" must be an array of " + std::to_string(dimension) +
+                            " numbers, the semantic index's dimension");
+  }
+  std::vector<float> out;
+  out.reserve(dimension);
+  bool any = false;
+  for (const json& x : *v) {
+    if (!x.is_number()) Fail("bad_request", "\"vector\" must hold numbers only");
+    const float f = x.get<float>();
+    if (!std::isfinite(f)) Fail("bad_request", "\"vector\" holds a number beyond float range");
+    any |= f != 0.0f;
+    out.push_back(f);
+  }
+  if (!any) Fail("bad_request", "\"vector\" is all zeros");
+  return out;
+}
+
+constexpr const char* kBulkItemShape =
+    "each item must be [key, value], [key, value, vector] or {\"key\":...,\"value\":...[,\"vector\":...]}";
+
+
 std::string_view KeyOf(const json& j, const char* what = "key") {
   if (!j.is_string()) Fail("bad_request", std::string(what) + " must be a string");
   const std::string& k = j.get_ref<const std::string&>();
@@ -164,6 +194,14 @@ struct OpCounters {
   }
 };
 
+// True when JSON writes text as it is: printable ASCII without '"' or '\\'.
+bool PlainAscii(std::string_view text) {
+  for (char c : text) {
+    if (c < 0x20 || c > 0x7e || c == '"' || c == '\\') return false;
+  }
+  return true;
+}
+
 // One reply, sent exactly once even if both a validation error and a late
 // callback race to answer. Records the request's latency and outcome in
 // counters as it goes.
@@ -191,9 +229,23 @@ class Reply {
     // Client errors are routine for a server: debug, not info. Messages
     // never carry a token (auth failures say only "wrong token").
     spdlog::debug("request failed: {}: {}", code, message);
-    json err = {{"code", code}, {"message", message}};
-    if (extra != nullptr) err.update(*extra);
-    std::string line = "{" + id_prefix_ + "\"ok\":false,\"error\":" + Dump(err) + "}";
+    std::string line;
+    if (extra == nullptr && PlainAscii(code) && PlainAscii(message)) {
+      // What Dump gives for these (members in name order, nothing to
+      // escape), without building a DOM: a miss is a routine answer.
+      line.reserve(id_prefix_.size() + code.size() + message.size() + 48);
+      line += '{';
+      line += id_prefix_;
+      line += R"("ok":false,"error":{"code":")";
+      line += code;
+      line += R"(","message":")";
+      line += message;
+      line += "\"}}";
+    } else {
+      json err = {{"code", code}, {"message", message}};
+      if (extra != nullptr) err.update(*extra);
+      line = "{" + id_prefix_ + "\"ok\":false,\"error\":" + Dump(err) + "}";
+    }
     done_(std::move(line));
   }
 
@@ -233,8 +285,8 @@ namespace {
 // would make (key present and within its limit, value present and within
 // its limit for set). Anything else, error or not, goes to the full parser.
 bool ParseSimple(std::string_view line, std::optional<Op>* op, std::string* id_prefix,
-                 std::string* key, std::string* value) {
-  FastRequest fast;
+                 FastRequest* out) {
+  FastRequest& fast = *out;  // its views point into line
   if (!ParseFastRequest(line, &fast)) return false;
   std::optional<Op> o = LookupOp(fast.op);
   if (!o) return false;
@@ -256,12 +308,43 @@ bool ParseSimple(std::string_view line, std::optional<Op>* op, std::string* id_p
     id_prefix->reserve(fast.id.size() + 6);
     id_prefix->append("\"id\":").append(fast.id).append(",");
   }
-  key->assign(fast.key);
-  if (*o == Op::kSet) value->assign(fast.value);
   return true;
 }
 
+// The fast path of bulk_set: true when line is a bulk_set that
+// ParseFastBulkSet understood and that passes every check the full path
+// would make (item count, key and value sizes); *batch then holds its
+// items. Anything else goes to the full parser, which answers as it always
+// did.
+bool ParseBulk(std::string_view line, size_t max_items, std::string* id_prefix, WriteBatch* batch,
+               size_t* count) {
+  FastBulkSet bulk;
+  if (!ParseFastBulkSet(line, &bulk) || bulk.items.size() > max_items) return false;
+  for (const auto& [key, value] : bulk.items) {
+    if (key.size() > kMaxKeySize || value.size() > kMaxValueSize) return false;
+  }
+  for (const auto& [key, value] : bulk.items) batch->Put(key, value);
+  *count = bulk.items.size();
+  if (!bulk.id.empty()) id_prefix->append("\"id\":").append(bulk.id).append(",");
+  return true;
+}
+
+// Writes gathered into one batch (Session::coalesce_writes) stop growing
+// here: the engine's own group commit caps a group at about this much, so a
+// bigger batch would only delay the first acknowledgement.
+constexpr size_t kMaxCoalescedBytes = 1u << 20;
+
 }  // namespace
+
+// The writes of one connection gathered between two FlushWrites.
+struct Session::Coalesced {
+  WriteBatch batch;
+  std::vector<uint32_t> stripes;  // shared holds, one per write (a stripe may repeat)
+  std::vector<ReplyPtr> replies;  // in request order
+};
+
+Session::Session() = default;
+Session::~Session() = default;
 
 const char* OpName(Op op) {
   for (const OpEntry& e : kOps) {
@@ -283,6 +366,15 @@ struct RequestHandler::Impl {
   std::mutex admin_mu;
   std::vector<std::thread> admin_threads;
 
+  // What a put's vector must have: the store's semantic index dimension,
+  // asked once (0: no semantic index).
+  std::once_flag vector_dimension_once;
+  size_t vector_dimension = 0;
+  size_t VectorDimension() {
+    std::call_once(vector_dimension_once, [this] { vector_dimension = db->GetStats().index_vector_dimension; });
+    return vector_dimension;
+  }
+
   ~Impl() {
     std::lock_guard lock(admin_mu);
     for (std::thread& t : admin_threads) t.join();
@@ -299,6 +391,12 @@ struct RequestHandler::Impl {
   // barrier passed), so it runs locally now.
   void Dispatch(Op op, const json& req, Session* session, const ReplyPtr& reply,
                 bool replicated = false);
+  // Adds a simple set or delete to session's gathered writes when it may
+  // start at once (nothing of the session queued, its key's stripe free);
+  // false, touching nothing, otherwise.
+  bool Coalesce(Op op, const FastRequest& fast, std::string& id_prefix,
+                RequestHandler::Done& done, OpCounters* counters,
+                const std::shared_ptr<Session>& session);
   // The fast path's ping, get, set and delete: key and value (canonical
   // text) already extracted and within their limits.
   void DispatchSimple(Op op, std::string_view key, std::string value, Session* session,
@@ -339,6 +437,9 @@ struct RequestHandler::Impl {
   // Locks key's stripe shared, then commits batch (a blind write of key).
   void WriteKey(std::string_view key, WriteBatch batch, const ReplyPtr& reply);
   void BulkSet(const json& req, const ReplyPtr& reply);
+  // The fast path's bulk_set: the items already in batch, within limits.
+  void BulkSetBatch(std::shared_ptr<WriteBatch> batch, size_t count, Session* session,
+                    const ReplyPtr& reply);
   void BulkGet(const json& req, const ReplyPtr& reply);
   void Scan(const json& req, const ReplyPtr& reply);
   void Search(Op op, const json& req, const ReplyPtr& reply);
@@ -386,19 +487,32 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   // Set when the fast path took the request (see fast_request.h): then req
   // stays null and these hold the key and the value's canonical text.
   bool simple = false;
-  std::string simple_key, simple_value;
+  FastRequest fast;
+  // Set when the fast path took a bulk_set: its items are in bulk.
+  std::shared_ptr<WriteBatch> bulk;
+  size_t bulk_count = 0;
   ClientError early;
   try {
     if (!IsValidUtf8(line)) Fail("bad_request", "request is not valid UTF-8");
     // A line the fast path takes is one flat object (depth 1), so it needs
     // no nesting check unless the limit is below 1.
     simple = impl_->options.fast_path && impl_->options.max_depth >= 1 &&
-             ParseSimple(line, &op, &id_prefix, &simple_key, &simple_value);
-    if (!simple && !NestingWithin(line, impl_->options.max_depth)) {
+             ParseSimple(line, &op, &id_prefix, &fast);
+    // A bulk_set the fast path takes nests three deep ({"items":[[...]]});
+    // cluster mode replicates the parsed request, so it parses in full.
+    if (!simple && impl_->options.fast_path && impl_->options.max_depth >= 3 &&
+        impl_->options.replication == nullptr) {
+      auto batch = std::make_shared<WriteBatch>();
+      if (ParseBulk(line, impl_->options.max_batch_ops, &id_prefix, batch.get(), &bulk_count)) {
+        op = Op::kBulkSet;
+        bulk = std::move(batch);
+      }
+    }
+    if (!simple && !bulk && !NestingWithin(line, impl_->options.max_depth)) {
       Fail("bad_request",
            "request nests deeper than " + std::to_string(impl_->options.max_depth) + " levels");
     }
-    if (!simple) {
+    if (!simple && !bulk) {
       req = json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (req.is_discarded()) Fail("bad_request", "malformed JSON");
       if (!req.is_object()) Fail("bad_request", "a request must be a JSON object");
@@ -431,6 +545,18 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   }
   const bool is_write = *op == Op::kSet || *op == Op::kDelete || *op == Op::kBulkSet ||
                         *op == Op::kCas || *op == Op::kTxn;
+  if (simple && session->coalesce_writes && (*op == Op::kSet || *op == Op::kDelete) &&
+      impl_->Coalesce(*op, fast, id_prefix, done, counters, session)) {
+    return;
+  }
+  // Anything else starts only after the writes gathered before it: a
+  // connection's writes start in the order they arrive.
+  FlushWrites(session);
+  std::string simple_key, simple_value;
+  if (simple) {
+    simple_key.assign(fast.key);
+    if (*op == Op::kSet) simple_value.assign(fast.value);
+  }
   if (is_write) {
     // Let the queue move on before answering: once answered, the caller
     // may stop caring about the session.
@@ -441,10 +567,13 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   }
   auto reply = std::make_shared<Reply>(std::move(id_prefix), std::move(done), counters);
   auto run = [this, op = *op, req = std::move(req), simple, key = std::move(simple_key),
-              value = std::move(simple_value), session, reply]() mutable {
+              value = std::move(simple_value), bulk = std::move(bulk), bulk_count, session,
+              reply]() mutable {
     AnswerErrorsOf(reply, [&] {
       if (simple) {
         impl_->DispatchSimple(op, key, std::move(value), session.get(), reply);
+      } else if (bulk) {
+        impl_->BulkSetBatch(std::move(bulk), bulk_count, session.get(), reply);
       } else {
         impl_->Dispatch(op, req, session.get(), reply);
       }
@@ -462,10 +591,66 @@ void RequestHandler::Handle(std::string_view line, std::shared_ptr<Session> sess
   run();
 }
 
-void RequestHandler::WriteFinished(const std::shared_ptr<Session>& session) {
+bool RequestHandler::Impl::Coalesce(Op op, const FastRequest& fast, std::string& id_prefix,
+                                     RequestHandler::Done& done, OpCounters* counters,
+                                     const std::shared_ptr<Session>& session) {
+  // What DispatchSimple would refuse or route elsewhere takes the usual path.
+  if (options.replication != nullptr) return false;
+  if (!options.auth_token.empty() && !session->authenticated) return false;
+  KeyLocks::Held held;
   {
     std::lock_guard lock(session->mu);
-    --session->writes_pending;
+    // The usual path's rule for a write: it starts now unless something of
+    // its session is queued.
+    if (!session->blocked.empty()) return false;
+    // Blind writes lock shared, as WriteKey does; a stripe someone waits
+    // for (a cas) sends this write the usual, queued way.
+    if (!locks.TryAcquireOne(fast.key, KeyLocks::Mode::kShared, &held)) return false;
+    ++session->writes_pending;
+  }
+  auto& c = session->coalesced;
+  if (c != nullptr && !c->replies.empty() &&
+      c->batch.ByteSize() + fast.key.size() + fast.value.size() > kMaxCoalescedBytes) {
+    owner->FlushWrites(session);
+  }
+  if (c == nullptr) c = std::make_shared<Session::Coalesced>();
+  if (op == Op::kSet) {
+    c->batch.Put(fast.key, fast.value);
+  } else {
+    c->batch.Delete(fast.key);
+  }
+  c->stripes.push_back(held.stripes.front());
+  c->replies.push_back(std::make_shared<Reply>(std::move(id_prefix), std::move(done), counters));
+  return true;
+}
+
+void RequestHandler::FlushWrites(const std::shared_ptr<Session>& session) {
+  if (session->coalesced == nullptr || session->coalesced->replies.empty()) return;
+  std::shared_ptr<Session::Coalesced> c = std::move(session->coalesced);
+  writes_in_flight_.fetch_add(1, std::memory_order_relaxed);
+  impl_->db->WriteAsync(impl_->write_options(), std::move(c->batch), [this, session, c](Status s) {
+    KeyLocks::Held held;
+    held.mode = KeyLocks::Mode::kShared;
+    held.stripes = std::move(c->stripes);
+    impl_->locks.Release(held);  // visible now: let the next writer of these keys in
+    // As for a single write: the session's queue moves on before the
+    // answers, after which the caller may stop caring about the session.
+    WriteFinished(session, c->replies.size());
+    writes_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    for (const ReplyPtr& reply : c->replies) {
+      if (s.ok()) {
+        reply->Ok("null");
+      } else {
+        reply->Error(s);
+      }
+    }
+  });
+}
+
+void RequestHandler::WriteFinished(const std::shared_ptr<Session>& session, uint64_t n) {
+  {
+    std::lock_guard lock(session->mu);
+    session->writes_pending -= n;
     if (session->writes_pending > 0 || session->blocked.empty() || session->draining) return;
     session->draining = true;
   }
@@ -640,12 +825,20 @@ void RequestHandler::Impl::Get(const json& req, const ReplyPtr& reply) {
 
 void RequestHandler::Impl::GetKey(std::string_view key, const ReplyPtr& reply) {
   std::optional<std::string> value = Read(key);
-  if (!value) Fail("not_found", "key not found");
+  // Answered, not thrown: a miss is a routine answer, and unwinding costs
+  // more than the whole lookup.
+  if (!value) return reply->Error("not_found", "key not found");
   reply->Ok(*value);
 }
 
 void RequestHandler::Impl::Set(const json& req, const ReplyPtr& reply) {
   std::string_view key = KeyOf(Field(req, "key"));
+  if (const json* vector = OptionalField(req, "vector")) {
+    std::string value = Canonical(Field(req, "value"));
+    WriteBatch batch;
+    batch.PutWithVector(key, value, PutVector(vector, VectorDimension()));
+    return WriteKey(key, std::move(batch), reply);
+  }
   SetKey(key, Canonical(Field(req, "value")), reply);
 }
 
@@ -687,15 +880,24 @@ void RequestHandler::Impl::BulkSet(const json& req, const ReplyPtr& reply) {
   std::vector<std::string_view> keys;
   keys.reserve(items.size());
   for (const json& item : items) {
-    // Either [key, value] or {"key": key, "value": value}.
-    if (item.is_array() && item.size() == 2) {
+    // Either [key, value(, vector)] or {"key": key, "value": value(, "vector": vector)}.
+    const json* vector = nullptr;
+    std::string value;
+    if (item.is_array() && (item.size() == 2 || item.size() == 3)) {
       keys.push_back(KeyOf(item[0], "an item's key"));
-      batch.Put(keys.back(), Canonical(item[1]));
+      value = Canonical(item[1]);
+      if (item.size() == 3) vector = &item[2];
     } else if (item.is_object()) {
       keys.push_back(KeyOf(Field(item, "key"), "an item's key"));
-      batch.Put(keys.back(), Canonical(Field(item, "value")));
+      value = Canonical(Field(item, "value"));
+      vector = OptionalField(item, "vector");
     } else {
-      Fail("bad_request", "each item must be [key, value] or {\"key\":...,\"value\":...}");
+      Fail("bad_request", kBulkItemShape);
+    }
+    if (vector != nullptr) {
+      batch.PutWithVector(keys.back(), value, PutVector(vector, VectorDimension()));
+    } else {
+      batch.Put(keys.back(), value);
     }
   }
   CheckBatchSize(batch);
@@ -704,6 +906,27 @@ void RequestHandler::Impl::BulkSet(const json& req, const ReplyPtr& reply) {
             [this, reply, batch = std::move(batch), result = std::move(result)](
                 GuardPtr guard) mutable {
               Commit(std::move(batch), std::move(guard), reply, std::move(result));
+            });
+}
+
+void RequestHandler::Impl::BulkSetBatch(std::shared_ptr<WriteBatch> batch, size_t count,
+                                        Session* session, const ReplyPtr& reply) {
+  CheckAuth(Op::kBulkSet, session);
+  CheckBatchSize(*batch);
+  // The keys as views into the batch, which stays where it is (behind the
+  // pointer) until the commit; Acquire hashes them before it returns.
+  struct Keys : WriteBatch::Handler {
+    std::vector<std::string_view> keys;
+    void Put(std::string_view key, std::string_view) override { keys.push_back(key); }
+    void Delete(std::string_view key) override { keys.push_back(key); }
+  } keys;
+  keys.keys.reserve(count);
+  Status s = batch->Iterate(&keys);
+  if (!s.ok()) return reply->Error(s);
+  std::string result = "{\"count\":" + std::to_string(count) + "}";
+  WithLocks(keys.keys, KeyLocks::Mode::kShared, reply,
+            [this, reply, batch, result = std::move(result)](GuardPtr guard) mutable {
+              Commit(std::move(*batch), std::move(guard), reply, std::move(result));
             });
 }
 
@@ -929,14 +1152,14 @@ void RequestHandler::Impl::Cas(const json& req, const ReplyPtr& reply) {
 // Declared here, defined with the cluster hooks below: a txn is parsed and
 // evaluated the same way whether it runs here or through the Raft log.
 namespace {
-WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops);
+WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops, size_t vector_dimension);
 void AnswerWith(const ReplyPtr& reply, const ReplicaAnswer& a);
 }  // namespace
 
 void RequestHandler::Impl::Txn(const json& req, const ReplyPtr& reply) {
   // Validated whole before locking, so a bad op never half-runs. Held by a
   // shared_ptr, so the keys the locks are taken on stay where they are.
-  auto cmd = std::make_shared<const WriteCommand>(ParseWriteCommand(Op::kTxn, req, options.max_batch_ops));
+  auto cmd = std::make_shared<const WriteCommand>(ParseWriteCommand(Op::kTxn, req, options.max_batch_ops, 0));
   std::vector<std::string_view> keys;
   for (const auto& c : cmd->compares) keys.push_back(c.key);
   for (const auto* ops : {&cmd->success, &cmd->failure}) {
@@ -1003,6 +1226,7 @@ void RequestHandler::Impl::Stats(const ReplyPtr& reply) {
       {"block_cache_misses", s.block_cache_misses},
       {"background_error", s.background_error},
       {"search_enabled", s.search_enabled},
+      {"index_vector_dimension", s.index_vector_dimension},
       {"index_segments", s.index_segments},
       {"index_segment_bytes", s.index_segment_bytes},
       {"index_embedding_backlog", s.index_embedding_backlog},
@@ -1154,7 +1378,7 @@ bool IsRead(Op op) {
 
 // The request's write as a WriteCommand, validated as the local ops
 // validate it (same error codes and messages).
-WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops) {
+WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops, size_t vector_dimension) {
   using C = WriteCommand::Compare;
   using O = WriteCommand::Op;
   WriteCommand cmd;
@@ -1184,7 +1408,8 @@ WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops) {
     case Op::kSet: {
       cmd.kind = WriteCommand::Kind::kSet;
       std::string key(KeyOf(Field(req, "key")));
-      cmd.success.push_back({O::kSet, std::move(key), Canonical(Field(req, "value"))});
+      cmd.success.push_back({O::kSet, std::move(key), Canonical(Field(req, "value")),
+                             PutVector(OptionalField(req, "vector"), vector_dimension)});
       break;
     }
     case Op::kDelete:
@@ -1194,14 +1419,16 @@ WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops) {
     case Op::kBulkSet:
       cmd.kind = WriteCommand::Kind::kBulkSet;
       for (const json& item : ArrayField(req, "items", max_batch_ops)) {
-        if (item.is_array() && item.size() == 2) {
+        if (item.is_array() && (item.size() == 2 || item.size() == 3)) {
           std::string key(KeyOf(item[0], "an item's key"));
-          cmd.success.push_back({O::kSet, std::move(key), Canonical(item[1])});
+          cmd.success.push_back({O::kSet, std::move(key), Canonical(item[1]),
+                                 PutVector(item.size() == 3 ? &item[2] : nullptr, vector_dimension)});
         } else if (item.is_object()) {
           std::string key(KeyOf(Field(item, "key"), "an item's key"));
-          cmd.success.push_back({O::kSet, std::move(key), Canonical(Field(item, "value"))});
+          cmd.success.push_back({O::kSet, std::move(key), Canonical(Field(item, "value")),
+                                 PutVector(OptionalField(item, "vector"), vector_dimension)});
         } else {
-          Fail("bad_request", "each item must be [key, value] or {\"key\":...,\"value\":...}");
+          Fail("bad_request", kBulkItemShape);
         }
       }
       break;
@@ -1274,7 +1501,7 @@ bool RequestHandler::Impl::Replicate(Op op, const json& req, const ReplyPtr& rep
     case Op::kBulkSet:
     case Op::kCas:
     case Op::kTxn:
-      Propose(ParseWriteCommand(op, req, options.max_batch_ops), reply);
+      Propose(ParseWriteCommand(op, req, options.max_batch_ops, VectorDimension()), reply);
       return true;
     case Op::kTransferLeader: {
       uint64_t to = 0;

@@ -61,14 +61,25 @@ struct HandlerOptions {
 // waits until every earlier write of its connection is acknowledged, so a
 // get pipelined behind a set sees that set.
 struct Session {
-  Session() = default;
+  Session();
+  ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
   bool authenticated = false;
+  // Set by a caller that hands Handle every line of one read and then calls
+  // RequestHandler::FlushWrites (the server does): simple sets and deletes
+  // that may start at once are then gathered into one WriteBatch, committed
+  // as one group-commit entry at the flush, and still answered one by one,
+  // in order. Off, every write is committed on its own.
+  bool coalesce_writes = false;
 
  private:
   friend class RequestHandler;
+  struct Coalesced;
+  // Writes gathered since the last flush; touched only by the thread
+  // calling Handle and FlushWrites for this session (one at a time).
+  std::shared_ptr<Coalesced> coalesced;  // shared: its commit's callback holds it
   struct Queued {
     bool is_write;
     std::function<void()> run;
@@ -105,6 +116,10 @@ class RequestHandler {
   // session is shared because late callbacks (a write's acknowledgement, a
   // queued read) may outlive the caller's interest in the response.
   void Handle(std::string_view line, std::shared_ptr<Session> session, Done done);
+  // With session->coalesce_writes: commits the writes gathered since the
+  // last flush. Call it after the last line of each read, and before
+  // waiting for anything (responses of gathered writes come only after it).
+  void FlushWrites(const std::shared_ptr<Session>& session);
 
   // An error line with no id, for failures found before a request is parsed
   // (a line over the limit, too many connections).
@@ -127,8 +142,8 @@ class RequestHandler {
 
  private:
   struct Impl;
-  // A write of session was answered; start what waited for it.
-  void WriteFinished(const std::shared_ptr<Session>& session);
+  // n writes of session were answered; start what waited for them.
+  void WriteFinished(const std::shared_ptr<Session>& session, uint64_t n = 1);
   void Drain(const std::shared_ptr<Session>& session);
 
   std::unique_ptr<Impl> impl_;

@@ -33,8 +33,10 @@ class KeyLocks {
   enum class Mode { kShared, kExclusive };
 
   // What a granted Acquire holds; hand it back to Release exactly once.
+  // Shared holds taken one by one (TryAcquireOne) may also be released
+  // together: their stripes concatenated, a stripe taken twice listed twice.
   struct Held {
-    std::vector<uint32_t> stripes;  // ascending, unique
+    std::vector<uint32_t> stripes;  // ascending, unique (from Acquire)
     Mode mode = Mode::kShared;
   };
 

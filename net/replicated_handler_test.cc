@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kvstore/embedder.h"
 #include "net/handler.h"
 #include "net/replication.h"
 #include "net/write_command.h"
@@ -158,16 +159,83 @@ TEST_F(ReplicatedHandlerTest, ScansAndStatsKeepTheServersKeysApart) {
   EXPECT_EQ(Call(replicated_.get(), R"({"op":"transfer_leader","to":2})"), R"({"ok":true,"result":{"leader_id":2}})");
 }
 
+// Puts with their own vectors (a semantic index of client vectors, 4
+// dimensions): the same answers through the log as standalone, bad vectors
+// refused before anything is proposed, and the vectors searchable after.
+TEST_F(ReplicatedHandlerTest, PutsWithVectorsAnswerAsStandalone) {
+  local_.reset();
+  replicated_.reset();
+  local_db_.reset();
+  repl_db_.reset();
+  std::filesystem::remove_all(base_);
+  std::filesystem::create_directories(base_);
+  Options options;
+  options.search.enabled = true;
+  options.search.embedder = NewClientVectorsEmbedder(4);
+  options.search.excluded_prefixes = {"\xff"};  // as kvserver: not the applied index
+  ASSERT_TRUE(DB::Open(options, (base_ / "local").string(), &local_db_).ok());
+  ASSERT_TRUE(DB::Open(options, (base_ / "replicated").string(), &repl_db_).ok());
+  replication_ = std::make_unique<FakeReplication>(repl_db_.get());
+  auto inline_post = [](std::function<void()> fn) { fn(); };
+  local_ = std::make_unique<RequestHandler>(local_db_.get(), HandlerOptions{}, inline_post);
+  HandlerOptions o;
+  o.replication = replication_.get();
+  replicated_ = std::make_unique<RequestHandler>(repl_db_.get(), o, inline_post);
+
+  const char* requests[] = {
+      R"({"op":"set","key":"a","value":"alpha","vector":[1,0,0,0]})",
+      R"({"op":"bulk_set","items":[["b","beta",[0,1,0,0]],{"key":"c","value":"gamma","vector":[0,0,1,0.5]},["d","delta"]]})",
+      R"({"op":"set","key":"e","value":"x","vector":[1,2,3]})",
+      R"({"op":"set","key":"e","value":"x","vector":[0,0,0,0]})",
+      R"({"op":"set","key":"e","value":"x","vector":[1,"2",3,4]})",
+      R"({"op":"set","key":"e","value":"x","vector":[1e39,0,0,0]})",
+      R"({"op":"set","key":"e","value":"x","vector":{"a":1}})",
+      R"({"op":"bulk_set","items":[["f","ok",[1,1,1,1]],["g","bad",[1,1]]]})",
+      R"({"op":"bulk_set","items":[["h","x",[1,1,1,1],4]]})",
+      R"({"op":"get","key":"f"})",
+      R"({"op":"semantic_search","vector":[1,0.1,0,0],"k":2,"threshold":0})",
+      R"({"op":"semantic_search","vector":[0,0,1,0.4],"k":1,"threshold":0})",
+      R"({"op":"semantic_search","query":"alpha"})",
+      R"({"op":"fulltext_search","query":"delta"})",
+  };
+  for (const char* r : requests) {
+    EXPECT_EQ(Call(replicated_.get(), r), Call(local_.get(), r)) << r;
+  }
+  EXPECT_EQ(json::parse(Call(local_.get(), requests[0]))["ok"], true);
+  EXPECT_EQ(json::parse(Call(local_.get(), requests[1]))["ok"], true);
+  EXPECT_EQ(json::parse(Call(local_.get(), requests[2]))["error"]["code"], "bad_request");
+  json near = json::parse(Call(local_.get(), requests[10]));
+  ASSERT_EQ(near["result"].size(), 2u) << near;
+  EXPECT_EQ(near["result"][0]["key"], "a");
+  EXPECT_EQ(json::parse(Call(local_.get(), requests[11]))["result"][0]["key"], "c");
+  EXPECT_EQ(json::parse(Call(local_.get(), requests[3]))["error"]["code"], "bad_request");
+  EXPECT_EQ(json::parse(Call(local_.get(), requests[7]))["error"]["code"], "bad_request");
+  EXPECT_EQ(json::parse(Call(local_.get(), requests[9]))["error"]["code"], "not_found");  // f's batch failed whole
+  EXPECT_EQ(json::parse(Call(local_.get(), requests[12]))["error"]["code"], "unavailable");
+}
+
+// A server without a semantic index refuses a put's vector, writing nothing.
+TEST_F(ReplicatedHandlerTest, VectorsNeedASemanticIndex) {
+  const char* put = R"({"op":"set","key":"a","value":"alpha","vector":[1,0,0,0]})";
+  EXPECT_EQ(Call(replicated_.get(), put), Call(local_.get(), put));
+  EXPECT_EQ(json::parse(Call(local_.get(), put))["error"]["code"], "unavailable");
+  EXPECT_EQ(json::parse(Call(local_.get(), R"({"op":"get","key":"a"})"))["error"]["code"], "not_found");
+}
+
 TEST(WriteCommandTest, RoundTripsAndRejectsDamage) {
   WriteCommand c;
   c.kind = WriteCommand::Kind::kTxn;
   c.compares.push_back({WriteCommand::Compare::kNe, "k", "\"v\""});
   c.success.push_back({WriteCommand::Op::kSet, "k", std::string("1\0x", 3)});
+  c.success.push_back({WriteCommand::Op::kSet, "v", "1", {1.5f, -2.0f, 0.25f}});
   c.failure.push_back({WriteCommand::Op::kGet, "", ""});
   const std::string enc = EncodeWriteCommand(c);
   WriteCommand d;
   ASSERT_TRUE(DecodeWriteCommand(enc, &d));
   EXPECT_EQ(EncodeWriteCommand(d), enc);
+  ASSERT_EQ(d.success.size(), 2u);
+  EXPECT_TRUE(d.success[0].vector.empty());
+  EXPECT_EQ(d.success[1].vector, (std::vector<float>{1.5f, -2.0f, 0.25f}));
   for (size_t n = 0; n < enc.size(); ++n) EXPECT_FALSE(DecodeWriteCommand(enc.substr(0, n), &d)) << n;
   EXPECT_FALSE(DecodeWriteCommand(enc + "x", &d));
   std::string bad = enc;

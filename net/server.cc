@@ -131,6 +131,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       // client that sends without reading would otherwise grow our memory
       // without bound.
       while (Congested() && !stop_reading_) {
+        // The responses it waits for include those of gathered writes.
+        server_->handler->FlushWrites(session_);
         reader_wake_.expires_at(Clock::time_point::max());
         co_await reader_wake_.async_wait(kNoThrow);
       }
@@ -144,11 +146,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
         too_large = true;
         break;
       }
+      // Every complete line of this read is handled: commit their writes
+      // as one batch (one group-commit entry, not one per request).
+      server_->handler->FlushWrites(session_);
       auto [ec, n] = co_await socket_.async_read_some(asio::buffer(buf), kNoThrow);
       if (ec || n == 0) break;
       last_activity_ = Clock::now();
       framer_.Append(std::string_view(buf.data(), n));
     }
+    server_->handler->FlushWrites(session_);
     if (too_large) {
       spdlog::debug("{}: line over {} bytes; closing", peer_, server_->options.max_line_bytes);
       pending_.emplace_back(RequestHandler::ErrorLine(
@@ -284,7 +290,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   tcp::socket socket_;  // its executor is this connection's strand
   std::string peer_ = "?";
   LineFramer framer_;
-  std::shared_ptr<Session> session_ = std::make_shared<Session>();
+  std::shared_ptr<Session> session_ = [] {
+    auto s = std::make_shared<Session>();
+    s->coalesce_writes = true;  // ReadLoop flushes after each read
+    return s;
+  }();
   // Responses in request order: pending_[i] belongs to request
   // first_pending_seq_ + i, empty until the handler answers it.
   std::deque<std::optional<std::string>> pending_;

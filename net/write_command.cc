@@ -1,6 +1,7 @@
 #include "net/write_command.h"
 
 #include <cstring>
+#include <type_traits>
 
 namespace kvstore::net {
 
@@ -9,6 +10,10 @@ namespace {
 // Format (little-endian): u8 kind, then three lists (compares, success,
 // failure), each a u32 count of (u8 kind, u32 key length, key, u32 value
 // length, value). Lengths fit u32: keys and values are far below 4 GiB.
+// An op of kind 3 is a set with a vector: u32 dimension and as many
+// float32 follow its value. Entries written before it existed never hold
+// kind 3, so old logs decode as they did.
+constexpr uint8_t kWireSetWithVector = 3;
 void PutU32(std::string* out, uint32_t v) {
   char b[4];
   for (int i = 0; i < 4; ++i) b[i] = static_cast<char>(v >> (8 * i));
@@ -58,9 +63,17 @@ template <class T>
 void PutList(std::string* out, const std::vector<T>& list) {
   PutU32(out, static_cast<uint32_t>(list.size()));
   for (const T& e : list) {
-    out->push_back(static_cast<char>(e.kind));
+    bool with_vector = false;
+    if constexpr (std::is_same_v<T, WriteCommand::Op>) with_vector = e.kind == WriteCommand::Op::kSet && !e.vector.empty();
+    out->push_back(static_cast<char>(with_vector ? kWireSetWithVector : static_cast<uint8_t>(e.kind)));
     PutBytes(out, e.key);
     PutBytes(out, e.value);
+    if constexpr (std::is_same_v<T, WriteCommand::Op>) {
+      if (with_vector) {
+        PutU32(out, static_cast<uint32_t>(e.vector.size()));
+        out->append(reinterpret_cast<const char*>(e.vector.data()), e.vector.size() * sizeof(float));
+      }
+    }
   }
 }
 
@@ -73,10 +86,26 @@ bool GetList(Cursor* c, std::vector<T>* list, uint8_t max_kind) {
   list->resize(n);
   for (T& e : *list) {
     uint8_t k = c->U8();
+    bool with_vector = false;
+    if constexpr (std::is_same_v<T, WriteCommand::Op>) {
+      if (k == kWireSetWithVector) {
+        with_vector = true;
+        k = WriteCommand::Op::kSet;
+      }
+    }
     if (k > max_kind) return false;
     e.kind = static_cast<typename T::Kind>(k);
     e.key = c->Bytes();
     e.value = c->Bytes();
+    if constexpr (std::is_same_v<T, WriteCommand::Op>) {
+      if (with_vector) {
+        const uint32_t n = c->U32();
+        if (!c->ok || n == 0 || c->in.size() / sizeof(float) < n) return false;
+        e.vector.resize(n);
+        std::memcpy(e.vector.data(), c->in.data(), size_t{n} * sizeof(float));
+        c->in.remove_prefix(size_t{n} * sizeof(float));
+      }
+    }
   }
   return c->ok;
 }
@@ -148,7 +177,9 @@ ReplicaAnswer EvaluateWriteCommand(const WriteCommand& command, const CommandRea
   results += ']';
   if (!failed.ok()) return ReplicaAnswer::Error("internal", failed.ToString());
   for (const WriteCommand::Op& o : ops) {
-    if (o.kind == WriteCommand::Op::kSet) {
+    if (o.kind == WriteCommand::Op::kSet && !o.vector.empty()) {
+      batch->PutWithVector(o.key, o.value, o.vector);
+    } else if (o.kind == WriteCommand::Op::kSet) {
       batch->Put(o.key, o.value);
     } else if (o.kind == WriteCommand::Op::kDelete) {
       batch->Delete(o.key);

@@ -38,7 +38,8 @@ struct WriteCommand {
     enum Kind : uint8_t { kGet, kSet, kDelete };
     Kind kind = kGet;
     std::string key;
-    std::string value;  // canonical JSON, for kSet
+    std::string value;          // canonical JSON, for kSet
+    std::vector<float> vector = {};  // kSet: the put's own vector for the semantic index; empty: none
   };
   Kind kind = Kind::kSet;
   std::vector<Compare> compares;

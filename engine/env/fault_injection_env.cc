@@ -150,8 +150,8 @@ Status FaultInjectionEnv::BeforeAppend(const std::string& path, size_t n, size_t
     *allowed = n / 2;
     return Status::IOError("fault injection: append failed midway");
   }
-  if (!no_space_suffix_.empty() && path.size() >= no_space_suffix_.size() &&
-      path.compare(path.size() - no_space_suffix_.size(), no_space_suffix_.size(), no_space_suffix_) == 0) {
+  if (!no_space_pattern_.empty() &&
+      std::string_view(path).substr(path.rfind('/') + 1).find(no_space_pattern_) != std::string_view::npos) {
     *allowed = 0;
     return Status::NoSpace("fault injection: No space left on device");
   }

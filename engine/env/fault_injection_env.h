@@ -36,13 +36,13 @@ class FaultInjectionEnv final : public Env {
     std::lock_guard lock(mu_);
     space_left_ = bytes;
   }
-  // Appends to files whose path ends with suffix (".sst": tables only) fail
-  // with NoSpace and write nothing, while other files still have room: a
-  // full disk that hits a flush or a compaction but not the WAL. "" turns
-  // it off.
-  void SetNoSpaceFor(std::string suffix) {
+  // Appends to files whose name contains pattern (".sst": tables only;
+  // "MANIFEST-": manifests) fail with NoSpace and write nothing, while other
+  // files still have room: a full disk that hits a flush or a compaction but
+  // not the WAL. "" turns it off.
+  void SetNoSpaceFor(std::string pattern) {
     std::lock_guard lock(mu_);
-    no_space_suffix_ = std::move(suffix);
+    no_space_pattern_ = std::move(pattern);
   }
   // The nth Append from now writes half its bytes and fails with IOError.
   void FailAppendAfter(int n) {
@@ -115,7 +115,7 @@ class FaultInjectionEnv final : public Env {
   bool sync_failed_ = false;
   int appends_until_failure_ = 0;
   int64_t space_left_ = -1;
-  std::string no_space_suffix_;
+  std::string no_space_pattern_;
   std::map<std::string, FileState> files_;
   std::set<std::string> unsynced_new_files_;  // created, directory not yet synced
 };

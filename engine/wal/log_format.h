@@ -9,7 +9,10 @@ namespace kvstore::wal {
 
 // File header: magic (8) | version fixed32 | checksum32 of the first 12 bytes.
 inline constexpr std::string_view kMagic = "KVSTWAL\x01";
-inline constexpr uint32_t kFormatVersion = 1;
+// Version 2 added put-with-vector batch entries; version 1 segments (no
+// such entries) are read as they are.
+inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr uint32_t kOldestReadableVersion = 1;
 inline constexpr size_t kFileHeaderSize = 16;
 
 // The body is a sequence of blocks; a physical record never straddles one.

@@ -23,10 +23,10 @@ Status LogReader::ReadHeader() {
     return Status::Corruption(path_ + ": not a kvstore WAL segment (bad magic or header checksum)");
   }
   uint32_t version = DecodeFixed32(got.data() + 8);
-  if (version != kFormatVersion) {
+  if (version < kOldestReadableVersion || version > kFormatVersion) {
     return Status::NotSupported(path_ + ": WAL format version " + std::to_string(version) +
-                                " is not supported (this build reads version " +
-                                std::to_string(kFormatVersion) + ")");
+                                " is not supported (this build reads versions " +
+                                std::to_string(kOldestReadableVersion) + " to " + std::to_string(kFormatVersion) + ")");
   }
   buffer_offset_ = kFileHeaderSize;
   last_record_end_ = kFileHeaderSize;

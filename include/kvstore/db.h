@@ -84,6 +84,7 @@ struct DBStats {
 
   // Search indexes (all zero when Options::search is off).
   bool search_enabled = false;
+  uint64_t index_vector_dimension = 0;    // the semantic index's (what a put's vector must have); 0: none
   uint64_t index_segments = 0;            // index segments held in memory
   uint64_t index_segment_bytes = 0;       // their memory
   uint64_t index_segments_built = 0;      // by flushes, compactions and open since Open

@@ -44,6 +44,13 @@ class Embedder {
 // dimension is clamped to at least 8.
 std::shared_ptr<Embedder> NewHashingEmbedder(int dimension = 256);
 
+// For those who embed on their side: a semantic index of `dimension` whose
+// vectors all come from the client, with each put
+// (WriteBatch::PutWithVector) and each query (SemanticSearchByVector).
+// Values written without a vector are found by the other indexes only, and
+// a search by text answers NotSupported. name() is "client:<dimension>".
+std::shared_ptr<Embedder> NewClientVectorsEmbedder(int dimension);
+
 // An embedding model behind HTTP (not synchronous(): the DB embeds in the
 // background). Three request shapes:
 //   kOpenAI: POST <base>/v1/embeddings  {"model","input":[...]}

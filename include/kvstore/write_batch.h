@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -19,8 +20,18 @@ class WriteBatch {
   WriteBatch();
 
   void Put(std::string_view key, std::string_view value);
+  // A put whose value the semantic index finds by this vector instead of the
+  // one the store's embedder would compute from the value: for those who
+  // embed on their side. The vector must have the index's dimension (a
+  // store without a semantic index, or a vector of another dimension, fails
+  // the write with invalid_argument); it is kept, normalised, in the WAL and
+  // the index segments, never in the value. Up to kMaxVectorDimension
+  // finite floats, not all zero.
+  void PutWithVector(std::string_view key, std::string_view value, std::span<const float> vector);
   void Delete(std::string_view key);
   void Clear();
+
+  static constexpr size_t kMaxVectorDimension = 4096;
 
   // Number of puts and deletes.
   uint32_t Count() const;
@@ -32,6 +43,11 @@ class WriteBatch {
    public:
     virtual ~Handler() = default;
     virtual void Put(std::string_view key, std::string_view value) = 0;
+    // A PutWithVector; handlers that do not care about vectors see a Put.
+    virtual void PutWithVector(std::string_view key, std::string_view value, std::span<const float> vector) {
+      (void)vector;
+      Put(key, value);
+    }
     virtual void Delete(std::string_view key) = 0;
   };
   Status Iterate(Handler* handler) const;

@@ -174,8 +174,13 @@ class KVClient:
     def ping(self):
         return self._call({"op": "ping"})
 
-    def set(self, key, value):
-        self._call({"op": "set", "key": key, "value": value})
+    def set(self, key, value, vector=None):
+        """vector: the value's own embedding for semantic_search (a list of
+        numbers of the server's dimension), instead of the server's."""
+        request = {"op": "set", "key": key, "value": value}
+        if vector is not None:
+            request["vector"] = [float(x) for x in vector]
+        self._call(request)
         return True
 
     def get(self, key):
@@ -192,9 +197,16 @@ class KVClient:
         return True
 
     def bulk_set(self, items):
-        """items: (key, value) pairs, written all or nothing. Returns the count."""
-        pairs = [[k, v] for k, v in items]
-        return self._call({"op": "bulk_set", "items": pairs})["count"]
+        """items: (key, value) pairs, or (key, value, vector) triples carrying
+        the value's own embedding; written all or nothing. Returns the count."""
+        rows = []
+        for item in items:
+            if len(item) == 3:
+                rows.append([item[0], item[1], [float(x) for x in item[2]]])
+            else:
+                k, v = item
+                rows.append([k, v])
+        return self._call({"op": "bulk_set", "items": rows})["count"]
 
     def bulk_get(self, keys):
         """A dict of the keys that exist."""

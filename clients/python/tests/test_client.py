@@ -168,6 +168,26 @@ class IdleReconnectTest(ServerCase):
         self.assertEqual(c.get("a"), 1)
 
 
+class ClientVectorsTest(ServerCase):
+    extra_args = ["--embedder", "client", "--embedder-dimension", "3"]
+
+    def test_values_found_by_their_own_vectors(self):
+        c = self.client()
+        c.set("a", "alpha", vector=[1, 0, 0])
+        self.assertEqual(c.bulk_set([("b", "beta", [0, 1, 0]), ("c", "gamma")]), 2)
+        self.assertEqual(c.get("a"), "alpha")  # the vector is not part of the value
+        hits = c.semantic_search([0.9, 0.1, 0], k=1, threshold=0)
+        self.assertEqual(hits[0][0], "a")
+        self.assertEqual(c.semantic_search([0, 1, 0], k=5, threshold=0.5)[0][0], "b")
+        with self.assertRaises(KVError) as ctx:
+            c.set("d", "delta", vector=[1, 2])
+        self.assertEqual(ctx.exception.code, "bad_request")
+        self.assertIsNone(c.get("d"))
+        with self.assertRaises(KVError) as ctx:
+            c.semantic_search("alpha")  # no text embedder on this server
+        self.assertEqual(ctx.exception.code, "unavailable")
+
+
 class AuthTest(ServerCase):
     @classmethod
     def setUpClass(cls):
