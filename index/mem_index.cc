@@ -211,9 +211,7 @@ void MemIndex::NearestVectors(const float* query, int dimension, size_t n, uint6
   for (uint32_t id : vector_docs_) {
     const AnalyzedDoc& d = docs_[id];
     if (d.seq > max_seq) continue;
-    float dot = 0;
-    for (size_t i = 0; i < dim; i++) dot += d.vector[i] * query[i];
-    best.emplace_back(dot, id);
+    best.emplace_back(DotProduct(d.vector.data(), query, dim), id);
   }
   const size_t k = std::min(n, best.size());
   std::partial_sort(best.begin(), best.begin() + static_cast<ptrdiff_t>(k), best.end(),

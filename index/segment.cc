@@ -1006,22 +1006,35 @@ void ScanBlock(const int8_t* block, const uint32_t* dims, const float* q, size_t
 #endif
 }
 
-float Dot(const float* a, const float* b, size_t dim) {
+}  // namespace
+
+// Compiled with -march=native with the rest of this file (index/CMakeLists).
+float DotProduct(const float* a, const float* b, size_t dim) {
 #if defined(__AVX512F__)
   __m512 acc = _mm512_setzero_ps();
   size_t i = 0;
   for (; i + 16 <= dim; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
-  float dot = _mm512_reduce_add_ps(acc);
+  // Summed by hand: GCC 12's _mm512_reduce_add_ps trips -Wuninitialized
+  // once this function is compiled on its own.
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, acc);
+  float dot = 0;
+  for (float x : lanes) dot += x;
   for (; i < dim; i++) dot += a[i] * b[i];
   return dot;
 #else
-  float dot = 0;
-  for (size_t i = 0; i < dim; i++) dot += a[i] * b[i];
+  // Eight independent sums: the compiler can keep them in vector lanes
+  // without reordering one sum's additions.
+  float acc[8] = {};
+  size_t i = 0;
+  for (; i + 8 <= dim; i += 8) {
+    for (size_t j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+  }
+  float dot = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < dim; i++) dot += a[i] * b[i];
   return dot;
 #endif
 }
-
-}  // namespace
 
 void Segment::BuildScanCodes() {
   const size_t num = vector_docs_.size();
@@ -1102,7 +1115,7 @@ void Segment::ScanNearest(const float* query, size_t n, uint64_t max_seq,
   best->clear();
   for (const auto& [upper, v] : candidates) {
     if (upper < bound) continue;
-    best->emplace_back(Dot(VectorAt(v), query, dim), v);
+    best->emplace_back(DotProduct(VectorAt(v), query, dim), v);
   }
   const size_t k = std::min(n, best->size());
   std::partial_sort(best->begin(), best->begin() + static_cast<ptrdiff_t>(k), best->end(),

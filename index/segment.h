@@ -54,6 +54,10 @@ Status AnalyzeDoc(const Analyzer& analyzer, Embedder* embedder, std::string_view
 
 bool KeyIndexed(const IndexConfig& config, std::string_view key);
 
+// The dot product of two float vectors of dim elements, vectorised (the
+// brute-force scans of segments and memtables).
+float DotProduct(const float* a, const float* b, size_t dim);
+
 struct Candidate {
   std::string key;
   uint64_t seq = 0;
