@@ -712,16 +712,20 @@ void DBImpl::BackgroundLoop() {
       bg_cv_.Wait(&mu_);
       continue;
     }
+    // A manual compaction is taken while mu_ is still held, and marked
+    // running: from then on its CompactRange waits for it even if the store
+    // turns read-only, since it lives on that caller's stack (and would
+    // otherwise be gone, or gone from the queue, by the time it is done).
+    ManualCompaction* m = nullptr;
+    if (!has_imm && manual) {
+      m = manual_compactions_.front();
+      m->running = true;
+    }
     lock.Unlock();
     Status s;
-    ManualCompaction* m = nullptr;
     if (has_imm) {
       s = FlushOldestImmutable();
     } else if (manual) {
-      {
-        MutexLock l(&mu_);
-        m = manual_compactions_.front();
-      }
       auto c = PickRangeCompaction(*versions_->current(), m->level, m->begin, m->end, m->in_place);
       m->ran = c != nullptr;
       if (c != nullptr) s = RunOneCompaction(std::move(c));
@@ -984,7 +988,7 @@ Status DBImpl::CompactRange(std::string_view begin, std::string_view end) {
     MutexLock lock(&mu_);
     manual_compactions_.push_back(&m);
     bg_cv_.NotifyOne();
-    while (!m.done && bg_running_ && !read_only_.load()) bg_done_cv_.Wait(&mu_);
+    while (!m.done && (m.running || (bg_running_ && !read_only_.load()))) bg_done_cv_.Wait(&mu_);
     if (!m.done) {
       std::erase(manual_compactions_, &m);
       if (read_only_.load()) {

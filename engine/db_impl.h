@@ -219,6 +219,7 @@ class DBImpl final : public DB {
     bool in_place = false;
     bool ran = false;  // a compaction was found and run
     std::string begin, end;
+    bool running = false;  // the background thread has taken it
     bool done = false;
     Status status;
   };
