@@ -31,7 +31,7 @@
 #include "bench/bench_engine.h"
 #include "bench/engine_bench.h"
 #include "bench/histogram.h"
-#include "bench/procs.h"
+#include "tests/support/procs.h"
 #include "bench/report.h"
 #include "net/client.h"
 
