@@ -175,6 +175,15 @@ int RunServerLoop(const ServerLoopOptions& o) {
     }
     const int run_ms = 50 + static_cast<int>(rng() % 450);
     std::this_thread::sleep_for(std::chrono::milliseconds(run_ms));
+    // On a loaded machine (or under ASan) the first fsyncs can take longer
+    // than the run: a cycle kills only once something was acknowledged.
+    for (int waited = 0; waited < 10000; waited += 10) {
+      {
+        std::lock_guard lock(mu);
+        if (acked.size() > before) break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     server.Stop(SIGKILL);
     for (auto& w : writers) w.join();
     const size_t this_cycle = acked.size() - before;
@@ -188,7 +197,7 @@ int RunServerLoop(const ServerLoopOptions& o) {
       server.Stop(SIGKILL);  // the next cycle starts it again
     }
     done++;
-    std::printf("cycle %d: killed %d ms after start, %zu writes acknowledged, %lu keys read back, lost so far %lu, "
+    std::printf("cycle %d: killed %d+ ms after start, %zu writes acknowledged, %lu keys read back, lost so far %lu, "
                 "partial so far %lu\n",
                 c + 1, run_ms, this_cycle, keys, totals.lost, totals.partial);
     std::fflush(stdout);
