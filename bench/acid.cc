@@ -19,7 +19,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "bench/procs.h"
+#include "tests/support/procs.h"
 #include "net/client.h"
 
 namespace kvbench {

@@ -17,7 +17,7 @@
 #include <CLI/CLI.hpp>
 
 #include "bench/histogram.h"
-#include "bench/procs.h"
+#include "tests/support/procs.h"
 #include "net/client.h"
 
 namespace kvbench {

@@ -32,7 +32,7 @@
 #include "bench/cluster_bench.h"
 #include "bench/engine_bench.h"
 #include "bench/histogram.h"
-#include "bench/procs.h"
+#include "tests/support/procs.h"
 #include "bench/report.h"
 #include "net/client.h"
 

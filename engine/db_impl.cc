@@ -96,17 +96,17 @@ DBImpl::~DBImpl() {
   // The background embedder reads views and values: it goes first.
   if (search_ != nullptr) search_->StopEmbedding();
   {
-    std::unique_lock lock(queue_mu_);
-    idle_cv_.wait(lock, [this] { return writers_.empty() && !leader_active_ && leaders_running_ == 0; });
+    MutexLock lock(&queue_mu_);
+    while (!writers_.empty() || leader_active_ || leaders_running_ != 0) idle_cv_.Wait(&queue_mu_);
     committer_stop_ = true;
-    committer_cv_.notify_one();
+    committer_cv_.NotifyOne();
   }
   if (committer_.joinable()) committer_.join();
   {
-    std::unique_lock lock(mu_);
+    MutexLock lock(&mu_);
     shutting_down_ = true;
-    bg_cv_.notify_all();
-    bg_done_cv_.notify_all();
+    bg_cv_.NotifyAll();
+    bg_done_cv_.NotifyAll();
   }
   if (background_.joinable()) background_.join();
   if (log_ != nullptr) (void)log_->Close();
@@ -263,7 +263,7 @@ Status DBImpl::Recover() {
   s = versions_->StartNewManifest();
   if (!s.ok()) return s;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     closed_wal_sizes_ = std::move(wal_sizes);
     view_ = std::make_shared<const View>(View{std::move(mem), {}, versions_->current()});
   }
@@ -404,14 +404,14 @@ Status DBImpl::WriteInternal(const WriteOptions& options, WriteBatch* batch, boo
   w.sync = options.sync;
   w.force_rotate = force_rotate;
   if (search_ != nullptr) search_->AnalyzeBatch(*batch, &w.docs);
-  std::unique_lock lock(queue_mu_);
+  MutexLock lock(&queue_mu_);
   writers_.push_back(&w);
-  if (leader_waiting_ && writers_.size() >= last_group_size_) group_cv_.notify_one();
+  if (leader_waiting_ && writers_.size() >= last_group_size_) group_cv_.NotifyOne();
   if (!leader_active_) {
     leader_active_ = true;
-    LeadLocked(lock, &w);  // w is at the front, so in the first group
+    LeadLocked(&w);  // w is at the front, so in the first group
   } else {
-    lock.unlock();
+    lock.Unlock();
     w.done_signal.acquire();
   }
   return w.status;
@@ -431,23 +431,23 @@ void DBImpl::WriteAsync(const WriteOptions& options, WriteBatch batch, WriteCall
   w->sync = options.sync;
   w->callback = callback ? std::move(callback) : [](Status) {};
   if (search_ != nullptr) search_->AnalyzeBatch(w->owned, &w->docs);
-  std::lock_guard lock(queue_mu_);
+  MutexLock lock(&queue_mu_);
   writers_.push_back(w);
-  if (leader_waiting_ && writers_.size() >= last_group_size_) group_cv_.notify_one();
+  if (leader_waiting_ && writers_.size() >= last_group_size_) group_cv_.NotifyOne();
   if (!leader_active_) {
     leader_active_ = true;
     committer_should_lead_ = true;
-    committer_cv_.notify_one();
+    committer_cv_.NotifyOne();
   }
 }
 
 void DBImpl::CommitterLoop() {
-  std::unique_lock lock(queue_mu_);
+  MutexLock lock(&queue_mu_);
   for (;;) {
-    committer_cv_.wait(lock, [this] { return committer_should_lead_ || committer_stop_; });
+    while (!committer_should_lead_ && !committer_stop_) committer_cv_.Wait(&queue_mu_);
     if (committer_should_lead_) {
       committer_should_lead_ = false;
-      LeadLocked(lock, nullptr);
+      LeadLocked(nullptr);
       continue;
     }
     return;
@@ -461,21 +461,21 @@ void DBImpl::CommitterLoop() {
 // is empty: under load one thread runs group after group back to back, and
 // the writers only enqueue and wait, so no leader handoff (a wakeup on the
 // critical path) sits between two fsyncs.
-void DBImpl::LeadLocked(std::unique_lock<std::mutex>& lock, Writer* self) {
+void DBImpl::LeadLocked(Writer* self) {
   leaders_running_++;
   std::vector<Writer*> finished;
   for (;;) {
-    CommitGroupLocked(lock, &finished);
+    CommitGroupLocked(&finished);
     if (self != nullptr) std::erase(finished, self);  // the leader is not waiting
     const bool more = !writers_.empty();
     if (!more) {
       leader_active_ = false;
     } else if (self != nullptr) {
       committer_should_lead_ = true;
-      committer_cv_.notify_one();
+      committer_cv_.NotifyOne();
     }
     if (!finished.empty()) {
-      lock.unlock();
+      queue_mu_.Unlock();
       for (Writer* w : finished) {
         if (w->callback) {
           w->callback(w->status);
@@ -485,18 +485,18 @@ void DBImpl::LeadLocked(std::unique_lock<std::mutex>& lock, Writer* self) {
         }
       }
       finished.clear();
-      lock.lock();
+      queue_mu_.Lock();
     }
     if (!more || self != nullptr) {
       // The destructor waits for this too: a leader may still be running
       // callbacks after it gave up leadership.
-      if (--leaders_running_ == 0) idle_cv_.notify_all();
+      if (--leaders_running_ == 0) idle_cv_.NotifyAll();
       return;
     }
   }
 }
 
-void DBImpl::CommitGroupLocked(std::unique_lock<std::mutex>& lock, std::vector<Writer*>* finished) {
+void DBImpl::CommitGroupLocked(std::vector<Writer*>* finished) {
   // Group as many queued batches as fit, but keep a small write from waiting
   // behind a large group (the same bound LevelDB uses).
   constexpr size_t kSmallWrite = 128 << 10;
@@ -509,7 +509,8 @@ void DBImpl::CommitGroupLocked(std::unique_lock<std::mutex>& lock, std::vector<W
     const auto deadline = std::chrono::steady_clock::now() +
                           std::chrono::nanoseconds(std::min(group_io_ewma_ns_ / 4, kGroupWaitMaxNs));
     leader_waiting_ = true;
-    group_cv_.wait_until(lock, deadline, [this] { return writers_.size() >= last_group_size_; });
+    while (writers_.size() < last_group_size_ && group_cv_.WaitUntil(&queue_mu_, deadline)) {
+    }
     leader_waiting_ = false;
   }
   group_.clear();
@@ -524,7 +525,7 @@ void DBImpl::CommitGroupLocked(std::unique_lock<std::mutex>& lock, std::vector<W
     bytes += size;
     sync |= w->sync;
   }
-  lock.unlock();
+  queue_mu_.Unlock();
   // Only synced groups are timed: their fsync is what the wait for
   // stragglers above is weighed against.
   const auto start = sync ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
@@ -534,7 +535,7 @@ void DBImpl::CommitGroupLocked(std::unique_lock<std::mutex>& lock, std::vector<W
                                        std::chrono::steady_clock::now() - start)
                                        .count())
            : 0;
-  lock.lock();
+  queue_mu_.Lock();
   group_io_ewma_ns_ = (group_io_ewma_ns_ * 7 + io_ns) / 8;
   last_group_size_ = group_.size();
   for (Writer* w : group_) {
@@ -600,12 +601,12 @@ Status DBImpl::WriteGroup(const std::vector<Writer*>& group, bool sync) {
 }
 
 Status DBImpl::MakeRoomForWrite(bool force) {
-  std::unique_lock lock(mu_);
-  Status s = WaitForRoomLocked(lock, force);
+  MutexLock lock(&mu_);
+  Status s = WaitForRoomLocked(force);
   if (!s.ok()) return s;
   if (!force && MemBytes(*mem_) < options_.memtable_budget) return Status::OK();
   if (force && mem_->entries() == 0) return Status::OK();
-  lock.unlock();
+  lock.Unlock();
 
   // The memtable becomes immutable and a new segment takes the writes.
   // Sync the old segment first: then only the newest segment can ever end
@@ -629,7 +630,7 @@ Status DBImpl::MakeRoomForWrite(bool force) {
   auto mem = std::make_shared<MemTable>(new_number, options_.memtable_budget);
   if (search_ != nullptr) search_->AttachMemIndex(mem.get());
   mem_ = mem.get();
-  lock.lock();
+  lock.Lock();
   closed_wal_sizes_[old_number] = old->size();
   auto view = std::make_shared<View>();
   view->mem = std::move(mem);
@@ -638,14 +639,14 @@ Status DBImpl::MakeRoomForWrite(bool force) {
   view->imm.insert(view->imm.end(), view_->imm.begin(), view_->imm.end());
   view->version = view_->version;
   view_ = std::move(view);
-  bg_cv_.notify_one();  // there is a memtable to flush
+  bg_cv_.NotifyOne();  // there is a memtable to flush
   return Status::OK();
 }
 
 // Waits while an earlier memtable is still being flushed (so at most two
 // exist) or L0 has too many tables; slows a write down once when L0 is
 // getting full. Leader only, with mu_ held.
-Status DBImpl::WaitForRoomLocked(std::unique_lock<std::mutex>& lock, bool force) {
+Status DBImpl::WaitForRoomLocked(bool force) {
   bool delayed = false;
   const uint64_t attempts_before = bg_attempts_;
   for (;;) {
@@ -654,9 +655,9 @@ Status DBImpl::WaitForRoomLocked(std::unique_lock<std::mutex>& lock, bool force)
     const bool memtable_full = force || MemBytes(*mem_) >= options_.memtable_budget;
     if (!delayed && l0 >= kL0SlowdownFiles) {
       const auto start = std::chrono::steady_clock::now();
-      lock.unlock();
+      mu_.Unlock();
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      lock.lock();
+      mu_.Lock();
       RecordStallLocked(MicrosSince(start));
       delayed = true;
       continue;
@@ -670,8 +671,8 @@ Status DBImpl::WaitForRoomLocked(std::unique_lock<std::mutex>& lock, bool force)
     // thread below makes it try again at once.
     if (!bg_error_.ok() && bg_attempts_ != attempts_before) return bg_error_;
     const auto start = std::chrono::steady_clock::now();
-    bg_cv_.notify_one();
-    bg_done_cv_.wait(lock);
+    bg_cv_.NotifyOne();
+    bg_done_cv_.Wait(&mu_);
     RecordStallLocked(MicrosSince(start));
   }
 }
@@ -683,18 +684,18 @@ void DBImpl::RecordStallLocked(uint64_t micros) {
 }
 
 void DBImpl::SetReadOnly(const Status& reason) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (!read_only_.load(std::memory_order_relaxed)) {
     read_only_reason_ = reason;
     read_only_.store(true, std::memory_order_release);
   }
   // Flush and CompactRange may be waiting for background work that will
   // not happen now.
-  bg_done_cv_.notify_all();
+  bg_done_cv_.NotifyAll();
 }
 
 Status DBImpl::ReadOnlyError() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return Status::ReadOnly("writes are refused after an earlier error: " +
                           read_only_reason_.ToString());
 }
@@ -703,24 +704,28 @@ Status DBImpl::ReadOnlyError() {
 // Background work: flushes first, then compactions
 
 void DBImpl::BackgroundLoop() {
-  std::unique_lock lock(mu_);
+  MutexLock lock(&mu_);
   while (!shutting_down_) {
     const bool has_imm = !view_->imm.empty();
     const bool manual = !manual_compactions_.empty();
     if (read_only_.load() || (!has_imm && !manual && !NeedsCompactionLocked())) {
-      bg_cv_.wait(lock);
+      bg_cv_.Wait(&mu_);
       continue;
     }
-    lock.unlock();
-    Status s;
+    // A manual compaction is taken while mu_ is still held, and marked
+    // running: from then on its CompactRange waits for it even if the store
+    // turns read-only, since it lives on that caller's stack (and would
+    // otherwise be gone, or gone from the queue, by the time it is done).
     ManualCompaction* m = nullptr;
+    if (!has_imm && manual) {
+      m = manual_compactions_.front();
+      m->running = true;
+    }
+    lock.Unlock();
+    Status s;
     if (has_imm) {
       s = FlushOldestImmutable();
     } else if (manual) {
-      {
-        std::lock_guard l(mu_);
-        m = manual_compactions_.front();
-      }
       auto c = PickRangeCompaction(*versions_->current(), m->level, m->begin, m->end, m->in_place);
       m->ran = c != nullptr;
       if (c != nullptr) s = RunOneCompaction(std::move(c));
@@ -728,7 +733,7 @@ void DBImpl::BackgroundLoop() {
       auto c = PickCompaction(*versions_->current(), compaction_options_, &compact_pointers_);
       if (c != nullptr) s = RunOneCompaction(std::move(c));
     }
-    lock.lock();
+    lock.Lock();
     if (m != nullptr) {
       m->status = s;
       m->done = true;
@@ -736,22 +741,22 @@ void DBImpl::BackgroundLoop() {
     }
     bg_error_ = s;
     bg_attempts_++;
-    bg_done_cv_.notify_all();
+    bg_done_cv_.NotifyAll();
     if (!s.ok()) {
       if (s.IsNoSpace()) {
         // Space may come back: try again a little later.
-        bg_cv_.wait_for(lock, kBackgroundRetryDelay);
+        bg_cv_.WaitFor(&mu_, kBackgroundRetryDelay);
       } else {
         // A table that cannot be written or read is not something to retry
         // blindly; writes stop, reads go on.
-        lock.unlock();
+        lock.Unlock();
         SetReadOnly(s);
-        lock.lock();
+        lock.Lock();
       }
     }
   }
   bg_running_ = false;
-  bg_done_cv_.notify_all();
+  bg_done_cv_.NotifyAll();
 }
 
 bool DBImpl::NeedsCompactionLocked() const {
@@ -760,13 +765,13 @@ bool DBImpl::NeedsCompactionLocked() const {
 
 uint64_t DBImpl::NewOutputFileNumber() {
   const uint64_t number = versions_->NewFileNumber();
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   pending_outputs_.insert(number);
   return number;
 }
 
 SequenceNumber DBImpl::SmallestSnapshot() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   SequenceNumber smallest = last_sequence_.load(std::memory_order_acquire);
   for (const SnapshotImpl* s : snapshots_) smallest = std::min(smallest, s->sequence());
   return smallest;
@@ -799,7 +804,7 @@ Status DBImpl::FlushOldestImmutable() {
   RewriteScope rewrite(search_.get());
   std::shared_ptr<MemTable> imm, next;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     imm = view_->imm.back();
     next = view_->imm.size() >= 2 ? view_->imm[view_->imm.size() - 2] : view_->mem;
   }
@@ -821,7 +826,7 @@ Status DBImpl::FlushOldestImmutable() {
     s = versions_->LogAndApply(&edit);
   }
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     // A failed manifest edit may still be durable: its table stays pending
     // (never deleted) until the store is reopened.
     if (s.ok() || !edit_attempted) pending_outputs_.erase(number);
@@ -863,7 +868,7 @@ Status DBImpl::RunOneCompaction(std::unique_ptr<Compaction> c) {
   const bool edit_attempted = s.ok();
   if (s.ok()) s = versions_->LogAndApply(&edit);
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     // As in a flush: after a failed manifest edit the outputs stay pending.
     if (s.ok() || !edit_attempted) {
       for (uint64_t n : outputs) pending_outputs_.erase(n);
@@ -898,7 +903,7 @@ void DBImpl::RemoveUnusedOutput(uint64_t number) {
 void DBImpl::DeleteObsoleteFiles() {
   std::set<uint64_t> pending;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (checkpoints_in_progress_ > 0) return;
     pending = pending_outputs_;
   }
@@ -913,7 +918,7 @@ void DBImpl::DeleteObsoleteFiles() {
     if (ParseLogFileName(name, &number)) {
       remove = number < min_log;
       if (remove) {
-        std::lock_guard lock(mu_);
+        MutexLock lock(&mu_);
         closed_wal_sizes_.erase(number);
       }
     } else if (ParseTableFileName(name, &number)) {
@@ -932,7 +937,7 @@ void DBImpl::DeleteObsoleteFiles() {
   }
 }
 
-Status DBImpl::WaitForFlushLocked(std::unique_lock<std::mutex>& lock) {
+Status DBImpl::WaitForFlushLocked() {
   // Only a failure of an attempt made while we wait counts: an error left
   // from before (a full disk since cleared) says nothing about this flush.
   const uint64_t attempts_before = bg_attempts_;
@@ -942,8 +947,8 @@ Status DBImpl::WaitForFlushLocked(std::unique_lock<std::mutex>& lock) {
       return Status::ReadOnly("writes are refused after an earlier error: " + read_only_reason_.ToString());
     }
     if (!bg_error_.ok() && bg_attempts_ != attempts_before) return bg_error_;
-    bg_cv_.notify_one();
-    bg_done_cv_.wait(lock);
+    bg_cv_.NotifyOne();
+    bg_done_cv_.Wait(&mu_);
   }
   return Status::OK();
 }
@@ -952,8 +957,8 @@ Status DBImpl::Flush() {
   WriteBatch empty;
   Status s = WriteInternal(WriteOptions{}, &empty, /*force_rotate=*/true);
   if (!s.ok()) return s;
-  std::unique_lock lock(mu_);
-  return WaitForFlushLocked(lock);
+  MutexLock lock(&mu_);
+  return WaitForFlushLocked();
 }
 
 Status DBImpl::CompactRange(std::string_view begin, std::string_view end) {
@@ -980,10 +985,10 @@ Status DBImpl::CompactRange(std::string_view begin, std::string_view end) {
     m.in_place = level == last;
     m.begin.assign(begin);
     m.end.assign(end);
-    std::unique_lock lock(mu_);
+    MutexLock lock(&mu_);
     manual_compactions_.push_back(&m);
-    bg_cv_.notify_one();
-    bg_done_cv_.wait(lock, [&] { return m.done || !bg_running_ || read_only_.load(); });
+    bg_cv_.NotifyOne();
+    while (!m.done && (m.running || (bg_running_ && !read_only_.load()))) bg_done_cv_.Wait(&mu_);
     if (!m.done) {
       std::erase(manual_compactions_, &m);
       if (read_only_.load()) {
@@ -1002,7 +1007,7 @@ Status DBImpl::Checkpoint(const std::string& dir) {
   Status s = env_->CreateDir(dir);
   if (!s.ok()) return s;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     checkpoints_in_progress_++;  // no file is deleted until we are done
   }
   std::shared_ptr<const Version> version;
@@ -1054,7 +1059,7 @@ Status DBImpl::Checkpoint(const std::string& dir) {
   }
   if (s.ok()) s = env_->SyncDir(dir);
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     checkpoints_in_progress_--;
   }
   return s;
@@ -1071,7 +1076,7 @@ std::shared_ptr<const DBImpl::View> DBImpl::CurrentView(const Snapshot* snapshot
   // compaction kept everything for. And every write at or below the
   // sequence went into a memtable this view (or a table of its version)
   // contains, since the leader swaps views before it publishes sequences.
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   *sequence = snapshot != nullptr ? snapshot->sequence() : last_sequence_.load(std::memory_order_acquire);
   return view_;
 }
@@ -1167,7 +1172,7 @@ std::unique_ptr<Iterator> DBImpl::NewIterator(const ReadOptions& options) {
 }
 
 const Snapshot* DBImpl::GetSnapshot() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto* s = new SnapshotImpl(last_sequence_.load(std::memory_order_acquire));
   snapshots_.push_back(s);
   s->position = std::prev(snapshots_.end());
@@ -1177,7 +1182,7 @@ const Snapshot* DBImpl::GetSnapshot() {
 void DBImpl::ReleaseSnapshot(const Snapshot* snapshot) {
   if (snapshot == nullptr) return;
   auto* s = const_cast<SnapshotImpl*>(static_cast<const SnapshotImpl*>(snapshot));
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   snapshots_.erase(s->position);
   delete s;
 }
@@ -1190,7 +1195,7 @@ DBStats DBImpl::GetStats() {
   st.sequence = last_sequence_.load(std::memory_order_acquire);
   std::shared_ptr<const View> view;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     view = view_;
     st.snapshots = snapshots_.size();
     st.read_only = read_only_.load();

@@ -5,7 +5,10 @@
 
 #include <atomic>
 #include <filesystem>
+#include <condition_variable>
 #include <fstream>
+#include <future>
+#include <mutex>
 #include <thread>
 
 #include "engine/env/fault_injection_env.h"
@@ -310,6 +313,111 @@ TEST_F(DBTest, FlushWritesATableAndDropsItsWal) {
   EXPECT_EQ(Get("k499"), "v499");
   EXPECT_EQ(Get("k500"), "NOT_FOUND");  // the deletion in the WAL shadows the table
   EXPECT_EQ(db_->GetStats().levels[0].files, 1u);
+}
+
+// An Env whose table files, once armed, stop at their first append until
+// the test opens the gate: it holds a compaction in the middle of its work.
+class GateEnv final : public Env {
+ public:
+  void Arm() {
+    std::lock_guard lock(mu_);
+    armed_ = true;
+  }
+  void WaitEntered() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [this] { return entered_; });
+  }
+  void Open() {
+    std::lock_guard lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  void Pass() {
+    std::unique_lock lock(mu_);
+    if (!armed_) return;
+    entered_ = true;
+    cv_.notify_all();
+    cv_.wait(lock, [this] { return open_; });
+  }
+
+  Status NewSequentialFile(const std::string& p, std::unique_ptr<SequentialFile>* r) override {
+    return base_->NewSequentialFile(p, r);
+  }
+  Status NewRandomAccessFile(const std::string& p, std::unique_ptr<RandomAccessFile>* r) override {
+    return base_->NewRandomAccessFile(p, r);
+  }
+  Status NewWritableFile(const std::string& p, std::unique_ptr<WritableFile>* r) override {
+    Status s = base_->NewWritableFile(p, r);
+    if (s.ok() && p.ends_with(".sst")) *r = std::make_unique<File>(this, std::move(*r));
+    return s;
+  }
+  Status NewAppendableFile(const std::string& p, std::unique_ptr<WritableFile>* r) override {
+    return base_->NewAppendableFile(p, r);
+  }
+  bool FileExists(const std::string& p) override { return base_->FileExists(p); }
+  Status GetChildren(const std::string& d, std::vector<std::string>* n) override { return base_->GetChildren(d, n); }
+  Status GetFileSize(const std::string& p, uint64_t* n) override { return base_->GetFileSize(p, n); }
+  Status RemoveFile(const std::string& p) override { return base_->RemoveFile(p); }
+  Status RenameFile(const std::string& f, const std::string& t) override { return base_->RenameFile(f, t); }
+  Status TruncateFile(const std::string& p, uint64_t n) override { return base_->TruncateFile(p, n); }
+  Status LinkFile(const std::string& f, const std::string& t) override { return base_->LinkFile(f, t); }
+  Status CreateDir(const std::string& d) override { return base_->CreateDir(d); }
+  Status SyncDir(const std::string& d) override { return base_->SyncDir(d); }
+  Status LockFile(const std::string& p, std::unique_ptr<FileLock>* l) override { return base_->LockFile(p, l); }
+
+ private:
+  class File final : public WritableFile {
+   public:
+    File(GateEnv* env, std::unique_ptr<WritableFile> base) : env_(env), base_(std::move(base)) {}
+    Status Append(std::string_view data) override {
+      env_->Pass();
+      return base_->Append(data);
+    }
+    Status Sync() override { return base_->Sync(); }
+    Status Truncate(uint64_t size) override { return base_->Truncate(size); }
+    Status Close() override { return base_->Close(); }
+
+   private:
+    GateEnv* const env_;
+    std::unique_ptr<WritableFile> base_;
+  };
+  Env* const base_ = Env::Default();
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool armed_ = false, entered_ = false, open_ = false;
+};
+
+class DBGateTest : public DBTest {
+ protected:
+  // Outlive db_, which TearDown resets.
+  GateEnv gate_;
+  FaultInjectionEnv fault_{&gate_};
+};
+
+// A CompactRange whose compaction is already running when the store turns
+// read-only waits for it to end: the request lives on the caller's stack and
+// the background thread writes its outcome there. (It used to return at
+// once; the background thread then wrote into the dead frame and popped an
+// empty queue.)
+TEST_F(DBGateTest, CompactRangeWaitsForItsRunningCompactionWhenReadOnly) {
+  options_.env = &fault_;
+  Reopen();
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i < 100; i++) ASSERT_TRUE(db_->Put(wo_, "k" + std::to_string(i), "r").ok());
+    ASSERT_TRUE(db_->Flush().ok());
+  }
+  gate_.Arm();
+  auto compacted = std::async(std::launch::async, [this] { return db_->CompactRange("", ""); });
+  gate_.WaitEntered();  // the compaction is writing its output
+  fault_.FailSyncAfter(1);
+  ASSERT_TRUE(db_->Put(wo_, "x", "1").IsIOError());  // a failed WAL fsync: read-only
+  EXPECT_TRUE(db_->GetStats().read_only);
+  EXPECT_EQ(compacted.wait_for(std::chrono::milliseconds(200)), std::future_status::timeout)
+      << "CompactRange returned while its compaction was still running";
+  gate_.Open();
+  Status s = compacted.get();
+  EXPECT_TRUE(s.ok() || s.IsReadOnly()) << s.ToString();
+  EXPECT_EQ(Get("k7"), "r");
 }
 
 TEST_F(DBTest, CompactRangeDropsOverwrittenAndDeleted) {

@@ -1,13 +1,17 @@
-// The crash loop: a child process writes batches from many threads, sync
-// and async, and reports each batch on stdout only once the DB acknowledged
-// it. The parent kill -9s the child at a random moment, reopens the store,
-// and checks that every acknowledged batch is present in full and that no
-// batch, acknowledged or not, is partly visible.
+// The crash loop, embedded: a child process writes batches from many
+// threads, sync and async, and reports each batch on stdout only once the DB
+// acknowledged it. The parent kill -9s the child at a random moment, reopens
+// the store, and checks that every acknowledged batch is present in full and
+// that no batch, acknowledged or not, is partly visible.
 //
-//   crash_loop --cycles N [--dir D] [--threads T] [--seed S] [--keep]
+// With --server, the same through a kvserver child instead
+// (tests/crash_server.cc): --threads client connections.
 //
-// Prints "crash_loop: cycles=N acknowledged=A lost=L partial=P" and exits 1
-// when anything was lost or partly visible.
+//   crash_loop --cycles N [--server] [--dir D] [--threads T] [--seed S] [--keep]
+//
+// Prints "crash_loop: cycles=N acknowledged=A lost=L partial=P" (with
+// --server: "crash_loop(server): ...") and exits 1 when anything was lost
+// or partly visible.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -27,6 +31,7 @@
 #include <vector>
 
 #include "kvstore/db.h"
+#include "tests/crash_server.h"
 
 namespace {
 
@@ -233,7 +238,8 @@ int main(int argc, char** argv) {
   uint64_t seed = 0;
   std::string dir, child_dir;
   uint64_t base_id = 0;
-  bool keep = false;
+  bool keep = false, server = false;
+  bool threads_given = false;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -244,20 +250,34 @@ int main(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--cycles") cycles = std::stoi(next());
-    else if (a == "--threads") threads = std::stoi(next());
+    else if (a == "--threads") {
+      threads = std::stoi(next());
+      threads_given = true;
+    }
     else if (a == "--seed") seed = std::stoull(next());
     else if (a == "--dir") dir = next();
     else if (a == "--child") child_dir = next();
     else if (a == "--base-id") base_id = std::stoull(next());
     else if (a == "--keep") keep = true;
+    else if (a == "--server") server = true;
     else {
-      std::fprintf(stderr, "usage: crash_loop --cycles N [--dir D] [--threads T] [--seed S] [--keep]\n");
+      std::fprintf(stderr, "usage: crash_loop --cycles N [--server] [--dir D] [--threads T] [--seed S] [--keep]\n");
       return 2;
     }
   }
   if (!child_dir.empty()) return RunChild(child_dir, base_id, threads);
 
   if (seed == 0) seed = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  if (server) {
+    crash_loop::ServerLoopOptions o;
+    o.kvserver = KVSERVER_PATH;
+    o.cycles = cycles;
+    if (threads_given) o.clients = threads;
+    o.seed = seed;
+    o.dir = dir;
+    o.keep = keep;
+    return crash_loop::RunServerLoop(o);
+  }
   if (dir.empty()) {
     dir = (std::filesystem::temp_directory_path() / ("kvstore_crash_" + std::to_string(::getpid()))).string();
   }

@@ -58,7 +58,7 @@ Status FaultInjectionEnv::NewWritableFile(const std::string& path,
   Status s = base_->NewWritableFile(path, &base);
   if (!s.ok()) return s;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     files_[path] = FileState{};
     unsynced_new_files_.insert(path);
   }
@@ -79,7 +79,7 @@ Status FaultInjectionEnv::NewAppendableFile(const std::string& path,
   Status s = base_->NewAppendableFile(path, &base);
   if (!s.ok()) return s;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     auto [it, inserted] = files_.try_emplace(path, FileState{size, size});
     (void)it;
     if (!existed) unsynced_new_files_.insert(path);
@@ -93,7 +93,7 @@ Status FaultInjectionEnv::RemoveFile(const std::string& path) {
   if (!active_) return Status::IOError("fault injection: file system inactive");
   Status s = base_->RemoveFile(path);
   if (s.ok()) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     files_.erase(path);
     unsynced_new_files_.erase(path);
   }
@@ -104,7 +104,7 @@ Status FaultInjectionEnv::RenameFile(const std::string& from, const std::string&
   if (!active_) return Status::IOError("fault injection: file system inactive");
   Status s = base_->RenameFile(from, to);
   if (s.ok()) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (auto it = files_.find(from); it != files_.end()) {
       files_[to] = it->second;
       files_.erase(it);
@@ -128,7 +128,7 @@ Status FaultInjectionEnv::SyncDir(const std::string& dir) {
   if (!active_) return Status::IOError("fault injection: file system inactive");
   Status s = base_->SyncDir(dir);
   if (s.ok()) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     for (auto it = unsynced_new_files_.begin(); it != unsynced_new_files_.end();) {
       if (DirName(*it) == dir) {
         it = unsynced_new_files_.erase(it);
@@ -145,7 +145,7 @@ Status FaultInjectionEnv::BeforeAppend(const std::string& path, size_t n, size_t
     *allowed = 0;
     return Status::IOError("fault injection: file system inactive");
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (appends_until_failure_ > 0 && --appends_until_failure_ == 0) {
     *allowed = n / 2;
     return Status::IOError("fault injection: append failed midway");
@@ -168,14 +168,14 @@ Status FaultInjectionEnv::BeforeAppend(const std::string& path, size_t n, size_t
 }
 
 void FaultInjectionEnv::AfterAppend(const std::string& path, uint64_t new_size) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   files_[path].size = new_size;
 }
 
 Status FaultInjectionEnv::BeforeSync() {
   if (!active_) return Status::IOError("fault injection: file system inactive");
   ++sync_count_;
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (sync_failed_ && sticky_sync_failure_) {
     return Status::IOError("fault injection: fdatasync failed (sticky)");
   }
@@ -187,13 +187,13 @@ Status FaultInjectionEnv::BeforeSync() {
 }
 
 void FaultInjectionEnv::AfterSync(const std::string& path) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   FileState& f = files_[path];
   f.synced_size = f.size;
 }
 
 void FaultInjectionEnv::AfterTruncate(const std::string& path, uint64_t size) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (auto it = files_.find(path); it != files_.end()) {
     it->second.size = size;
     if (it->second.synced_size > size) it->second.synced_size = size;
@@ -201,7 +201,7 @@ void FaultInjectionEnv::AfterTruncate(const std::string& path, uint64_t size) {
 }
 
 Status FaultInjectionEnv::DropUnsyncedData() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   for (const std::string& path : unsynced_new_files_) {
     Status s = base_->RemoveFile(path);
     if (!s.ok() && !s.IsNotFound()) return s;

@@ -12,10 +12,10 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
-#include <mutex>
 #include <set>
 #include <string>
 
+#include "engine/sync/mutex.h"
 #include "kvstore/env.h"
 
 namespace kvstore {
@@ -26,14 +26,14 @@ class FaultInjectionEnv final : public Env {
 
   // The nth Sync from now fails (n = 1: the next one); 0 disables.
   void FailSyncAfter(int n, bool sticky = false) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     syncs_until_failure_ = n;
     sticky_sync_failure_ = sticky;
   }
   // Appends may write this many more bytes in total before NoSpace; < 0 means
   // unlimited.
   void SetSpaceLeft(int64_t bytes) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     space_left_ = bytes;
   }
   // Appends to files whose name contains pattern (".sst": tables only;
@@ -41,12 +41,12 @@ class FaultInjectionEnv final : public Env {
   // files still have room: a full disk that hits a flush or a compaction but
   // not the WAL. "" turns it off.
   void SetNoSpaceFor(std::string pattern) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     no_space_pattern_ = std::move(pattern);
   }
   // The nth Append from now writes half its bytes and fails with IOError.
   void FailAppendAfter(int n) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     appends_until_failure_ = n;
   }
   // From now on every write, sync and namespace change fails: the "power"
@@ -109,15 +109,16 @@ class FaultInjectionEnv final : public Env {
   std::atomic<bool> active_{true};
   std::atomic<int> sync_count_{0};
 
-  std::mutex mu_;
-  int syncs_until_failure_ = 0;
-  bool sticky_sync_failure_ = false;
-  bool sync_failed_ = false;
-  int appends_until_failure_ = 0;
-  int64_t space_left_ = -1;
-  std::string no_space_pattern_;
-  std::map<std::string, FileState> files_;
-  std::set<std::string> unsynced_new_files_;  // created, directory not yet synced
+  Mutex mu_;
+  int syncs_until_failure_ GUARDED_BY(mu_) = 0;
+  bool sticky_sync_failure_ GUARDED_BY(mu_) = false;
+  bool sync_failed_ GUARDED_BY(mu_) = false;
+  int appends_until_failure_ GUARDED_BY(mu_) = 0;
+  int64_t space_left_ GUARDED_BY(mu_) = -1;
+  std::string no_space_pattern_ GUARDED_BY(mu_);
+  std::map<std::string, FileState> files_ GUARDED_BY(mu_);
+  // Created, directory not yet synced.
+  std::set<std::string> unsynced_new_files_ GUARDED_BY(mu_);
 };
 
 }  // namespace kvstore

@@ -25,7 +25,7 @@ void BlockCache::Shard::PushFront(Entry* e) {
 std::shared_ptr<const BlockContents> BlockCache::Lookup(uint64_t id, uint64_t offset) {
   Key k{id, offset};
   Shard& s = ShardFor(k);
-  std::lock_guard lock(s.mu);
+  MutexLock lock(&s.mu);
   auto it = s.index.find(k);
   if (it == s.index.end()) {
     misses_.fetch_add(1, std::memory_order_relaxed);
@@ -46,7 +46,7 @@ void BlockCache::Insert(uint64_t id, uint64_t offset, std::shared_ptr<const Bloc
   const size_t shard_capacity = capacity_ / kShards;
   if (charge > shard_capacity) return;  // would evict everything for one block
   Shard& s = ShardFor(k);
-  std::lock_guard lock(s.mu);
+  MutexLock lock(&s.mu);
   auto [it, inserted] = s.index.try_emplace(k);
   Entry* e = &it->second;
   if (!inserted) {
@@ -69,7 +69,7 @@ void BlockCache::Insert(uint64_t id, uint64_t offset, std::shared_ptr<const Bloc
 size_t BlockCache::usage() const {
   size_t total = 0;
   for (const Shard& s : shards_) {
-    std::lock_guard lock(const_cast<std::mutex&>(s.mu));
+    MutexLock lock(&s.mu);
     total += s.usage;
   }
   return total;

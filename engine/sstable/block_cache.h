@@ -8,10 +8,10 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <unordered_map>
 
 #include "engine/sstable/format.h"
+#include "engine/sync/mutex.h"
 
 namespace kvstore::sstable {
 
@@ -61,14 +61,14 @@ class BlockCache {
     Entry* next = nullptr;  // towards the least recently used
   };
   struct Shard {
-    std::mutex mu;
-    std::unordered_map<Key, Entry, KeyHash> index;
-    Entry* head = nullptr;  // most recently used
-    Entry* tail = nullptr;  // least recently used
-    size_t usage = 0;
+    mutable Mutex mu;  // mutable: usage() const reads under it
+    std::unordered_map<Key, Entry, KeyHash> index GUARDED_BY(mu);
+    Entry* head GUARDED_BY(mu) = nullptr;  // most recently used
+    Entry* tail GUARDED_BY(mu) = nullptr;  // least recently used
+    size_t usage GUARDED_BY(mu) = 0;
 
-    void Unlink(Entry* e);
-    void PushFront(Entry* e);
+    void Unlink(Entry* e) REQUIRES(mu);
+    void PushFront(Entry* e) REQUIRES(mu);
   };
   Shard& ShardFor(const Key& k) { return shards_[KeyHash{}(k) % kShards]; }
 

@@ -16,7 +16,7 @@ TableCache::TableCache(Env* env, std::string dbname, sstable::BlockCache* block_
 
 Status TableCache::Find(uint64_t number, uint64_t file_size, std::shared_ptr<const sstable::Table>* table) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (auto it = tables_.find(number); it != tables_.end()) {
       lru_.splice(lru_.begin(), lru_, it->second.lru);
       *table = it->second.table;
@@ -32,7 +32,7 @@ Status TableCache::Find(uint64_t number, uint64_t file_size, std::shared_ptr<con
   s = sstable::Table::Open(std::move(file), file_size, name, block_cache_, &opened);
   if (!s.ok()) return s;
   std::shared_ptr<const sstable::Table> shared(std::move(opened));
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (auto it = tables_.find(number); it != tables_.end()) {
     *table = it->second.table;  // another thread opened it meanwhile
     return Status::OK();
@@ -48,7 +48,7 @@ Status TableCache::Find(uint64_t number, uint64_t file_size, std::shared_ptr<con
 }
 
 void TableCache::Evict(uint64_t number) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (auto it = tables_.find(number); it != tables_.end()) {
     lru_.erase(it->second.lru);
     tables_.erase(it);
@@ -56,12 +56,12 @@ void TableCache::Evict(uint64_t number) {
 }
 
 size_t TableCache::open_tables() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return tables_.size();
 }
 
 size_t TableCache::MemoryUsage() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   size_t total = 0;
   for (const auto& [number, e] : tables_) total += e.table->MemoryUsage();
   return total;

@@ -8,12 +8,12 @@
 #include <cstdint>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 
 #include "engine/sstable/block_cache.h"
 #include "engine/sstable/table.h"
+#include "engine/sync/mutex.h"
 #include "kvstore/env.h"
 
 namespace kvstore {
@@ -24,12 +24,12 @@ class TableCache {
  public:
   TableCache(Env* env, std::string dbname, sstable::BlockCache* block_cache, size_t max_open);
 
-  Status Find(uint64_t number, uint64_t file_size, std::shared_ptr<const sstable::Table>* table);
-  void Evict(uint64_t number);
+  Status Find(uint64_t number, uint64_t file_size, std::shared_ptr<const sstable::Table>* table) EXCLUDES(mu_);
+  void Evict(uint64_t number) EXCLUDES(mu_);
 
-  size_t open_tables();
+  size_t open_tables() EXCLUDES(mu_);
   // Index and filter bytes of the open tables.
-  size_t MemoryUsage();
+  size_t MemoryUsage() EXCLUDES(mu_);
 
  private:
   struct Entry {
@@ -40,9 +40,9 @@ class TableCache {
   const std::string dbname_;
   sstable::BlockCache* const block_cache_;
   const size_t max_open_;
-  std::mutex mu_;
-  std::list<uint64_t> lru_;  // front = most recent
-  std::unordered_map<uint64_t, Entry> tables_;
+  Mutex mu_;  // held for lookups and bookkeeping, never while a table opens
+  std::list<uint64_t> lru_ GUARDED_BY(mu_);  // front = most recent
+  std::unordered_map<uint64_t, Entry> tables_ GUARDED_BY(mu_);
 };
 
 }  // namespace kvstore

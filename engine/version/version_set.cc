@@ -160,7 +160,7 @@ VersionSet::~VersionSet() {
 }
 
 std::shared_ptr<const Version> VersionSet::current() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return current_;
 }
 
@@ -251,7 +251,7 @@ Status VersionSet::Recover(bool* existed) {
     s = Apply(edit, &v);
     if (!s.ok()) return s;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       current_ = std::move(v);
       if (edit.log_number) log_number_ = *edit.log_number;
       if (edit.last_sequence) last_sequence_ = *edit.last_sequence;
@@ -324,7 +324,7 @@ VersionEdit VersionSet::SnapshotEdit(const Version& v, uint64_t log_number, Sequ
 
 void VersionSet::CurrentState(std::shared_ptr<const Version>* version, uint64_t* log_number,
                               SequenceNumber* last_sequence) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   *version = current_;
   *log_number = log_number_;
   *last_sequence = last_sequence_;
@@ -350,7 +350,7 @@ Status VersionSet::StartNewManifest() {
 Status VersionSet::LogAndApply(VersionEdit* edit) {
   edit->next_file_number = next_file_number_.load();
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (edit->log_number && *edit->log_number < log_number_) edit->log_number = log_number_;
     if (edit->last_sequence && *edit->last_sequence < last_sequence_) edit->last_sequence = last_sequence_;
   }
@@ -376,7 +376,7 @@ Status VersionSet::LogAndApply(VersionEdit* edit) {
   }
   if (!s.ok()) return s;  // the append was undone: nothing happened
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (edit->log_number) log_number_ = *edit->log_number;
     if (edit->last_sequence) last_sequence_ = *edit->last_sequence;
     versions_.push_back(current_);
@@ -390,7 +390,7 @@ Status VersionSet::LogAndApply(VersionEdit* edit) {
 }
 
 std::set<uint64_t> VersionSet::LiveFiles() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   std::set<uint64_t> live;
   auto add = [&](const Version& v) {
     for (const auto& level : v.files) {

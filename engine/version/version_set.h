@@ -9,12 +9,12 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "engine/coding/internal_key.h"
+#include "engine/sync/mutex.h"
 #include "engine/version/table_cache.h"
 #include "engine/version/version_edit.h"
 #include "engine/wal/log_writer.h"
@@ -74,29 +74,29 @@ class VersionSet {
   // caller must keep every file the edit names.
   Status LogAndApply(VersionEdit* edit);
 
-  std::shared_ptr<const Version> current() const;
+  std::shared_ptr<const Version> current() const EXCLUDES(mu_);
   // The current version together with the WAL number and last sequence the
   // manifest records with it (a consistent pair, for checkpoints).
   void CurrentState(std::shared_ptr<const Version>* version, uint64_t* log_number,
-                    SequenceNumber* last_sequence) const;
+                    SequenceNumber* last_sequence) const EXCLUDES(mu_);
   // The whole state as one edit (what a new manifest starts with).
   VersionEdit SnapshotEdit(const Version& v, uint64_t log_number, SequenceNumber last_sequence) const;
   uint64_t NewFileNumber() { return next_file_number_.fetch_add(1); }
   void MarkFileNumberUsed(uint64_t number);
   uint64_t next_file_number() const { return next_file_number_.load(); }
-  uint64_t log_number() const {
-    std::lock_guard lock(mu_);
+  uint64_t log_number() const EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     return log_number_;
   }
-  SequenceNumber last_sequence() const {
-    std::lock_guard lock(mu_);
+  SequenceNumber last_sequence() const EXCLUDES(mu_) {
+    MutexLock lock(&mu_);
     return last_sequence_;
   }
   uint64_t manifest_number() const { return manifest_number_; }
 
   // Every table any live version (the current one, or one still pinned by a
   // reader) refers to.
-  std::set<uint64_t> LiveFiles();
+  std::set<uint64_t> LiveFiles() EXCLUDES(mu_);
 
  private:
   Status Apply(const VersionEdit& edit, std::shared_ptr<const Version>* out) const;
@@ -104,15 +104,20 @@ class VersionSet {
   Env* const env_;
   const std::string dbname_;
   std::atomic<uint64_t> next_file_number_{2};
+  // The manifest: touched by Recover, StartNewManifest and LogAndApply only,
+  // which the caller serializes (DBImpl: Open, then the background thread
+  // alone), so no lock.
   uint64_t manifest_number_ = 0;
   std::unique_ptr<wal::LogWriter> manifest_;
   Status manifest_error_;  // set when an edit's outcome became unknown
 
-  mutable std::mutex mu_;  // guards what follows
-  uint64_t log_number_ = 0;
-  SequenceNumber last_sequence_ = 0;
-  std::shared_ptr<const Version> current_;
-  std::vector<std::weak_ptr<const Version>> versions_;  // every version handed out
+  // Held only to read or swap what follows, never across I/O, so readers
+  // asking for current() never wait behind a manifest fsync.
+  mutable Mutex mu_;
+  uint64_t log_number_ GUARDED_BY(mu_) = 0;
+  SequenceNumber last_sequence_ GUARDED_BY(mu_) = 0;
+  std::shared_ptr<const Version> current_ GUARDED_BY(mu_);
+  std::vector<std::weak_ptr<const Version>> versions_ GUARDED_BY(mu_);  // every version handed out
 };
 
 }  // namespace kvstore

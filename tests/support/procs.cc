@@ -1,4 +1,4 @@
-#include "bench/procs.h"
+#include "tests/support/procs.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

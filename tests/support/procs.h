@@ -1,9 +1,11 @@
 // Child processes for the end-to-end harnesses (`kvbench acid`, `demo`,
-// `suite`, `cluster`): a kvserver, a 3-node kvserver cluster, a
-// redis-server and a 3-member etcd cluster, each on free 127.0.0.1 ports in
-// a directory of its own, each stopped (and reaped) by its destructor
-// however the harness ends. Children started from the main thread are also
-// killed by the kernel if kvbench itself dies (Ctrl-C, a ctest timeout).
+// `suite`, `cluster`) and the server crash loop (tests/crash_server.cc): a
+// kvserver, a 3-node kvserver cluster, a redis-server and a 3-member etcd
+// cluster, each on free 127.0.0.1 ports in a directory of its own, each
+// stopped (and reaped) by its destructor however the harness ends. Children
+// started from the main thread are also killed by the kernel if kvbench
+// itself dies (Ctrl-C, a ctest timeout). (Namespace kvbench: where it
+// started.)
 #pragma once
 
 #include <sys/types.h>
