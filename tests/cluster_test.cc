@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "net/client.h"
+#include "tests/support/procs.h"
 
 namespace {
 
@@ -40,18 +41,7 @@ using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-uint16_t FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
+using kvbench::FreePort;
 
 std::string Addr(uint16_t port) { return "127.0.0.1:" + std::to_string(port); }
 

@@ -13,6 +13,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <random>
+#include <set>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -27,7 +31,58 @@ namespace kvbench {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
+namespace {
+
+bool Bindable(uint16_t port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(port);
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
+// The kernel's ephemeral range, which outgoing connections draw their local
+// ports from.
+std::pair<int, int> EphemeralRange() {
+  int low = 32768, high = 60999;
+  if (FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    if (std::fscanf(f, "%d %d", &low, &high) != 2) low = 32768, high = 60999;
+    std::fclose(f);
+  }
+  return {low, high};
+}
+
+}  // namespace
+
 uint16_t FreePort() {
+  // A port the kernel hands out for bind(0) comes from the ephemeral range,
+  // where any outgoing connection (another test's client, a Raft peer) may
+  // take it between now and the server's bind: "Address already in use".
+  // So pick at random below that range, where only another picker like this
+  // one can collide, and check that it binds now; the process remembers what
+  // it handed out.
+  static std::mutex mu;
+  static std::set<uint16_t> given;
+  static std::mt19937 rng(static_cast<uint32_t>(std::random_device{}() ^ static_cast<uint32_t>(getpid())));
+  const auto [low, high] = EphemeralRange();
+  (void)high;
+  std::lock_guard lock(mu);
+  if (low > 11000) {
+    std::uniform_int_distribution<int> pick(10000, low - 1);
+    for (int attempt = 0; attempt < 200; attempt++) {
+      const auto port = static_cast<uint16_t>(pick(rng));
+      if (given.count(port) == 0 && Bindable(port)) {
+        given.insert(port);
+        return port;
+      }
+    }
+  }
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;

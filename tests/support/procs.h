@@ -17,7 +17,8 @@
 
 namespace kvbench {
 
-// A free TCP port on 127.0.0.1 (bound, read back, released).
+// A free TCP port on 127.0.0.1, below the ephemeral range so that no
+// outgoing connection takes it before the server binds it.
 uint16_t FreePort();
 
 // A fresh directory under /tmp, removed with everything in it on destruction
