@@ -598,7 +598,7 @@ void Node::Impl::ApplyEntry(raft_index index, const raft_buffer& buf) {
       answers.push_back(ReplicaAnswer::Error("internal", "undecodable command in the log"));
       continue;
     }
-    answers.push_back(net::EvaluateWriteCommand(cmd, read, &overlay, &batch));
+    answers.push_back(net::EvaluateOnce(cmd, read, &overlay, &batch));
   }
   if (!ok) spdlog::error("node {}: malformed log entry at index {}; skipped", opt.id, index);
   if (!read_error.ok()) {

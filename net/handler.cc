@@ -353,6 +353,10 @@ const char* OpName(Op op) {
   return "?";
 }
 
+namespace {
+void AnswerWith(const ReplyPtr& reply, const ReplicaAnswer& a);
+}  // namespace
+
 struct RequestHandler::Impl {
   RequestHandler* owner;
   DB* db;
@@ -427,6 +431,12 @@ struct RequestHandler::Impl {
   // Hands batch to the engine; its callback drops the locks, then answers
   // with result.
   void Commit(WriteBatch batch, GuardPtr guard, const ReplyPtr& reply, std::string result);
+  // Commits batch, then gives answer (which may be an error that still
+  // wrote something: a remembered request_id's conflict).
+  void CommitAnswer(WriteBatch batch, GuardPtr guard, const ReplyPtr& reply, ReplicaAnswer answer);
+  // A write naming a request_id on a standalone server: at most once
+  // (EvaluateOnce), under the key locks plus one lock for all named writes.
+  void WriteOnce(Op op, const json& req, const ReplyPtr& reply);
 
   void Get(const json& req, const ReplyPtr& reply);
   void Set(const json& req, const ReplyPtr& reply);
@@ -708,6 +718,10 @@ void RequestHandler::Impl::Dispatch(Op op, const json& req, Session* session,
     CheckAuth(op, session);
     if (options.replication != nullptr && Replicate(op, req, reply)) return;
   }
+  if ((op == Op::kSet || op == Op::kDelete || op == Op::kBulkSet || op == Op::kCas || op == Op::kTxn) &&
+      OptionalField(req, "request_id") != nullptr) {
+    return WriteOnce(op, req, reply);
+  }
   switch (op) {
     case Op::kPing: return reply->Ok("\"pong\"");
     case Op::kAuth: return Auth(req, session, reply);
@@ -758,17 +772,22 @@ void RequestHandler::Impl::WithLocks(const std::vector<std::string_view>& keys,
 
 void RequestHandler::Impl::Commit(WriteBatch batch, GuardPtr guard, const ReplyPtr& reply,
                                   std::string result) {
+  CommitAnswer(std::move(batch), std::move(guard), reply, ReplicaAnswer::Ok(std::move(result)));
+}
+
+void RequestHandler::Impl::CommitAnswer(WriteBatch batch, GuardPtr guard, const ReplyPtr& reply,
+                                        ReplicaAnswer answer) {
   CheckBatchSize(batch);
   owner->writes_in_flight_.fetch_add(1, std::memory_order_relaxed);
   db->WriteAsync(write_options(), std::move(batch),
-                 [this, guard = std::move(guard), reply, result = std::move(result)](
+                 [this, guard = std::move(guard), reply, answer = std::move(answer)](
                      Status s) mutable {
                    guard.reset();  // the write is visible: let the next writer of these keys in
                    // Last touch of the handler: once answered, its owner may
                    // destroy it.
                    owner->writes_in_flight_.fetch_sub(1, std::memory_order_relaxed);
                    if (s.ok()) {
-                     reply->Ok(result);
+                     AnswerWith(reply, answer);
                    } else {
                      reply->Error(s);
                    }
@@ -1186,6 +1205,36 @@ void RequestHandler::Impl::Txn(const json& req, const ReplyPtr& reply) {
   });
 }
 
+void RequestHandler::Impl::WriteOnce(Op op, const json& req, const ReplyPtr& reply) {
+  auto cmd = std::make_shared<const WriteCommand>(
+      ParseWriteCommand(op, req, options.max_batch_ops, VectorDimension()));
+  // Every named write takes this one lock besides its keys': the ring of
+  // remembered ids is shared by all of them.
+  static const std::string kRequestsLock = "\xff\xffkvstore/reqcount";
+  std::vector<std::string_view> keys = {kRequestsLock};
+  for (const auto& c : cmd->compares) keys.push_back(c.key);
+  for (const auto* ops : {&cmd->success, &cmd->failure}) {
+    for (const auto& o : *ops) keys.push_back(o.key);
+  }
+  WithLocks(keys, KeyLocks::Mode::kExclusive, reply, [this, reply, cmd](GuardPtr guard) mutable {
+    CommandReader read = [this](std::string_view key, std::optional<std::string>* value) {
+      std::string v;
+      Status s = db->Get(ReadOptions{}, key, &v);
+      if (s.IsNotFound()) return Status::OK();
+      if (s.ok()) *value = std::move(v);
+      return s;
+    };
+    CommandOverlay overlay;
+    WriteBatch batch;
+    ReplicaAnswer answer = EvaluateOnce(*cmd, read, &overlay, &batch);
+    if (batch.Count() == 0) {
+      guard.reset();
+      return AnswerWith(reply, answer);
+    }
+    CommitAnswer(std::move(batch), std::move(guard), reply, std::move(answer));
+  });
+}
+
 namespace {
 json LevelsJson(const DBStats& s) {
   json levels = json::array();
@@ -1488,6 +1537,13 @@ WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops, siz
   if (bytes > kMaxBatchSize) {
     Fail("too_large", "batch is about " + std::to_string(bytes) + " bytes; the limit is " +
                           std::to_string(kMaxBatchSize));
+  }
+  if (const json* id = OptionalField(req, "request_id")) {
+    if (!id->is_string() || id->get_ref<const std::string&>().empty() ||
+        id->get_ref<const std::string&>().size() > kMaxRequestIdBytes) {
+      Fail("bad_request", "\"request_id\" must be a string of 1 to " + std::to_string(kMaxRequestIdBytes) + " bytes");
+    }
+    cmd.request_id = id->get<std::string>();
   }
   return cmd;
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <map>
 #include <mutex>
 
 #include <nlohmann/json.hpp>
@@ -34,7 +35,7 @@ class FakeReplication : public Replication {
     if (!DecodeWriteCommand(command, &cmd)) return done(ReplicaAnswer::Error("internal", "undecodable"));
     CommandOverlay overlay;
     WriteBatch batch;
-    ReplicaAnswer a = EvaluateWriteCommand(
+    ReplicaAnswer a = EvaluateOnce(
         cmd,
         [this](std::string_view key, std::optional<std::string>* v) {
           std::string s;
@@ -222,6 +223,89 @@ TEST_F(ReplicatedHandlerTest, VectorsNeedASemanticIndex) {
   EXPECT_EQ(json::parse(Call(local_.get(), R"({"op":"get","key":"a"})"))["error"]["code"], "not_found");
 }
 
+// Retries named by a request_id apply once, standalone and through the log
+// alike; a cas retried after it succeeded answers its first answer, not a
+// conflict; another write under a used name writes nothing.
+TEST_F(ReplicatedHandlerTest, RequestIdsApplyAtMostOnce) {
+  const char* requests[] = {
+      R"({"op":"cas","key":"c","expect_absent":true,"value":1,"request_id":"r1"})",
+      R"({"op":"cas","key":"c","expect_absent":true,"value":1,"request_id":"r1"})",
+      R"({"op":"set","key":"c","value":5,"request_id":"r1"})",
+      R"({"op":"get","key":"c"})",
+      R"({"op":"cas","key":"c","expected":7,"value":8,"request_id":"r2"})",
+      R"({"op":"set","key":"c","value":7})",
+      R"({"op":"cas","key":"c","expected":7,"value":8,"request_id":"r2"})",
+      R"({"op":"get","key":"c"})",
+      R"({"op":"txn","compare":[],"success":[{"op":"set","key":"t","value":1},{"op":"get","key":"t"}],"request_id":"r3"})",
+      R"({"op":"txn","compare":[],"success":[{"op":"set","key":"t","value":1},{"op":"get","key":"t"}],"request_id":"r3"})",
+      R"({"op":"bulk_set","items":[["b1",1],["b2",2]],"request_id":"r4"})",
+      R"({"op":"delete","key":"b1","request_id":"r5"})",
+      R"({"op":"bulk_set","items":[["b1",1],["b2",2]],"request_id":"r4"})",
+      R"({"op":"get","key":"b1"})",
+      R"({"op":"set","key":"x","value":1,"request_id":""})",
+      R"({"op":"set","key":"x","value":1,"request_id":7})",
+      R"({"op":"scan"})",
+  };
+  std::vector<std::string> answers;
+  for (const char* r : requests) {
+    answers.push_back(Call(local_.get(), r));
+    EXPECT_EQ(Call(replicated_.get(), r), answers.back()) << r;
+  }
+  EXPECT_EQ(answers[1], answers[0]);
+  EXPECT_EQ(answers[2], answers[0]);
+  EXPECT_EQ(answers[3], R"({"ok":true,"result":1})");  // neither the retry nor the reuse wrote
+  EXPECT_EQ(json::parse(answers[4])["error"]["code"], "conflict");
+  EXPECT_EQ(answers[6], answers[4]);  // the first answer, though the cas would succeed now
+  EXPECT_EQ(answers[7], R"({"ok":true,"result":7})");
+  EXPECT_EQ(answers[9], answers[8]);
+  EXPECT_EQ(answers[13], R"({"ok":false,"error":{"code":"not_found","message":"key not found"}})");
+  EXPECT_EQ(json::parse(answers[14])["error"]["code"], "bad_request");
+  EXPECT_EQ(json::parse(answers[15])["error"]["code"], "bad_request");
+  EXPECT_EQ(answers[16].find("kvstore/req"), std::string::npos);  // the server's keys stay out of scans
+}
+
+// The store remembers the newest ids only, and every replica forgets the
+// same ones: a ring of slots, written with each named write.
+TEST(WriteCommandTest, EvaluateOnceForgetsTheOldestIds) {
+  std::map<std::string, std::string> store;
+  CommandReader read = [&](std::string_view key, std::optional<std::string>* value) {
+    auto it = store.find(std::string(key));
+    if (it != store.end()) *value = it->second;
+    return Status::OK();
+  };
+  struct Applier final : WriteBatch::Handler {
+    std::map<std::string, std::string>* store;
+    void Put(std::string_view k, std::string_view v) override { (*store)[std::string(k)] = std::string(v); }
+    void Delete(std::string_view k) override { store->erase(std::string(k)); }
+  };
+  auto apply = [&](const std::string& id, const std::string& value) {
+    WriteCommand c;
+    c.kind = WriteCommand::Kind::kSet;
+    c.success.push_back({WriteCommand::Op::kSet, "k", value});
+    c.request_id = id;
+    CommandOverlay overlay;
+    WriteBatch batch;
+    ReplicaAnswer a = EvaluateOnce(c, read, &overlay, &batch, /*remembered=*/2);
+    Applier applier;
+    applier.store = &store;
+    EXPECT_TRUE(batch.Iterate(&applier).ok());
+    return a;
+  };
+  EXPECT_TRUE(apply("a", "1").ok());
+  EXPECT_TRUE(apply("a", "2").ok());  // remembered: not applied
+  EXPECT_EQ(store["k"], "1");
+  EXPECT_TRUE(apply("b", "3").ok());
+  EXPECT_TRUE(apply("c", "4").ok());  // takes a's slot: a is forgotten
+  EXPECT_EQ(store["k"], "4");
+  EXPECT_TRUE(apply("b", "5").ok());  // still remembered
+  EXPECT_EQ(store["k"], "4");
+  EXPECT_TRUE(apply("a", "6").ok());  // forgotten, so applied again
+  EXPECT_EQ(store["k"], "6");
+  size_t remembered = 0;
+  for (const auto& [k, v] : store) remembered += k.starts_with("\xff\xffkvstore/req/");
+  EXPECT_EQ(remembered, 2u);
+}
+
 TEST(WriteCommandTest, RoundTripsAndRejectsDamage) {
   WriteCommand c;
   c.kind = WriteCommand::Kind::kTxn;
@@ -238,6 +322,15 @@ TEST(WriteCommandTest, RoundTripsAndRejectsDamage) {
   EXPECT_EQ(d.success[1].vector, (std::vector<float>{1.5f, -2.0f, 0.25f}));
   for (size_t n = 0; n < enc.size(); ++n) EXPECT_FALSE(DecodeWriteCommand(enc.substr(0, n), &d)) << n;
   EXPECT_FALSE(DecodeWriteCommand(enc + "x", &d));
+  EXPECT_TRUE(d.request_id.empty());
+  // A request id rides in a trailer that older entries do not have.
+  c.request_id = "retry-7";
+  const std::string named = EncodeWriteCommand(c);
+  ASSERT_TRUE(DecodeWriteCommand(named, &d));
+  EXPECT_EQ(d.request_id, "retry-7");
+  ASSERT_TRUE(DecodeWriteCommand(enc, &d));
+  EXPECT_TRUE(d.request_id.empty());
+  for (size_t n = enc.size() + 1; n < named.size(); ++n) EXPECT_FALSE(DecodeWriteCommand(named.substr(0, n), &d)) << n;
   std::string bad = enc;
   bad[0] = 9;
   EXPECT_FALSE(DecodeWriteCommand(bad, &d));

@@ -1,5 +1,7 @@
 #include "net/write_command.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
 
@@ -112,12 +114,20 @@ bool GetList(Cursor* c, std::vector<T>* list, uint8_t max_kind) {
 
 }  // namespace
 
+// After the lists, optional trailers, each a u8 tag and its bytes; entries
+// written before request ids existed have none.
+constexpr uint8_t kTrailerRequestId = 1;
+
 std::string EncodeWriteCommand(const WriteCommand& command) {
   std::string out;
   out.push_back(static_cast<char>(command.kind));
   PutList(&out, command.compares);
   PutList(&out, command.success);
   PutList(&out, command.failure);
+  if (!command.request_id.empty()) {
+    out.push_back(static_cast<char>(kTrailerRequestId));
+    PutBytes(&out, command.request_id);
+  }
   return out;
 }
 
@@ -129,9 +139,18 @@ bool DecodeWriteCommand(std::string_view data, WriteCommand* command) {
     return false;
   }
   command->kind = static_cast<WriteCommand::Kind>(kind);
-  return GetList(&c, &command->compares, WriteCommand::Compare::kMissing) &&
-         GetList(&c, &command->success, WriteCommand::Op::kDelete) &&
-         GetList(&c, &command->failure, WriteCommand::Op::kDelete) && c.in.empty();
+  command->request_id.clear();
+  if (!GetList(&c, &command->compares, WriteCommand::Compare::kMissing) ||
+      !GetList(&c, &command->success, WriteCommand::Op::kDelete) ||
+      !GetList(&c, &command->failure, WriteCommand::Op::kDelete)) {
+    return false;
+  }
+  if (!c.in.empty()) {
+    if (c.U8() != kTrailerRequestId) return false;
+    command->request_id = c.Bytes();
+    if (!c.ok || command->request_id.empty()) return false;
+  }
+  return c.in.empty();
 }
 
 ReplicaAnswer EvaluateWriteCommand(const WriteCommand& command, const CommandReader& read,
@@ -202,6 +221,81 @@ ReplicaAnswer EvaluateWriteCommand(const WriteCommand& command, const CommandRea
   }
   return ReplicaAnswer::Ok(std::string("{\"succeeded\":") + (ok ? "true" : "false") +
                            ",\"results\":" + results + "}");
+}
+
+namespace {
+
+const std::string kRequestPrefix = "\xff\xffkvstore/req/";
+const std::string kRequestSlotPrefix = "\xff\xffkvstore/reqslot/";
+const std::string kRequestCountKey = "\xff\xffkvstore/reqcount";
+
+// A stored answer: u8 ok, then the result, or the code, message and extra.
+std::string EncodeAnswer(const ReplicaAnswer& a) {
+  std::string out(1, a.ok() ? '\1' : '\0');
+  if (a.ok()) {
+    PutBytes(&out, a.result);
+  } else {
+    PutBytes(&out, a.error_code);
+    PutBytes(&out, a.error_message);
+    PutBytes(&out, a.error_extra);
+  }
+  return out;
+}
+
+bool DecodeAnswer(std::string_view data, ReplicaAnswer* a) {
+  Cursor c{data};
+  const uint8_t ok = c.U8();
+  if (ok == 1) {
+    *a = ReplicaAnswer::Ok(c.Bytes());
+  } else {
+    std::string code = c.Bytes();
+    std::string message = c.Bytes();
+    *a = ReplicaAnswer::Error(std::move(code), std::move(message), c.Bytes());
+  }
+  return c.ok && c.in.empty() && ok <= 1;
+}
+
+}  // namespace
+
+ReplicaAnswer EvaluateOnce(const WriteCommand& command, const CommandReader& read, CommandOverlay* overlay,
+                           WriteBatch* batch, uint64_t remembered) {
+  if (command.request_id.empty()) return EvaluateWriteCommand(command, read, overlay, batch);
+  Status failed;
+  auto current = [&](const std::string& key) -> std::optional<std::string> {
+    auto it = overlay->find(key);
+    if (it != overlay->end()) return it->second;
+    std::optional<std::string> v;
+    Status s = read(key, &v);
+    if (!s.ok() && failed.ok()) failed = s;
+    return v;
+  };
+  auto put = [&](const std::string& key, std::string value) {
+    batch->Put(key, value);
+    (*overlay)[key] = std::move(value);
+  };
+  const std::string key = kRequestPrefix + command.request_id;
+  if (std::optional<std::string> prev = current(key)) {
+    ReplicaAnswer a;
+    if (DecodeAnswer(*prev, &a)) return a;
+    return ReplicaAnswer::Error("internal", "the stored answer of request_id is damaged");
+  }
+  const std::optional<std::string> count_text = current(kRequestCountKey);
+  if (!failed.ok()) return ReplicaAnswer::Error("internal", failed.ToString());
+  ReplicaAnswer answer = EvaluateWriteCommand(command, read, overlay, batch);
+  uint64_t count = 0;
+  if (count_text) count = std::strtoull(count_text->c_str(), nullptr, 10);
+  // The slot this id takes held the id remembered `remembered` ids ago:
+  // that one is forgotten now, the same way on every replica.
+  const std::string slot = kRequestSlotPrefix + std::to_string(count % std::max<uint64_t>(remembered, 1));
+  if (std::optional<std::string> evicted = current(slot)) {
+    batch->Delete(kRequestPrefix + *evicted);
+    (*overlay)[kRequestPrefix + *evicted] = std::nullopt;
+  }
+  if (!failed.ok()) return ReplicaAnswer::Error("internal", failed.ToString());
+  put(slot, command.request_id);
+  put(kRequestCountKey, std::to_string(count + 1));
+  put(key, EncodeAnswer(answer));
+  return answer;
 }
 
 }  // namespace kvstore::net

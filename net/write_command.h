@@ -45,7 +45,17 @@ struct WriteCommand {
   std::vector<Compare> compares;
   std::vector<Op> success;
   std::vector<Op> failure;
+  // The client's name for this write ("request_id"): a retry under the same
+  // name gets the first answer and writes nothing (EvaluateOnce). Empty:
+  // none.
+  std::string request_id;
 };
+
+// Longest request_id accepted.
+inline constexpr size_t kMaxRequestIdBytes = 128;
+// How many request ids a store remembers (the newest); a retry arriving
+// after this many other named writes applies again.
+inline constexpr uint64_t kRememberedRequestIds = 100000;
 
 std::string EncodeWriteCommand(const WriteCommand& command);
 // False when data is not a whole, well-formed encoding.
@@ -61,5 +71,14 @@ using CommandOverlay = std::map<std::string, std::optional<std::string>, std::le
 // its protocol answer. A read error answers "internal" and writes nothing.
 ReplicaAnswer EvaluateWriteCommand(const WriteCommand& command, const CommandReader& read,
                                    CommandOverlay* overlay, WriteBatch* batch);
+
+// EvaluateWriteCommand, at most once per request_id: the first evaluation's
+// answer is stored under the server's own keys (0xff 0xff "kvstore/req/"),
+// in the same batch as its writes, and a command naming a remembered id
+// gets that answer back and writes nothing. The newest `remembered` ids are
+// kept, in a ring of slots written in the same batch, so every replica
+// forgets the same ones. Without a request_id, just EvaluateWriteCommand.
+ReplicaAnswer EvaluateOnce(const WriteCommand& command, const CommandReader& read, CommandOverlay* overlay,
+                           WriteBatch* batch, uint64_t remembered = kRememberedRequestIds);
 
 }  // namespace kvstore::net

@@ -256,6 +256,11 @@ TEST(ClusterTest, ElectionAndReplication) {
   EXPECT_NE(r.find("conflict"), std::string::npos) << r;
   ASSERT_TRUE(client.Call(R"({"op":"txn","compare":[{"key":"k2","value":2}],"success":[{"op":"delete","key":"k2"}]})", &r).ok());
   EXPECT_NE(r.find("\"succeeded\":true"), std::string::npos) << r;
+  // A write resent under its request_id applies once and answers as it did.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    ASSERT_TRUE(client.Call(R"({"op":"cas","key":"k3","expected":3,"value":"three","request_id":"t1"})", &r).ok());
+    EXPECT_TRUE(IsOk(r)) << "attempt " << attempt << ": " << r;
+  }
   // A follower redirects, or with "stale" answers from its own state.
   const int follower = (leader + 1) % 3;
   auto a = Ask(c.clients()[follower], {{"op", "set"}, {"key", "x"}, {"value", 1}});
@@ -265,6 +270,7 @@ TEST(ClusterTest, ElectionAndReplication) {
   auto contents = c.WaitConverged();
   EXPECT_EQ(contents.size(), 299u);
   EXPECT_EQ(contents["k1"], "\"one\"");
+  EXPECT_EQ(contents["k3"], "\"three\"");
   EXPECT_EQ(contents.count("k2"), 0u);
   auto s = Ask(c.clients()[follower], {{"op", "get"}, {"key", "k1"}, {"stale", true}});
   ASSERT_TRUE(s);

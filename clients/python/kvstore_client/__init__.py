@@ -44,6 +44,12 @@ class KVError(Exception):
         self.details = details or {}
 
 
+def _named(request, request_id):
+    if request_id is not None:
+        request["request_id"] = str(request_id)
+    return request
+
+
 class KVClient:
     def __init__(self, host="localhost", port=9000, timeout=30.0, token=None, max_redirects=3,
                  hosts=None, failover_timeout=5.0):
@@ -174,10 +180,12 @@ class KVClient:
     def ping(self):
         return self._call({"op": "ping"})
 
-    def set(self, key, value, vector=None):
+    def set(self, key, value, vector=None, request_id=None):
         """vector: the value's own embedding for semantic_search (a list of
-        numbers of the server's dimension), instead of the server's."""
-        request = {"op": "set", "key": key, "value": value}
+        numbers of the server's dimension), instead of the server's.
+        request_id (every write takes one): resending the same write under
+        the same id applies it at most once (docs/protocol.md)."""
+        request = _named({"op": "set", "key": key, "value": value}, request_id)
         if vector is not None:
             request["vector"] = [float(x) for x in vector]
         self._call(request)
@@ -192,11 +200,11 @@ class KVClient:
                 return None
             raise
 
-    def delete(self, key):
-        self._call({"op": "delete", "key": key})
+    def delete(self, key, request_id=None):
+        self._call(_named({"op": "delete", "key": key}, request_id))
         return True
 
-    def bulk_set(self, items):
+    def bulk_set(self, items, request_id=None):
         """items: (key, value) pairs, or (key, value, vector) triples carrying
         the value's own embedding; written all or nothing. Returns the count."""
         rows = []
@@ -206,7 +214,7 @@ class KVClient:
             else:
                 k, v = item
                 rows.append([k, v])
-        return self._call({"op": "bulk_set", "items": rows})["count"]
+        return self._call(_named({"op": "bulk_set", "items": rows}, request_id))["count"]
 
     def bulk_get(self, keys):
         """A dict of the keys that exist."""
@@ -239,11 +247,11 @@ class KVClient:
                 return out
             page_start = out[-1][0] + "\u0000"
 
-    def cas(self, key, expected, value, expect_absent=False):
+    def cas(self, key, expected, value, expect_absent=False, request_id=None):
         """Sets key to value if its current value equals expected (or, with
         expect_absent=True, if it has none). True if it did, False if the
         current value differed."""
-        request = {"op": "cas", "key": key, "value": value}
+        request = _named({"op": "cas", "key": key, "value": value}, request_id)
         if expect_absent:
             request["expect_absent"] = True
         else:
@@ -256,10 +264,10 @@ class KVClient:
                 return False
             raise
 
-    def txn(self, compare, success=(), failure=()):
+    def txn(self, compare, success=(), failure=(), request_id=None):
         """etcd-style transaction; returns {"succeeded": bool, "results": [...]}."""
-        return self._call({"op": "txn", "compare": list(compare),
-                           "success": list(success), "failure": list(failure)})
+        return self._call(_named({"op": "txn", "compare": list(compare),
+                                  "success": list(success), "failure": list(failure)}, request_id))
 
     def transfer_leader(self, to=0):
         """Cluster: hands leadership to node `to` (0: any); returns the new

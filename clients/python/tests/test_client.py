@@ -125,6 +125,16 @@ class KVClientTest(ServerCase):
         c.delete("py:1")
         self.assertEqual(c.fulltext_search("database"), [])
 
+    def test_request_ids_apply_once(self):
+        c = self.client()
+        self.assertTrue(c.cas("rid:lock", None, "me", expect_absent=True, request_id="py-1"))
+        # The resend gets the first answer (True), not a conflict.
+        self.assertTrue(c.cas("rid:lock", None, "me", expect_absent=True, request_id="py-1"))
+        self.assertEqual(c.bulk_set([("rid:a", 1)], request_id="py-2"), 1)
+        c.delete("rid:a")
+        self.assertEqual(c.bulk_set([("rid:a", 1)], request_id="py-2"), 1)
+        self.assertIsNone(c.get("rid:a"))  # not written again
+
     def test_one_connection_is_reused(self):
         with KVClient(host="127.0.0.1", port=self.port) as c:
             c.ping()
