@@ -431,6 +431,16 @@ struct RequestHandler::Impl {
   // Hands batch to the engine; its callback drops the locks, then answers
   // with result.
   void Commit(WriteBatch batch, GuardPtr guard, const ReplyPtr& reply, std::string result);
+  // Reads for EvaluateWriteCommand / EvaluateOnce: the store's newest value.
+  CommandReader StoreReader() {
+    return [this](std::string_view key, std::optional<std::string>* value) {
+      std::string v;
+      Status s = db->Get(ReadOptions{}, key, &v);
+      if (s.IsNotFound()) return Status::OK();
+      if (s.ok()) *value = std::move(v);
+      return s;
+    };
+  }
   // Commits batch, then gives answer (which may be an error that still
   // wrote something: a remembered request_id's conflict).
   void CommitAnswer(WriteBatch batch, GuardPtr guard, const ReplyPtr& reply, ReplicaAnswer answer);
@@ -1187,13 +1197,7 @@ void RequestHandler::Impl::Txn(const json& req, const ReplyPtr& reply) {
   // Every key lock is taken before the compares are read, and held until the
   // chosen branch is durable.
   WithLocks(keys, KeyLocks::Mode::kExclusive, reply, [this, reply, cmd](GuardPtr guard) mutable {
-    CommandReader read = [this](std::string_view key, std::optional<std::string>* value) {
-      std::string v;
-      Status s = db->Get(ReadOptions{}, key, &v);
-      if (s.IsNotFound()) return Status::OK();
-      if (s.ok()) *value = std::move(v);
-      return s;
-    };
+    CommandReader read = StoreReader();
     CommandOverlay overlay;  // later ops see earlier ones of the same txn, as in etcd
     WriteBatch batch;
     ReplicaAnswer answer = EvaluateWriteCommand(*cmd, read, &overlay, &batch);
@@ -1217,13 +1221,7 @@ void RequestHandler::Impl::WriteOnce(Op op, const json& req, const ReplyPtr& rep
     for (const auto& o : *ops) keys.push_back(o.key);
   }
   WithLocks(keys, KeyLocks::Mode::kExclusive, reply, [this, reply, cmd](GuardPtr guard) mutable {
-    CommandReader read = [this](std::string_view key, std::optional<std::string>* value) {
-      std::string v;
-      Status s = db->Get(ReadOptions{}, key, &v);
-      if (s.IsNotFound()) return Status::OK();
-      if (s.ok()) *value = std::move(v);
-      return s;
-    };
+    CommandReader read = StoreReader();
     CommandOverlay overlay;
     WriteBatch batch;
     ReplicaAnswer answer = EvaluateOnce(*cmd, read, &overlay, &batch);
