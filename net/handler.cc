@@ -444,9 +444,10 @@ struct RequestHandler::Impl {
   // Commits batch, then gives answer (which may be an error that still
   // wrote something: a remembered request_id's conflict).
   void CommitAnswer(WriteBatch batch, GuardPtr guard, const ReplyPtr& reply, ReplicaAnswer answer);
-  // A write naming a request_id on a standalone server: at most once
-  // (EvaluateOnce), under the key locks plus one lock for all named writes.
-  void WriteOnce(Op op, const json& req, const ReplyPtr& reply);
+  // A write through its WriteCommand under exclusive key locks, as a txn
+  // always is and a write naming a request_id is on a standalone server
+  // (at most once: EvaluateOnce).
+  void RunCommand(Op op, const json& req, const ReplyPtr& reply);
 
   void Get(const json& req, const ReplyPtr& reply);
   void Set(const json& req, const ReplyPtr& reply);
@@ -730,7 +731,7 @@ void RequestHandler::Impl::Dispatch(Op op, const json& req, Session* session,
   }
   if ((op == Op::kSet || op == Op::kDelete || op == Op::kBulkSet || op == Op::kCas || op == Op::kTxn) &&
       OptionalField(req, "request_id") != nullptr) {
-    return WriteOnce(op, req, reply);
+    return RunCommand(op, req, reply);
   }
   switch (op) {
     case Op::kPing: return reply->Ok("\"pong\"");
@@ -1185,11 +1186,18 @@ WriteCommand ParseWriteCommand(Op op, const json& req, size_t max_batch_ops, siz
 void AnswerWith(const ReplyPtr& reply, const ReplicaAnswer& a);
 }  // namespace
 
-void RequestHandler::Impl::Txn(const json& req, const ReplyPtr& reply) {
+void RequestHandler::Impl::Txn(const json& req, const ReplyPtr& reply) { RunCommand(Op::kTxn, req, reply); }
+
+void RequestHandler::Impl::RunCommand(Op op, const json& req, const ReplyPtr& reply) {
   // Validated whole before locking, so a bad op never half-runs. Held by a
   // shared_ptr, so the keys the locks are taken on stay where they are.
-  auto cmd = std::make_shared<const WriteCommand>(ParseWriteCommand(Op::kTxn, req, options.max_batch_ops, 0));
+  auto cmd = std::make_shared<const WriteCommand>(
+      ParseWriteCommand(op, req, options.max_batch_ops, VectorDimension()));
   std::vector<std::string_view> keys;
+  // A named write also takes this one lock: the ring of remembered ids is
+  // shared by all of them.
+  static const std::string kRequestsLock = "\xff\xffkvstore/reqcount";
+  if (!cmd->request_id.empty()) keys.push_back(kRequestsLock);
   for (const auto& c : cmd->compares) keys.push_back(c.key);
   for (const auto* ops : {&cmd->success, &cmd->failure}) {
     for (const auto& o : *ops) keys.push_back(o.key);
@@ -1198,33 +1206,11 @@ void RequestHandler::Impl::Txn(const json& req, const ReplyPtr& reply) {
   // chosen branch is durable.
   WithLocks(keys, KeyLocks::Mode::kExclusive, reply, [this, reply, cmd](GuardPtr guard) mutable {
     CommandReader read = StoreReader();
-    CommandOverlay overlay;  // later ops see earlier ones of the same txn, as in etcd
-    WriteBatch batch;
-    ReplicaAnswer answer = EvaluateWriteCommand(*cmd, read, &overlay, &batch);
-    if (!answer.ok() || batch.Count() == 0) {
-      guard.reset();
-      return AnswerWith(reply, answer);
-    }
-    Commit(std::move(batch), std::move(guard), reply, std::move(answer.result));
-  });
-}
-
-void RequestHandler::Impl::WriteOnce(Op op, const json& req, const ReplyPtr& reply) {
-  auto cmd = std::make_shared<const WriteCommand>(
-      ParseWriteCommand(op, req, options.max_batch_ops, VectorDimension()));
-  // Every named write takes this one lock besides its keys': the ring of
-  // remembered ids is shared by all of them.
-  static const std::string kRequestsLock = "\xff\xffkvstore/reqcount";
-  std::vector<std::string_view> keys = {kRequestsLock};
-  for (const auto& c : cmd->compares) keys.push_back(c.key);
-  for (const auto* ops : {&cmd->success, &cmd->failure}) {
-    for (const auto& o : *ops) keys.push_back(o.key);
-  }
-  WithLocks(keys, KeyLocks::Mode::kExclusive, reply, [this, reply, cmd](GuardPtr guard) mutable {
-    CommandReader read = StoreReader();
-    CommandOverlay overlay;
+    CommandOverlay overlay;  // later ops see earlier ones of the same command, as in etcd
     WriteBatch batch;
     ReplicaAnswer answer = EvaluateOnce(*cmd, read, &overlay, &batch);
+    // An answer may be an error that still writes: a named cas's conflict,
+    // remembered for its resends.
     if (batch.Count() == 0) {
       guard.reset();
       return AnswerWith(reply, answer);
