@@ -220,6 +220,10 @@ struct Node::Impl {
     std::vector<ReplicaAnswer> answers;  // filled by Apply
     bool applied = false;
     raft_index applied_at = 0;
+    // Committed while a snapshot install was in progress: applied (and
+    // answered) once the installed store is in (see FsmRestore).
+    bool deferred = false;
+    bool committed = false;  // libraft's callback has run
   };
   struct Barrier {
     struct raft_barrier req;
@@ -262,6 +266,37 @@ struct Node::Impl {
   Barrier* barrier_in_flight = nullptr;
   Transfer* transfer_in_flight = nullptr;
 
+  // A snapshot install (see FsmRestore). libraft has already taken this
+  // node's log and last applied index to the snapshot's when FsmRestore
+  // returns, but the checkpoint behind it is fetched and opened on a thread
+  // of its own: meanwhile the node votes, takes entries and answers
+  // heartbeats, and the entries committed meanwhile wait in order in
+  // deferred_entries (reads confirmed meanwhile in deferred_reads) until the
+  // new store is in.
+  struct InstallResult {
+    uint64_t gen = 0;
+    std::string store_name;
+    std::shared_ptr<DB> store;
+    uint64_t applied = 0;
+    std::shared_ptr<std::atomic<bool>> obsolete;
+  };
+  bool installing = false;  // loop thread
+  uint64_t install_gen = 0;  // loop thread: the install that counts
+  Descriptor install_target;  // loop thread
+  std::deque<std::pair<raft_index, std::string>> deferred_entries;  // loop thread
+  std::vector<Answer> deferred_reads;                                // loop thread
+  uv_async_t install_async{};
+  std::mutex install_mu;
+  bool install_async_open = false;                    // guarded by install_mu
+  std::vector<InstallResult> install_results;         // guarded by install_mu
+  std::vector<std::thread> install_threads;           // loop thread
+  std::shared_ptr<std::atomic<bool>> install_cancel;  // the running worker's
+  std::atomic<bool> installing_now{false};            // for other threads
+  std::atomic<uint64_t> applied_now{0};               // db_applied, for other threads
+  std::atomic<uint64_t> install_attempts_failed{0};
+  unsigned test_install_delay_ms = 0;  // KVSTORE_TEST_INSTALL_DELAY_MS
+  std::mutex checkpoint_mu;            // one MakeCheckpoint at a time
+
   // Copied from raft on the loop thread for stats and health.
   struct Snapshot {
     int state = RAFT_UNAVAILABLE;
@@ -270,7 +305,6 @@ struct Node::Impl {
   };
   mutable std::mutex stats_mu;
   Snapshot stats;                         // guarded by stats_mu
-  std::atomic<bool> install_failed{false};  // see FsmRestore: /health says so
   std::atomic<uint64_t> snapshots_taken{0}, snapshots_installed{0}, entries_proposed{0},
       commands_proposed{0}, leader_changes{0};
   uint64_t last_leader = 0;  // loop thread
@@ -338,8 +372,16 @@ struct Node::Impl {
   void StartBarrier();
   void RefreshStats();
   void SetNoDelay();
-  void ApplyEntry(raft_index index, const raft_buffer& buf);
-  Status InstallCheckpoint(const Descriptor& d);
+  Entry* ApplyEntry(raft_index index, const raft_buffer& buf);
+  static void FinishEntry(Entry* e, int status);
+  void StartInstall(const Descriptor& d);
+  void InstallWorker(Descriptor d, std::string store_name, uint64_t gen,
+                     std::shared_ptr<std::atomic<bool>> cancel);
+  Status FetchForInstall(const Descriptor& d, const std::atomic<bool>& cancel);
+  Status PrepareStore(const Descriptor& d, const std::string& name, InstallResult* out);
+  static void OnInstallDone(uv_async_t* handle);
+  void StopInstallWorkers();
+  std::string NewestCheckpoint(const std::string& min_id);
   Status OpenStoreAt(const std::string& name, std::shared_ptr<DB>* db, uint64_t* applied,
                      std::shared_ptr<std::atomic<bool>>* obsolete);
   void CollectCheckpoints(const std::string& keep);
@@ -406,49 +448,66 @@ Status Node::Impl::OpenStore() {
     if (!s.ok()) return s;
   }
   db = std::make_unique<SwappableDB>(std::move(store));
+  applied_now = db_applied;
   spdlog::info("node {}: store {} holds the log up to index {}", opt.id, current, db_applied);
   return Status::OK();
 }
 
-Status Node::Impl::InstallCheckpoint(const Descriptor& d) {
+// Worker thread. Makes sure ckpt_dir/<d.id> holds a store with the log at
+// least up to d.applied: the holder first (any peer that installed the same
+// snapshot has it under the same id), then a checkpoint at least as new from
+// any peer (NEWEST), which is how a follower gets on when the holder is gone
+// for good. Whatever arrives is kept under d.id: a checkpoint's id is a lower
+// bound on what its store holds, never more.
+Status Node::Impl::FetchForInstall(const Descriptor& d, const std::atomic<bool>& cancel) {
   const std::string dir = ckpt_dir + "/" + d.id;
   std::error_code ec;
-  if (!fs::exists(dir, ec)) {
-    // The holder first; any peer that installed the same snapshot has the
-    // same checkpoint id.
-    std::vector<uint64_t> order = {d.holder};
-    for (uint64_t id = 1; id <= opt.peers.size(); ++id) {
-      if (id != d.holder && id != opt.id) order.push_back(id);
-    }
-    // A few rounds before giving up: libraft has already replaced this
-    // node's log with the snapshot when it calls restore, and a failed
-    // restore leaves it expecting a store it does not have (a restart
-    // retries, from the stored snapshot). A holder that is restarting, or
-    // busy serving another peer, is worth waiting for.
-    Status s = Status::NotFound("no peer has checkpoint " + d.id);
-    for (int round = 0; round < 3 && !s.ok(); ++round) {
-      // Short: the loop thread (votes included) waits for this.
-      if (round > 0) std::this_thread::sleep_for(std::chrono::milliseconds(100 * round));
-      for (uint64_t id : order) {
-        const std::string tmp = dir + ".fetch";
-        fs::remove_all(tmp, ec);
-        s = FetchCheckpoint(TransferAddress(id), d.id, tmp, 5000);
-        if (s.ok()) {
-          fs::rename(tmp, dir, ec);
-          if (ec) s = Status::IOError("rename " + tmp + ": " + ec.message());
-          if (s.ok()) s = SyncPath(ckpt_dir, true);
-          if (s.ok()) break;
-        }
-        spdlog::warn("node {}: fetching checkpoint {} from node {}: {}", opt.id, d.id, id, s.ToString());
-        fs::remove_all(tmp, ec);
-      }
-    }
-    if (!s.ok()) return s;
+  if (fs::exists(dir, ec)) return Status::OK();
+  std::vector<uint64_t> order = {d.holder};
+  for (uint64_t id = 1; id <= opt.peers.size(); ++id) {
+    if (id != d.holder && id != opt.id) order.push_back(id);
   }
-  // A new store from the checkpoint: tables hard-linked (immutable), the
-  // rest copied, since the store appends to its WAL and manifest.
-  const std::string name = "store-" + std::to_string(store_gen + 1);
+  const std::string tmp = dir + ".fetch";
+  auto fetch = [&](uint64_t peer, const std::string& id) {
+    fs::remove_all(tmp, ec);
+    Status s = FetchCheckpoint(TransferAddress(peer), id, tmp, 5000);
+    if (s.ok()) {
+      fs::rename(tmp, dir, ec);
+      if (ec) s = Status::IOError("rename " + tmp + ": " + ec.message());
+      if (s.ok()) s = SyncPath(ckpt_dir, true);
+    }
+    if (!s.ok()) {
+      spdlog::warn("node {}: fetching checkpoint {} from node {}: {}", opt.id, id, peer, s.ToString());
+      fs::remove_all(tmp, ec);
+    }
+    return s;
+  };
+  Status s = Status::NotFound("no peer has checkpoint " + d.id);
+  for (uint64_t peer : order) {
+    if (cancel || peer == opt.id) continue;
+    if ((s = fetch(peer, d.id)).ok()) return s;
+  }
+  for (uint64_t peer : order) {
+    if (cancel || peer == opt.id) continue;
+    std::string newer;
+    Status found = FindNewestCheckpoint(TransferAddress(peer), d.id, &newer, 5000);
+    if (!found.ok()) {
+      s = found;
+      continue;
+    }
+    spdlog::info("node {}: checkpoint {} unavailable; fetching {} from node {} instead", opt.id, d.id, newer, peer);
+    if ((s = fetch(peer, newer)).ok()) return s;
+  }
+  return s;
+}
+
+// Worker thread: a new store from the checkpoint, opened. Tables are
+// hard-linked (immutable), the rest copied, since the store appends to its
+// WAL and manifest.
+Status Node::Impl::PrepareStore(const Descriptor& d, const std::string& name, InstallResult* out) {
+  const std::string dir = ckpt_dir + "/" + d.id;
   const std::string store_dir = opt.data_dir + "/" + name;
+  std::error_code ec;
   fs::remove_all(store_dir, ec);
   fs::create_directories(store_dir, ec);
   if (ec) return Status::IOError("cannot create " + store_dir + ": " + ec.message());
@@ -466,27 +525,167 @@ Status Node::Impl::InstallCheckpoint(const Descriptor& d) {
     }
     if (ec) return Status::IOError("cannot copy " + e.path().string() + ": " + ec.message());
   }
+  if (ec) return Status::IOError("cannot list " + dir + ": " + ec.message());
   Status s = SyncPath(store_dir, true);
   if (!s.ok()) return s;
-  std::shared_ptr<DB> store;
-  uint64_t applied = 0;
-  std::shared_ptr<std::atomic<bool>> obsolete;
-  s = OpenStoreAt(name, &store, &applied, &obsolete);
+  s = OpenStoreAt(name, &out->store, &out->applied, &out->obsolete);
   if (!s.ok()) return s;
-  if (applied < d.applied) {
-    return Status::Corruption("checkpoint " + d.id + " holds index " + std::to_string(applied) +
-                              ", not " + std::to_string(d.applied));
+  if (out->applied < d.applied) {
+    out->obsolete->store(true);
+    out->store.reset();
+    return Status::Corruption("checkpoint " + d.id + " holds index " + std::to_string(out->applied) + ", not " +
+                              std::to_string(d.applied));
   }
-  s = WriteFileAtomic(opt.data_dir + "/STORE", name + "\n");
-  if (!s.ok()) return s;
-  store_obsolete->store(true);
-  db->Swap(std::move(store));
-  store_obsolete = std::move(obsolete);
-  store_gen++;
-  spdlog::info("node {}: installed checkpoint {} (index {} -> {})", opt.id, d.id, db_applied, applied);
-  db_applied = applied;
-  snapshots_installed++;
+  out->store_name = name;
   return Status::OK();
+}
+
+// A thread of its own (not libuv's pool, which snapshots use): tries until
+// it has the store or is cancelled. Giving up is not an option: libraft
+// already counts the snapshot as applied here.
+void Node::Impl::InstallWorker(Descriptor d, std::string store_name, uint64_t gen,
+                               std::shared_ptr<std::atomic<bool>> cancel) {
+  auto pause = [&](unsigned ms) {
+    for (unsigned waited = 0; waited < ms && !*cancel; waited += 20) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  };
+  pause(test_install_delay_ms);
+  unsigned backoff_ms = 100;
+  while (!*cancel) {
+    InstallResult r;
+    Status s = FetchForInstall(d, *cancel);
+    if (s.ok() && !*cancel) s = PrepareStore(d, store_name, &r);
+    if (*cancel) {
+      if (r.obsolete) r.obsolete->store(true);
+      break;
+    }
+    if (s.ok()) {
+      r.gen = gen;
+      std::lock_guard lock(install_mu);
+      if (install_async_open) {
+        install_results.push_back(std::move(r));
+        uv_async_send(&install_async);
+      } else {
+        r.obsolete->store(true);
+      }
+      return;
+    }
+    install_attempts_failed++;
+    spdlog::error("node {}: installing snapshot {} (index {}): {}; retrying", opt.id, d.id, d.applied, s.ToString());
+    std::error_code ec;
+    fs::remove_all(opt.data_dir + "/" + store_name, ec);
+    if (s.IsCorruption()) fs::remove_all(ckpt_dir + "/" + d.id, ec);  // fetch it again
+    pause(backoff_ms);
+    backoff_ms = std::min(backoff_ms * 2, 2000u);
+  }
+}
+
+// Loop thread.
+void Node::Impl::StartInstall(const Descriptor& d) {
+  if (install_cancel) install_cancel->store(true);  // a newer snapshot overtook it
+  install_cancel = std::make_shared<std::atomic<bool>>(false);
+  installing = true;
+  installing_now = true;
+  install_target = d;
+  ++install_gen;
+  // Entries up to the snapshot are in it.
+  while (!deferred_entries.empty() && deferred_entries.front().first <= d.applied) deferred_entries.pop_front();
+  // A node without its store should not lead (it could answer nothing until
+  // the install ends), but must still vote: a longer election timeout keeps
+  // it from campaigning while a healthy peer is there to.
+  raft_set_election_timeout(&raft, opt.election_timeout_ms * 10);
+  const std::string name = "store-" + std::to_string(store_gen + install_gen);
+  spdlog::info("node {}: installing snapshot {} (index {}, held by node {})", opt.id, d.id, d.applied, d.holder);
+  install_threads.emplace_back(&Impl::InstallWorker, this, d, name, install_gen, install_cancel);
+}
+
+void Node::Impl::OnInstallDone(uv_async_t* handle) {
+  auto* n = static_cast<Impl*>(handle->data);
+  std::vector<InstallResult> results;
+  {
+    std::lock_guard lock(n->install_mu);
+    results.swap(n->install_results);
+  }
+  for (InstallResult& r : results) {
+    if (!n->installing || r.gen != n->install_gen || n->closing) {
+      r.obsolete->store(true);  // overtaken: deleted once closed
+      continue;
+    }
+    Status s = WriteFileAtomic(n->opt.data_dir + "/STORE", r.store_name + "\n");
+    if (!s.ok()) {
+      // The old store stays current (and a restart installs again).
+      spdlog::critical("node {}: cannot switch to the installed store: {}; retrying", n->opt.id, s.ToString());
+      r.obsolete->store(true);
+      n->install_attempts_failed++;
+      n->StartInstall(n->install_target);
+      continue;
+    }
+    n->store_obsolete->store(true);
+    n->db->Swap(std::move(r.store));
+    n->store_obsolete = std::move(r.obsolete);
+    n->store_gen = std::strtoull(r.store_name.c_str() + 6, nullptr, 10);
+    spdlog::info("node {}: installed checkpoint {} (index {} -> {}); applying {} entries committed meanwhile",
+                 n->opt.id, n->install_target.id, n->db_applied, r.applied, n->deferred_entries.size());
+    n->db_applied = r.applied;
+    n->applied_now = r.applied;
+    n->installing = false;
+    n->installing_now = false;
+    raft_set_election_timeout(&n->raft, n->opt.election_timeout_ms);
+    n->install_cancel.reset();
+    n->snapshots_installed++;
+    std::deque<std::pair<raft_index, std::string>> pending;
+    pending.swap(n->deferred_entries);
+    for (auto& [index, bytes] : pending) {
+      Entry* mine = n->ApplyEntry(index, raft_buffer{bytes.data(), bytes.size()});
+      if (mine != nullptr && mine->committed) FinishEntry(mine, 0);
+    }
+    // Entries of ours that the new store already held (it may be ahead of
+    // the snapshot) were applied by another node: their answers are lost.
+    std::vector<Entry*> left;
+    for (auto& [seq, e] : n->entries) {
+      if (e->deferred && e->committed) left.push_back(e);
+    }
+    for (Entry* e : left) FinishEntry(e, 0);
+    std::vector<Answer> reads;
+    reads.swap(n->deferred_reads);
+    for (Answer& w : reads) w(ReplicaAnswer::Ok("null"));
+  }
+}
+
+// Loop thread, or after the loop ended.
+void Node::Impl::StopInstallWorkers() {
+  if (install_cancel) install_cancel->store(true);
+  for (std::thread& t : install_threads) {
+    if (t.joinable()) t.join();
+  }
+  install_threads.clear();
+}
+
+// The transfer server's thread (NEWEST): a checkpoint whose store holds the
+// log at least up to min_id, made now if need be.
+std::string Node::Impl::NewestCheckpoint(const std::string& min_id) {
+  std::error_code ec;
+  std::string best;
+  for (const auto& e : fs::directory_iterator(ckpt_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.size() == 20 && name.find_first_not_of("0123456789") == std::string::npos && name >= min_id &&
+        name > best) {
+      best = name;
+    }
+  }
+  if (!best.empty()) return best;
+  if (installing_now) return "";  // this node's store is behind its log
+  const uint64_t applied = applied_now;
+  const std::string id = CheckpointId(applied);
+  if (id < min_id) return "";
+  Status s = MakeCheckpoint(applied, id);
+  if (!s.ok()) {
+    spdlog::warn("node {}: checkpoint for a peer: {}", opt.id, s.ToString());
+    return "";
+  }
+  spdlog::info("node {}: made checkpoint {} for a peer", opt.id, id);
+  return id;
 }
 
 // The checkpoint ids that libraft's snapshots on disk name. Snapshots are
@@ -544,7 +743,7 @@ void Node::Impl::CollectCheckpoints(const std::string& keep) {
 
 // ---- the state machine (loop thread) ----------------------------------------
 
-void Node::Impl::ApplyEntry(raft_index index, const raft_buffer& buf) {
+Node::Impl::Entry* Node::Impl::ApplyEntry(raft_index index, const raft_buffer& buf) {
   const char* p = static_cast<const char*>(buf.base);
   uint64_t seq = 0;
   uint64_t entry_nonce = 0;
@@ -577,7 +776,7 @@ void Node::Impl::ApplyEntry(raft_index index, const raft_buffer& buf) {
     auto it = entries.find(seq);
     if (it != entries.end()) mine = it->second;
   }
-  if (index <= db_applied) return;  // the store has it already (replay after a restart)
+  if (index <= db_applied) return mine;  // the store has it already (replay after a restart)
 
   std::vector<ReplicaAnswer> answers;
   WriteBatch batch;
@@ -622,18 +821,32 @@ void Node::Impl::ApplyEntry(raft_index index, const raft_buffer& buf) {
     std::abort();
   }
   db_applied = index;
+  applied_now = index;
   if (mine != nullptr) {
     mine->answers = std::move(answers);
     mine->applied = true;
     mine->applied_at = index;
   }
+  return mine;
 }
 
 int Node::Impl::FsmApply(raft_fsm* fsm, const raft_buffer* buf, void** result) {
   auto* n = static_cast<Impl*>(fsm->data);
   *result = nullptr;
   // libraft applies entries strictly in order, right after last_applied.
-  n->ApplyEntry(n->raft.last_applied + 1, *buf);
+  const raft_index index = n->raft.last_applied + 1;
+  if (n->installing) {
+    // The store is not there yet: keep the entry (libraft may free its
+    // buffer) and whose it is, to answer when it is applied.
+    n->deferred_entries.emplace_back(index, std::string(static_cast<const char*>(buf->base), buf->len));
+    const char* p = static_cast<const char*>(buf->base);
+    if (buf->len >= kEntryHeader && GetU32(p) == kEntryVersion && GetU64(p + 8) == n->nonce) {
+      auto it = n->entries.find(GetU64(p + 16));
+      if (it != n->entries.end()) it->second->deferred = true;
+    }
+    return 0;
+  }
+  n->ApplyEntry(index, *buf);
   // Always 0: a non-zero return makes libraft retry the entry forever, and a
   // failed cas is an answer, not a failure.
   return 0;
@@ -643,6 +856,9 @@ int Node::Impl::FsmApply(raft_fsm* fsm, const raft_buffer* buf, void** result) {
 // applied after `applied` (apply goes on meanwhile): a store ahead of its
 // snapshot is fine, since applying skips what the store already holds.
 Status Node::Impl::MakeCheckpoint(uint64_t applied, const std::string& id) {
+  // Snapshots (a libuv worker) and peers' NEWEST (the transfer thread) both
+  // make checkpoints, possibly of the same id.
+  std::lock_guard lock(checkpoint_mu);
   // Make the engine durable first: libraft drops log entries behind the
   // snapshot once it is stored, and the engine's WAL was written without
   // fsync. One synced write does it (the engine syncs a WAL segment when it
@@ -676,7 +892,9 @@ Status Node::Impl::MakeCheckpoint(uint64_t applied, const std::string& id) {
 // only after that returned 0.
 int Node::Impl::FsmSnapshot(raft_fsm* fsm, raft_buffer* bufs[], unsigned* n_bufs) {
   auto* n = static_cast<Impl*>(fsm->data);
-  if (n->pending_snapshot.active || n->closing) return RAFT_BUSY;  // libraft retries later
+  // While installing, the store is behind libraft's applied index: a
+  // snapshot now would name a checkpoint without the entries it claims.
+  if (n->pending_snapshot.active || n->closing || n->installing) return RAFT_BUSY;  // libraft retries later
   const std::string id = CheckpointId(n->db_applied);
   char text[128];
   int len = std::snprintf(text, sizeof text, "kvstore-snapshot 1 %" PRIu64 " %" PRIu64 " %s", n->opt.id,
@@ -737,6 +955,12 @@ int Node::Impl::FsmSnapshotFinalize(raft_fsm* fsm, raft_buffer* bufs[], unsigned
   return 0;
 }
 
+// Loop thread: a snapshot installed from the leader, or this node's own at
+// startup. Only starts the install (StartInstall): fetching a large
+// checkpoint here would keep this node from voting and from answering
+// heartbeats (libraft refuses votes while its own snapshot_put is pending,
+// which is why the fetch is not done before that either), and with one node
+// down it would hold up the election of a new leader.
 int Node::Impl::FsmRestore(raft_fsm* fsm, raft_buffer* buf) {
   auto* n = static_cast<Impl*>(fsm->data);
   Descriptor d;
@@ -744,20 +968,8 @@ int Node::Impl::FsmRestore(raft_fsm* fsm, raft_buffer* buf) {
     spdlog::error("node {}: snapshot descriptor not understood", n->opt.id);
     return RAFT_MALFORMED;
   }
-  if (d.applied > n->db_applied) {
-    Status s = n->InstallCheckpoint(d);
-    if (!s.ok()) {
-      // libraft 0.15 has already replaced the log with the snapshot and does
-      // not recover from a failed restore: this node keeps voting and
-      // appending but applies nothing more until it is restarted (which
-      // restores the stored snapshot again). Stopping instead was tried: a
-      // follower installing from a leader that is then killed took the
-      // cluster's quorum down with it (KillLeaderUnderLoad). See
-      // docs/cluster.md, "Snapshots".
-      spdlog::critical("node {}: installing snapshot {}: {}; restart this node", n->opt.id, d.id, s.ToString());
-      n->install_failed = true;
-      return RAFT_IOERR;
-    }
+  if (d.applied > n->db_applied && (!n->installing || d.applied > n->install_target.applied)) {
+    n->StartInstall(d);
   }
   // On success the FSM owns the buffer.
   raft_free(buf->base);
@@ -810,11 +1022,19 @@ void Node::Impl::ProposeBatch(std::vector<Proposal>& batch, size_t first, size_t
 
 void Node::Impl::OnApplied(struct raft_apply* req, int status, void* /*result*/) {
   auto* e = static_cast<Entry*>(req->data);
+  e->committed = true;
+  // Applied once the installed store is in (OnInstallDone).
+  if (status == 0 && e->deferred && !e->applied) return;
+  FinishEntry(e, status);
+}
+
+// Answers an entry's requests and frees it (libraft is done with it).
+void Node::Impl::FinishEntry(Entry* e, int status) {
   Impl* n = e->node;
   n->entries.erase(e->seq);
   if (status == 0 && e->applied && e->answers.size() == e->waiting.size()) {
-    if (e->applied_at != req->index) {
-      spdlog::error("node {}: entry applied at {} but proposed at {}", n->opt.id, e->applied_at, req->index);
+    if (e->applied_at != e->req.index) {
+      spdlog::error("node {}: entry applied at {} but proposed at {}", n->opt.id, e->applied_at, e->req.index);
     }
     for (size_t i = 0; i < e->waiting.size(); ++i) e->waiting[i](std::move(e->answers[i]));
   } else {
@@ -853,6 +1073,13 @@ void Node::Impl::OnBarrier(struct raft_barrier* req, int status) {
   auto* b = static_cast<Barrier*>(req->data);
   Impl* n = b->node;
   n->barrier_in_flight = nullptr;
+  if (status == 0 && n->installing) {
+    // Confirmed, but the store does not hold what was committed yet.
+    for (Answer& w : b->waiting) n->deferred_reads.push_back(std::move(w));
+    delete b;
+    n->StartBarrier();
+    return;
+  }
   ReplicaAnswer a = status == 0                 ? ReplicaAnswer::Ok("null")
                     : status == RAFT_NOTLEADER ? n->NotLeader()
                                                : Unavailable(std::string("the read could not be confirmed by a majority (") +
@@ -1022,6 +1249,13 @@ void Node::Impl::OnRaftClosed(struct raft* r) {
   raft_uv_close(&n->io);
   raft_uv_tcp_close(&n->transport);
   uv_close(reinterpret_cast<uv_handle_t*>(&n->async), nullptr);
+  {
+    std::lock_guard lock(n->install_mu);
+    n->install_async_open = false;
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&n->install_async), nullptr);
+  // A fetch in progress stops at its next step (Run joins it).
+  if (n->install_cancel) n->install_cancel->store(true);
 }
 
 void Node::Impl::Run(std::promise<Status>* started) {
@@ -1068,8 +1302,18 @@ void Node::Impl::Run(std::promise<Status>* started) {
   rv = raft_bootstrap(&raft, &conf);
   raft_configuration_close(&conf);
   if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) return fail("raft_bootstrap", rv);
+  // Before raft_start: restoring this node's snapshot may start an install.
+  uv_async_init(&loop, &install_async, OnInstallDone);
+  install_async.data = this;
+  {
+    std::lock_guard lock(install_mu);
+    install_async_open = true;
+  }
   rv = raft_start(&raft);
-  if (rv != 0) return fail("raft_start", rv);
+  if (rv != 0) {
+    StopInstallWorkers();
+    return fail("raft_start", rv);
+  }
 
   uv_async_init(&loop, &async, OnAsync);
   async.data = this;
@@ -1083,8 +1327,11 @@ void Node::Impl::Run(std::promise<Status>* started) {
   started->set_value(Status::OK());
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
+  StopInstallWorkers();
   // Nothing of libraft's runs any more: answer whatever it did not.
   ReplicaAnswer a = Unavailable("the node stopped", true);
+  for (Answer& w : deferred_reads) w(a);
+  deferred_reads.clear();
   for (auto& [seq, e] : entries) {
     for (Answer& w : e->waiting) w(a);
     delete e;
@@ -1117,6 +1364,9 @@ Status Node::Impl::Start() {
   if (const char* delay = std::getenv("KVSTORE_TEST_SNAPSHOT_DELAY_MS")) {
     test_snapshot_delay_ms = static_cast<unsigned>(std::strtoul(delay, nullptr, 10));
   }
+  if (const char* delay = std::getenv("KVSTORE_TEST_INSTALL_DELAY_MS")) {
+    test_install_delay_ms = static_cast<unsigned>(std::strtoul(delay, nullptr, 10));
+  }
   std::random_device rd;
   nonce = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ static_cast<uint64_t>(::getpid());
   Status s = OpenStore();
@@ -1124,6 +1374,7 @@ Status Node::Impl::Start() {
   const std::string me = TransferAddress(opt.id);
   transfer_server = std::make_unique<CheckpointServer>(ckpt_dir);
   if (const char* n = std::getenv("KVSTORE_TEST_TRANSFER_FAIL_LISTS")) transfer_server->FailNextLists(std::atoi(n));
+  transfer_server->SetNewestProvider([this](const std::string& min_id) { return NewestCheckpoint(min_id); });
   s = transfer_server->Start(RaftHost(me), static_cast<uint16_t>(std::atoi(me.substr(me.rfind(':') + 1).c_str())));
   if (!s.ok()) return s;
   std::promise<Status> started;
@@ -1241,7 +1492,8 @@ std::string Node::StatsJson() {
       {"log_entries_proposed", n.entries_proposed.load()},
       {"commands_proposed", n.commands_proposed.load()},
       {"leader_changes", n.leader_changes.load()},
-      {"snapshot_install_failed", n.install_failed.load()},
+      {"snapshot_installing", n.installing_now.load()},
+      {"snapshot_install_attempts_failed", n.install_attempts_failed.load()},
   };
   return r.dump();
 }
@@ -1269,6 +1521,11 @@ std::string Node::PrometheusText() {
   metric("kvstore_raft_snapshots_installed_total", "counter", "Snapshots installed from peers.",
          n.snapshots_installed.load());
   metric("kvstore_raft_leader_changes_total", "counter", "Leaders seen.", n.leader_changes.load());
+  metric("kvstore_raft_snapshot_installing", "gauge", "1 while a snapshot's checkpoint is being installed.",
+         n.installing_now.load() ? 1 : 0);
+  metric("kvstore_raft_snapshot_install_attempts_failed_total", "counter",
+         "Failed attempts to fetch or open a snapshot's checkpoint (each is retried).",
+         n.install_attempts_failed.load());
   out += "# HELP kvstore_raft_peer_match_index Highest log index each peer has (on the leader).\n"
          "# TYPE kvstore_raft_peer_match_index gauge\n";
   for (const auto& [peer, match] : s.match) {
@@ -1278,8 +1535,9 @@ std::string Node::PrometheusText() {
 }
 
 bool Node::Healthy(std::string* why) {
-  if (impl_->install_failed) {
-    *why = "snapshot_install_failed: a snapshot's checkpoint could not be fetched; restart this node";
+  if (impl_->installing_now) {
+    // It votes and follows, but its store is behind its log until then.
+    *why = "snapshot_installing: fetching the checkpoint behind a snapshot";
     return false;
   }
   std::lock_guard lock(impl_->stats_mu);

@@ -283,6 +283,9 @@ void CheckpointServer::ServeConnection(int fd) {
       }
       // A fetcher reads an ERR line after some F lines as a failure.
       if (!SendAll(fd, ok && !ec ? std::string("END\n") : "ERR cannot read checkpoint " + words[1] + "\n")) return;
+    } else if (words[0] == "NEWEST" && words.size() == 2) {
+      const std::string id = newest_ ? newest_(words[1]) : std::string();
+      if (!SendAll(fd, id.empty() ? "ERR no checkpoint at or after " + words[1] + "\n" : "ID " + id + "\n")) return;
     } else if (words[0] == "GET" && words.size() == 3 && ValidComponent(words[2])) {
       int in = ::open((dir / words[2]).c_str(), O_RDONLY | O_CLOEXEC);
       struct stat st{};
@@ -312,31 +315,67 @@ void CheckpointServer::ServeConnection(int fd) {
   }
 }
 
-Status FetchCheckpoint(const std::string& address, const std::string& id, const std::string& dir,
-                       int timeout_ms) {
-  std::string host, port;
-  if (!SplitHostPort(address, &host, &port)) return Status::InvalidArgument("bad address " + address);
-  if (!ValidComponent(id)) return Status::InvalidArgument("bad checkpoint id " + id);
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || res == nullptr) {
-    return Status::IOError("cannot resolve " + address);
+namespace {
+
+// A connection to a checkpoint server, closed when this goes.
+class Connection {
+ public:
+  ~Connection() {
+    if (fd_ >= 0) ::close(fd_);
   }
-  int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  SetTimeouts(fd, timeout_ms);
-  if (fd < 0 || ::connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
-    Status s = Errno("connect to " + address);
+  Status Open(const std::string& address, int timeout_ms) {
+    std::string host, port;
+    if (!SplitHostPort(address, &host, &port)) return Status::InvalidArgument("bad address " + address);
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    if (::getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || res == nullptr) {
+      return Status::IOError("cannot resolve " + address);
+    }
+    fd_ = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    Status s;
+    if (fd_ < 0) {
+      s = Errno("socket");
+    } else {
+      SetTimeouts(fd_, timeout_ms);
+      if (::connect(fd_, res->ai_addr, res->ai_addrlen) != 0) s = Errno("connect to " + address);
+    }
     ::freeaddrinfo(res);
-    if (fd >= 0) ::close(fd);
     return s;
   }
-  ::freeaddrinfo(res);
-  struct Closer {
-    int fd;
-    ~Closer() { ::close(fd); }
-  } closer{fd};
+  int fd() const { return fd_; }
+
+ private:
+  int fd_ = -1;
+};
+
+}  // namespace
+
+Status FindNewestCheckpoint(const std::string& address, const std::string& min_id, std::string* id,
+                            int timeout_ms) {
+  if (!ValidComponent(min_id)) return Status::InvalidArgument("bad checkpoint id " + min_id);
+  Connection conn;
+  Status s = conn.Open(address, timeout_ms);
+  if (!s.ok()) return s;
+  std::string line;
+  if (!SendAll(conn.fd(), "NEWEST " + min_id + "\n")) return Errno("send to " + address);
+  if (!ReadLine(conn.fd(), &line)) return Status::IOError("no answer from " + address);
+  if (line.starts_with("ERR ")) return Status::NotFound(address + ": " + line.substr(4));
+  if (!line.starts_with("ID ") || !ValidComponent(line.substr(3)) || line.substr(3) < min_id) {
+    return Status::Corruption(address + " answered \"" + line + "\" to NEWEST");
+  }
+  *id = line.substr(3);
+  return Status::OK();
+}
+
+Status FetchCheckpoint(const std::string& address, const std::string& id, const std::string& dir,
+                       int timeout_ms) {
+  if (!ValidComponent(id)) return Status::InvalidArgument("bad checkpoint id " + id);
+  Connection conn;
+  Status opened = conn.Open(address, timeout_ms);
+  if (!opened.ok()) return opened;
+  const int fd = conn.fd();
 
   std::string line;
   if (!SendAll(fd, "LIST " + id + "\n")) return Errno("send to " + address);

@@ -5,6 +5,9 @@
 //
 //   LIST <id>\n        -> "F <name> <size> <xxh3 hex>\n"... "END\n"
 //   GET <id> <name>\n  -> "OK <size>\n" followed by the file's bytes
+//   NEWEST <min id>\n  -> "ID <id>\n": a checkpoint holding at least the
+//                         log index min id names (made on demand if the
+//                         node has applied that far but holds none)
 //   (any failure)      -> "ERR <message>\n"
 //
 // <id> and <name> are single path components under the server's root.
@@ -25,6 +28,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -48,6 +52,13 @@ class CheckpointServer {
   CheckpointServer(const CheckpointServer&) = delete;
   CheckpointServer& operator=(const CheckpointServer&) = delete;
 
+  // Answers NEWEST: returns the id of a checkpoint under root whose store
+  // holds the log at least up to min_id (ids are zero-padded log indexes,
+  // and a checkpoint's store may hold more than its id says), or "" when
+  // there is none. Runs on the server's thread. Set before Start.
+  using NewestProvider = std::function<std::string(const std::string& min_id)>;
+  void SetNewestProvider(NewestProvider provider) { newest_ = std::move(provider); }
+
   // Listens on host:port (0 picks a free port) and serves on a thread.
   Status Start(const std::string& host, uint16_t port);
   uint16_t port() const { return port_; }
@@ -70,6 +81,7 @@ class CheckpointServer {
   uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
   std::atomic<int> fail_lists_{0};
+  NewestProvider newest_;
   std::thread thread_;
   std::mutex mu_;
   std::string sending_;            // guarded by mu_: the checkpoint being fetched, if any
@@ -83,5 +95,10 @@ class CheckpointServer {
 // failure dir may hold part of the files.
 Status FetchCheckpoint(const std::string& address, const std::string& id, const std::string& dir,
                        int timeout_ms);
+
+// Asks the server at address for a checkpoint holding the log at least up
+// to min_id (NEWEST). NotFound when it has none and cannot make one.
+Status FindNewestCheckpoint(const std::string& address, const std::string& min_id, std::string* id,
+                            int timeout_ms);
 
 }  // namespace kvstore::cluster

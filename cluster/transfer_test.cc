@@ -15,6 +15,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace kvstore::cluster {
 namespace {
@@ -120,6 +121,30 @@ TEST_F(TransferTest, RetireWaitsForAFetchInProgress) {
   }
   EXPECT_TRUE(retired);
   Status s = FetchCheckpoint(address_, kId, Fetched(2), 5000);
+  EXPECT_TRUE(s.IsNotFound()) << s.ToString();
+}
+
+// NEWEST: a follower whose snapshot's holder is gone asks a peer for any
+// checkpoint at least as new, then fetches it by the id it is told.
+TEST_F(TransferTest, NewestNamesACheckpointAtLeastAsNew) {
+  CheckpointServer server((root_ / "serve").string());
+  std::vector<std::string> asked;
+  server.SetNewestProvider([&](const std::string& min_id) {
+    asked.push_back(min_id);
+    return min_id <= kId ? std::string(kId) : std::string();
+  });
+  ASSERT_TRUE(server.Start("127.0.0.1", 0).ok());
+  const std::string address = "127.0.0.1:" + std::to_string(server.port());
+  std::string id;
+  ASSERT_TRUE(FindNewestCheckpoint(address, "00000000000000000040", &id, 5000).ok());
+  EXPECT_EQ(id, kId);
+  ASSERT_TRUE(FetchCheckpoint(address, id, Fetched(1), 5000).ok());
+  EXPECT_EQ(ReadAll(Source() / "000007.sst"), ReadAll(fs::path(Fetched(1)) / "000007.sst"));
+  Status s = FindNewestCheckpoint(address, "00000000000000000043", &id, 5000);
+  EXPECT_TRUE(s.IsNotFound()) << s.ToString();
+  EXPECT_EQ(asked, (std::vector<std::string>{"00000000000000000040", "00000000000000000043"}));
+  // The server without a provider has none to offer.
+  s = FindNewestCheckpoint(address_, "00000000000000000040", &id, 5000);
   EXPECT_TRUE(s.IsNotFound()) << s.ToString();
 }
 
