@@ -295,6 +295,9 @@ struct Node::Impl {
   std::atomic<uint64_t> applied_now{0};               // db_applied, for other threads
   std::atomic<uint64_t> install_attempts_failed{0};
   unsigned test_install_delay_ms = 0;  // KVSTORE_TEST_INSTALL_DELAY_MS
+  // KVSTORE_TEST_INSTALLING_KEEPS_LEADERSHIP: no HandOffWhileInstalling, so
+  // that a test can watch a leader wait for its store.
+  bool keep_leadership_while_installing = false;
   std::mutex checkpoint_mu;            // one MakeCheckpoint at a time
 
   // Copied from raft on the loop thread for stats and health.
@@ -381,6 +384,7 @@ struct Node::Impl {
   Status PrepareStore(const Descriptor& d, const std::string& name, InstallResult* out);
   static void OnInstallDone(uv_async_t* handle);
   void StopInstallWorkers();
+  void HandOffWhileInstalling();
   std::string NewestCheckpoint(const std::string& min_id);
   Status OpenStoreAt(const std::string& name, std::shared_ptr<DB>* db, uint64_t* applied,
                      std::shared_ptr<std::atomic<bool>>* obsolete);
@@ -591,10 +595,6 @@ void Node::Impl::StartInstall(const Descriptor& d) {
   ++install_gen;
   // Entries up to the snapshot are in it.
   while (!deferred_entries.empty() && deferred_entries.front().first <= d.applied) deferred_entries.pop_front();
-  // A node without its store should not lead (it could answer nothing until
-  // the install ends), but must still vote: a longer election timeout keeps
-  // it from campaigning while a healthy peer is there to.
-  raft_set_election_timeout(&raft, opt.election_timeout_ms * 10);
   const std::string name = "store-" + std::to_string(store_gen + install_gen);
   spdlog::info("node {}: installing snapshot {} (index {}, held by node {})", opt.id, d.id, d.applied, d.holder);
   install_threads.emplace_back(&Impl::InstallWorker, this, d, name, install_gen, install_cancel);
@@ -631,7 +631,6 @@ void Node::Impl::OnInstallDone(uv_async_t* handle) {
     n->applied_now = r.applied;
     n->installing = false;
     n->installing_now = false;
-    raft_set_election_timeout(&n->raft, n->opt.election_timeout_ms);
     n->install_cancel.reset();
     n->snapshots_installed++;
     std::deque<std::pair<raft_index, std::string>> pending;
@@ -1222,6 +1221,30 @@ void Node::Impl::OnTimer(uv_timer_t* handle) {
   auto* n = static_cast<Impl*>(handle->data);
   n->SetNoDelay();
   n->RefreshStats();
+  n->HandOffWhileInstalling();
+}
+
+// A node elected while its snapshot install is under way can answer nothing
+// until its store is in: it hands leadership to the most up-to-date voter
+// (libraft picks one). It cannot simply stay out of elections: slowing its
+// election timer was tried, and since a libraft follower refuses votes while
+// it still believes in a leader, that held up the election of the others.
+void Node::Impl::HandOffWhileInstalling() {
+  if (!installing || closing || keep_leadership_while_installing || transfer_in_flight != nullptr ||
+      raft_state(&raft) != RAFT_LEADER) {
+    return;
+  }
+  auto* x = new Transfer{};
+  x->node = this;
+  x->req.data = x;
+  x->done = [](ReplicaAnswer) {};
+  int rv = raft_transfer(&raft, &x->req, 0, OnTransfer);
+  if (rv != 0) {
+    delete x;
+    return;
+  }
+  transfer_in_flight = x;
+  spdlog::info("node {}: leader while installing a snapshot; handing leadership to a peer", opt.id);
 }
 
 void Node::Impl::Shutdown() {
@@ -1367,6 +1390,7 @@ Status Node::Impl::Start() {
   if (const char* delay = std::getenv("KVSTORE_TEST_INSTALL_DELAY_MS")) {
     test_install_delay_ms = static_cast<unsigned>(std::strtoul(delay, nullptr, 10));
   }
+  keep_leadership_while_installing = std::getenv("KVSTORE_TEST_INSTALLING_KEEPS_LEADERSHIP") != nullptr;
   std::random_device rd;
   nonce = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ static_cast<uint64_t>(::getpid());
   Status s = OpenStore();
