@@ -483,6 +483,36 @@ TEST(ClusterTest, StopWaitsForASnapshotInProgress) {
   for (int i = 0; i < 3; ++i) EXPECT_TRUE(c.Terminate(i, 10s)) << "node " << i + 1 << " did not stop cleanly";
 }
 
+// Kills node down, then sets r0..r999 one at a time through addresses (the
+// leader and the other live node): enough log for the leader to have moved
+// its snapshots past where down left off.
+void WriteWhileDown(Cluster& c, int down, std::vector<std::string> addresses) {
+  c.Kill(down, SIGKILL);
+  kvstore::net::ClientOptions o;
+  o.addresses = std::move(addresses);
+  o.timeout_ms = 10000;
+  o.failover_ms = 10000;
+  kvstore::net::Client client(o);
+  std::string r;
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_TRUE(client.Call(json{{"op", "set"}, {"key", "r" + std::to_string(i)}, {"value", i}}.dump(), &r).ok());
+    ASSERT_TRUE(IsOk(r)) << r;
+  }
+}
+
+// Starts node i with the given test hooks in its environment and waits
+// until it is installing a snapshot (true) or 10 s passed.
+bool StartInstalling(Cluster& c, int i, const std::vector<std::string>& hooks) {
+  for (const std::string& h : hooks) ::setenv(h.substr(0, h.find('=')).c_str(), h.substr(h.find('=') + 1).c_str(), 1);
+  c.Start(i);
+  for (const std::string& h : hooks) ::unsetenv(h.substr(0, h.find('=')).c_str());
+  for (auto end = Clock::now() + 10s; Clock::now() < end; std::this_thread::sleep_for(20ms)) {
+    auto st = c.Stats(i);
+    if (st && (*st)["snapshot_installing"].get<bool>()) return true;
+  }
+  return false;
+}
+
 // The install still succeeds when the checkpoint's holders refuse the first
 // fetches (as restarting or busy ones would): the follower tries the peers
 // again before it gives up on the snapshot (libraft 0.15 does not recover
@@ -495,17 +525,7 @@ TEST(ClusterTest, SnapshotInstallRetriesTheFetch) {
   int leader = c.WaitForLeader();
   ASSERT_GE(leader, 0);
   const int follower = (leader + 1) % 3;
-  c.Kill(follower, SIGKILL);
-  kvstore::net::ClientOptions o;
-  o.addresses = {c.clients()[leader], c.clients()[(leader + 2) % 3]};
-  o.timeout_ms = 10000;
-  o.failover_ms = 10000;
-  kvstore::net::Client client(o);
-  std::string r;
-  for (int i = 0; i < 1000; ++i) {
-    ASSERT_TRUE(client.Call(json{{"op", "set"}, {"key", "r" + std::to_string(i)}, {"value", i}}.dump(), &r).ok());
-    ASSERT_TRUE(IsOk(r)) << r;
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteWhileDown(c, follower, {c.clients()[leader], c.clients()[(leader + 2) % 3]}));
   c.Start(follower);
   EXPECT_EQ(c.WaitConverged(30s).size(), 1000u);
   auto fs = c.Stats(follower);
@@ -530,27 +550,11 @@ TEST(ClusterTest, SnapshotInstallOutlivesItsHolder) {
   const int leader = c.WaitForLeader();
   ASSERT_GE(leader, 0);
   const int follower = (leader + 1) % 3, other = (leader + 2) % 3;
-  c.Kill(follower, SIGKILL);
-  kvstore::net::ClientOptions o;
-  o.addresses = {c.clients()[leader], c.clients()[other]};
-  o.timeout_ms = 10000;
-  o.failover_ms = 10000;
-  kvstore::net::Client client(o);
-  std::string r;
-  for (int i = 0; i < 1000; ++i) {
-    ASSERT_TRUE(client.Call(json{{"op", "set"}, {"key", "r" + std::to_string(i)}, {"value", i}}.dump(), &r).ok());
-    ASSERT_TRUE(IsOk(r)) << r;
-  }
+  ASSERT_NO_FATAL_FAILURE(WriteWhileDown(c, follower, {c.clients()[leader], c.clients()[other]}));
   // The install's fetch waits 2.5 s first, as a large one would take.
-  ::setenv("KVSTORE_TEST_INSTALL_DELAY_MS", "2500", 1);
-  c.Start(follower);
-  ::unsetenv("KVSTORE_TEST_INSTALL_DELAY_MS");
-  bool installing = false;
-  for (auto end = Clock::now() + 10s; !installing && Clock::now() < end; std::this_thread::sleep_for(20ms)) {
-    auto st = c.Stats(follower);
-    installing = st && (*st)["snapshot_installing"].get<bool>();
-  }
-  ASSERT_TRUE(installing) << "the restarted follower never started installing a snapshot";
+  ASSERT_TRUE(StartInstalling(c, follower, {"KVSTORE_TEST_INSTALL_DELAY_MS=2500"}))
+      << "the restarted follower never started installing a snapshot";
+  std::string r;
 
   const auto killed_at = Clock::now();
   c.Kill(leader, SIGKILL);
@@ -599,27 +603,15 @@ TEST(ClusterTest, AnInstallingLeaderAnswersOnceItsStoreIsIn) {
   const int leader = c.WaitForLeader();
   ASSERT_GE(leader, 0);
   const int follower = (leader + 1) % 3;
-  c.Kill(follower, SIGKILL);
+  ASSERT_NO_FATAL_FAILURE(WriteWhileDown(c, follower, {c.clients()[leader]}));
+  ASSERT_TRUE(StartInstalling(c, follower,
+                              {"KVSTORE_TEST_INSTALL_DELAY_MS=2500", "KVSTORE_TEST_INSTALLING_KEEPS_LEADERSHIP=1"}))
+      << "the restarted follower never started installing a snapshot";
   kvstore::net::ClientOptions o;
   o.addresses = {c.clients()[leader]};
   o.timeout_ms = 10000;
   kvstore::net::Client client(o);
   std::string r;
-  for (int i = 0; i < 1000; ++i) {
-    ASSERT_TRUE(client.Call(json{{"op", "set"}, {"key", "r" + std::to_string(i)}, {"value", i}}.dump(), &r).ok());
-    ASSERT_TRUE(IsOk(r)) << r;
-  }
-  ::setenv("KVSTORE_TEST_INSTALL_DELAY_MS", "2500", 1);
-  ::setenv("KVSTORE_TEST_INSTALLING_KEEPS_LEADERSHIP", "1", 1);
-  c.Start(follower);
-  ::unsetenv("KVSTORE_TEST_INSTALL_DELAY_MS");
-  ::unsetenv("KVSTORE_TEST_INSTALLING_KEEPS_LEADERSHIP");
-  bool installing = false;
-  for (auto end = Clock::now() + 10s; !installing && Clock::now() < end; std::this_thread::sleep_for(20ms)) {
-    auto st = c.Stats(follower);
-    installing = st && (*st)["snapshot_installing"].get<bool>();
-  }
-  ASSERT_TRUE(installing) << "the restarted follower never started installing a snapshot";
   // The transfer needs the follower's log caught up: retry for a moment.
   bool moved = false;
   for (auto end = Clock::now() + 5s; !moved && Clock::now() < end; std::this_thread::sleep_for(50ms)) {
