@@ -85,12 +85,10 @@ class Scanner {
   size_t i_ = 0;
 };
 
-}  // namespace
-
-bool ParseFastRequest(std::string_view line, FastRequest* out) {
-  *out = FastRequest{};
-  bool seen_op = false, seen_id = false, seen_value = false;
-  Scanner sc(line);
+// Walks one JSON object filling the whole line: on_member(name) parses the
+// member's value from sc and returns false to refuse the line.
+template <typename OnMember>
+bool ParseObject(Scanner& sc, OnMember on_member) {
   sc.SkipSpace();
   if (!sc.Consume('{')) return false;
   for (;;) {
@@ -100,8 +98,25 @@ bool ParseFastRequest(std::string_view line, FastRequest* out) {
     sc.SkipSpace();
     if (!sc.Consume(':')) return false;
     sc.SkipSpace();
-    // Each member at most once: with repeats nlohmann keeps the last, and
-    // that subtlety is left to it.
+    if (!on_member(name)) return false;
+    sc.SkipSpace();
+    if (sc.Consume(',')) continue;
+    if (!sc.Consume('}')) return false;
+    break;
+  }
+  sc.SkipSpace();
+  return sc.AtEnd();
+}
+
+}  // namespace
+
+bool ParseFastRequest(std::string_view line, FastRequest* out) {
+  *out = FastRequest{};
+  bool seen_op = false, seen_id = false, seen_value = false;
+  Scanner sc(line);
+  // Each member at most once: with repeats nlohmann keeps the last, and that
+  // subtlety is left to it.
+  const bool parsed = ParseObject(sc, [&](std::string_view name) {
     if (name == "op") {
       if (seen_op || !sc.PlainString(&out->op)) return false;
       seen_op = true;
@@ -117,13 +132,9 @@ bool ParseFastRequest(std::string_view line, FastRequest* out) {
     } else {
       return false;
     }
-    sc.SkipSpace();
-    if (sc.Consume(',')) continue;
-    if (!sc.Consume('}')) return false;
-    break;
-  }
-  sc.SkipSpace();
-  return seen_op && sc.AtEnd();
+    return true;
+  });
+  return parsed && seen_op;
 }
 
 bool ParseFastBulkSet(std::string_view line, FastBulkSet* out) {
@@ -131,15 +142,7 @@ bool ParseFastBulkSet(std::string_view line, FastBulkSet* out) {
   out->items.clear();
   bool seen_op = false, seen_id = false, seen_items = false;
   Scanner sc(line);
-  sc.SkipSpace();
-  if (!sc.Consume('{')) return false;
-  for (;;) {
-    sc.SkipSpace();
-    std::string_view name;
-    if (!sc.PlainString(&name)) return false;
-    sc.SkipSpace();
-    if (!sc.Consume(':')) return false;
-    sc.SkipSpace();
+  const bool parsed = ParseObject(sc, [&](std::string_view name) {
     if (name == "op") {
       // Checked at once, so other ops are refused after a few bytes.
       std::string_view op;
@@ -174,13 +177,9 @@ bool ParseFastBulkSet(std::string_view line, FastBulkSet* out) {
     } else {
       return false;
     }
-    sc.SkipSpace();
-    if (sc.Consume(',')) continue;
-    if (!sc.Consume('}')) return false;
-    break;
-  }
-  sc.SkipSpace();
-  return seen_op && seen_items && sc.AtEnd();
+    return true;
+  });
+  return parsed && seen_op && seen_items;
 }
 
 }  // namespace kvstore::net
