@@ -659,6 +659,17 @@ class Suite {
 // db_bench shapes without sync at one size, and durable random fills from 1,
 // 8 and 64 threads; with --compare, RocksDB and LevelDB (and, for durable
 // fills, a raw append + fdatasync file) with equal settings, in the same run.
+// A benchmark of a group that failed outright: one record says so (its
+// reasons went to stderr), so the report shows the gap.
+void AddFailedRun(Suite* suite, const std::string& group) {
+  Record r;
+  r.system = "kvstore";
+  r.group = group;
+  r.workload = "error (see stderr)";
+  r.errors = 1;
+  suite->Add(r);
+}
+
 void RunEngineGroups(Suite* suite, const SuiteOptions& o, const std::string& dir) {
   std::vector<std::string> peers;
   if (o.compare) {
@@ -690,14 +701,7 @@ void RunEngineGroups(Suite* suite, const SuiteOptions& o, const std::string& dir
       r.p99_us = e.p99_us;
       suite->Add(r);
     };
-    if (RunEngineBench(eo) != 0) {
-      Record r;
-      r.system = "kvstore";
-      r.group = group;
-      r.workload = "error (see stderr)";
-      r.errors = 1;
-      suite->Add(r);
-    }
+    if (RunEngineBench(eo) != 0) AddFailedRun(suite, group);
   };
   if (suite->Wants("engine")) {
     EngineBenchOptions eo;
@@ -772,14 +776,7 @@ void RunClusterGroup(Suite* suite, const SuiteOptions& o) {
       suite->Add(r);
     }
   };
-  if (RunClusterBench(co) != 0) {
-    Record r;
-    r.system = "kvstore";
-    r.group = "cluster";
-    r.workload = "error (see stderr)";
-    r.errors = 1;
-    suite->Add(r);
-  }
+  if (RunClusterBench(co) != 0) AddFailedRun(suite, "cluster");
   if (!failover.empty()) {
     failover.resize(failover.size() - 2);
     suite->AddNote("Cluster failover, kill -9 of the leader to the first acknowledged write on the new one: " +
