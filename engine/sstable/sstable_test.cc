@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <cstdio>
+#include <list>
 #include <map>
 #include <random>
 
@@ -289,6 +291,57 @@ TEST(BlockCacheTest, KeepsWhatIsUsedAndReplacesInPlace) {
   EXPECT_EQ(got->data[0], 'n');
   EXPECT_GT(cache.hits(), 9000u);
   EXPECT_EQ(cache.Lookup(1, 4096), nullptr);  // long since evicted
+}
+
+// The index (open addressing, erase by backward shift) against a model:
+// any hit holds the block last inserted under its key; a key never inserted
+// never hits; and a key among the 40 most recently used (inserted or hit)
+// always hits, since a shard holds 40 blocks and only keys used more
+// recently can push one out. Churn over 24k keys wraps and shifts the runs.
+TEST(BlockCacheTest, FindsWhatTheLruKeepsAndNothingElse) {
+  constexpr size_t kBlock = 1000, kPerShard = 40;
+  BlockCache cache(16 * kPerShard * (kBlock + 200));
+  std::mt19937_64 rng(11);
+  using Key = std::pair<uint64_t, uint64_t>;
+  std::map<Key, std::string> latest;
+  std::list<Key> recency;  // most recently used first
+  std::map<Key, std::list<Key>::iterator> where;
+  auto touch = [&](const Key& k) {
+    if (auto it = where.find(k); it != where.end()) recency.erase(it->second);
+    recency.push_front(k);
+    where[k] = recency.begin();
+  };
+  for (int i = 0; i < 200000; i++) {
+    const Key k{rng() % 8, (rng() % 3000) * 4096};
+    if (rng() % 3 == 0) {
+      std::string data(kBlock, 'a');
+      std::snprintf(data.data(), data.size(), "%llu/%llu/%d", static_cast<unsigned long long>(k.first),
+                    static_cast<unsigned long long>(k.second), i);
+      cache.Insert(k.first, k.second, std::make_shared<BlockContents>(data));
+      latest[k] = data;
+      touch(k);
+      auto got = cache.Lookup(k.first, k.second);
+      ASSERT_NE(got, nullptr) << i;
+      ASSERT_EQ(got->data, data) << i;
+      continue;
+    }
+    bool recent = false;
+    size_t n = 0;
+    for (auto it = recency.begin(); it != recency.end() && n < kPerShard; ++it, ++n) recent = recent || *it == k;
+    auto got = cache.Lookup(k.first, k.second);
+    auto it = latest.find(k);
+    if (it == latest.end()) {
+      ASSERT_EQ(got, nullptr) << i;
+    } else if (got != nullptr) {
+      ASSERT_EQ(got->data, it->second) << i;
+      touch(k);
+    } else {
+      ASSERT_FALSE(recent) << "evicted although among the " << kPerShard << " most recently used, op " << i;
+    }
+    ASSERT_LE(cache.usage(), cache.capacity());
+  }
+  EXPECT_GT(cache.hits(), 10000u);
+  EXPECT_GT(cache.misses(), 10000u);
 }
 
 }  // namespace
