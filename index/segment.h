@@ -193,10 +193,11 @@ class Segment final : public IndexSource {
   const float* vectors_ = nullptr;     // vector_docs_.size() * dimension_ floats (aligned copy)
   std::unique_ptr<float[]> vector_storage_;
   std::unique_ptr<Hnsw> hnsw_;
-  // Without a graph: the vectors as int8 codes, in blocks of kScanBlock
-  // vectors stored dimension-major (block b, dimension d: the codes of its
-  // kScanBlock vectors side by side), and a scale per vector (code * scale
-  // is within scale / 2 of the float).
+  // Without a graph: the vectors as int8 codes, dimension-major (one row
+  // per dimension: the codes of every vector, padded to a multiple of
+  // kScanBlock, so that a query streams through only the rows of its
+  // non-zero components), and a scale per vector (code * scale is within
+  // scale / 2 of the float).
   std::unique_ptr<int8_t[]> codes_;
   std::vector<float> scales_;
   void BuildScanCodes();
