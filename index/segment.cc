@@ -276,10 +276,14 @@ SegmentWriter::SegmentWriter(const IndexConfig& config) : config_(config), finge
 SegmentWriter::~SegmentWriter() = default;
 
 void SegmentWriter::Add(AnalyzedDoc doc) {
-  if (!doc.vector.empty() && (config_.dimension <= 0 || doc.vector.size() != static_cast<size_t>(config_.dimension))) {
-    doc.vector.clear();
-  }
-  docs_.push_back(std::move(doc));
+  owned_.push_back(std::move(doc));
+  docs_.push_back(&owned_.back());
+}
+
+void SegmentWriter::AddBorrowed(const AnalyzedDoc* doc) { docs_.push_back(doc); }
+
+bool SegmentWriter::HasVector(const AnalyzedDoc& doc) const {
+  return config_.dimension > 0 && !doc.vector.empty() && doc.vector.size() == static_cast<size_t>(config_.dimension);
 }
 
 Status SegmentWriter::Finish(WritableFile* file) {
@@ -290,9 +294,9 @@ Status SegmentWriter::Finish(WritableFile* file) {
 }
 
 Status SegmentWriter::Finish(std::string* out) {
-  auto table_order = [](const AnalyzedDoc& a, const AnalyzedDoc& b) {
-    int c = a.key.compare(b.key);
-    return c != 0 ? c < 0 : a.seq > b.seq;
+  auto table_order = [](const AnalyzedDoc* a, const AnalyzedDoc* b) {
+    int c = a->key.compare(b->key);
+    return c != 0 ? c < 0 : a->seq > b->seq;
   };
   // Flushes and compactions add docs in table order already: a check is
   // cheaper than a merge sort's moves of every doc.
@@ -301,7 +305,7 @@ Status SegmentWriter::Finish(std::string* out) {
   }
   // A (key, seq) twice would be one version indexed twice: keep the first.
   docs_.erase(std::unique(docs_.begin(), docs_.end(),
-                          [](const AnalyzedDoc& a, const AnalyzedDoc& b) { return a.key == b.key && a.seq == b.seq; }),
+                          [](const AnalyzedDoc* a, const AnalyzedDoc* b) { return a->key == b->key && a->seq == b->seq; }),
               docs_.end());
 
   // Term dictionary: term -> postings (doc id, tf), doc ids ascending. Terms
@@ -340,7 +344,7 @@ Status SegmentWriter::Finish(std::string* out) {
   };
   uint64_t doc_count = 0, total_length = 0, max_seq = 0;
   for (uint32_t id = 0; id < docs_.size(); id++) {
-    const AnalyzedDoc& d = docs_[id];
+    const AnalyzedDoc& d = *docs_[id];
     for (const auto& [term, tf] : d.terms) {
       const uint32_t p = provisional_id(term);
       lists[p].emplace_back(id, tf);
@@ -358,7 +362,25 @@ Status SegmentWriter::Finish(std::string* out) {
   std::vector<uint32_t> final_id(names.size());
   for (uint32_t i = 0; i < order.size(); i++) final_id[order[i]] = i;
 
-  std::vector<std::pair<uint32_t, std::string>> sections;
+  // The file image is *out: the small sections are appended to it when
+  // made, the vectors (most of the bytes) are written into it directly, not
+  // into a section string first and then copied.
+  out->clear();
+  std::string entries;  // the directory after its count
+  uint32_t num_sections = 0;
+  auto end_section = [&](uint32_t kind, size_t offset) {
+    const size_t size = out->size() - offset;
+    PutVarint32(&entries, kind);
+    PutVarint64(&entries, offset);
+    PutVarint64(&entries, size);
+    PutFixed64(&entries, Checksum64(std::string_view(out->data() + offset, size), kind));
+    num_sections++;
+  };
+  auto emit = [&](uint32_t kind, const std::string& bytes) {
+    const size_t offset = out->size();
+    out->append(bytes);
+    end_section(kind, offset);
+  };
   std::string props;
   PutLengthPrefixed(&props, fingerprint_);
   PutVarint64(&props, docs_.size());
@@ -366,16 +388,17 @@ Status SegmentWriter::Finish(std::string* out) {
   PutVarint64(&props, total_length);
   PutVarint32(&props, static_cast<uint32_t>(std::max(config_.dimension, 0)));
   PutVarint64(&props, max_seq);
-  sections.emplace_back(kProperties, std::move(props));
+
 
   std::string docs;
-  for (const AnalyzedDoc& d : docs_) {
+  for (const AnalyzedDoc* p : docs_) {
+    const AnalyzedDoc& d = *p;
     PutLengthPrefixed(&docs, d.key);
     PutVarint64(&docs, d.seq);
     PutVarint32(&docs, d.length);
     PutFixed64(&docs, d.value_hash);
   }
-  sections.emplace_back(kDocs, std::move(docs));
+
 
   std::string terms;
   PutVarint32(&terms, static_cast<uint32_t>(names.size()));
@@ -392,12 +415,13 @@ Status SegmentWriter::Finish(std::string* out) {
     }
     PutLengthPrefixed(&terms, list_bytes);
   }
-  sections.emplace_back(kTerms, std::move(terms));
+
 
   std::string forward;
   std::vector<std::pair<uint32_t, uint32_t>> ids;
   size_t next = 0;
-  for (const AnalyzedDoc& d : docs_) {
+  for (const AnalyzedDoc* p : docs_) {
+    const AnalyzedDoc& d = *p;
     // terms are distinct and ascending, so final ids are too
     ids.clear();
     for (const auto& [term, tf] : d.terms) ids.emplace_back(final_id[doc_terms[next++]], tf);
@@ -410,55 +434,49 @@ Status SegmentWriter::Finish(std::string* out) {
       prev = id;
     }
   }
-  sections.emplace_back(kForward, std::move(forward));
 
   std::vector<uint32_t> vector_docs;
   for (uint32_t id = 0; id < docs_.size(); id++) {
-    if (!docs_[id].vector.empty()) vector_docs.push_back(id);
+    if (HasVector(*docs_[id])) vector_docs.push_back(id);
   }
-  if (config_.dimension > 0 && !vector_docs.empty()) {
-    const size_t dim = static_cast<size_t>(config_.dimension);
-    std::string vectors;
-    // Sized once: growing by doubling copied the floats (most of a
-    // segment's bytes) about twice more.
-    vectors.reserve(10 + 5 * vector_docs.size() + vector_docs.size() * dim * sizeof(float));
-    PutVarint32(&vectors, static_cast<uint32_t>(dim));
-    PutVarint32(&vectors, static_cast<uint32_t>(vector_docs.size()));
+  const size_t dim = static_cast<size_t>(std::max(config_.dimension, 0));
+  // Sized once: growing by doubling copied the floats (most of a segment's
+  // bytes) about twice more. The graph, rare, may grow it once.
+  out->reserve(props.size() + docs.size() + terms.size() + forward.size() + 10 + 5 * vector_docs.size() +
+               vector_docs.size() * dim * sizeof(float) + 64 + kFooterSize);
+  emit(kProperties, props);
+  emit(kDocs, docs);
+  emit(kTerms, terms);
+  emit(kForward, forward);
+  if (dim > 0 && !vector_docs.empty()) {
+    const size_t offset = out->size();
+    PutVarint32(out, static_cast<uint32_t>(dim));
+    PutVarint32(out, static_cast<uint32_t>(vector_docs.size()));
     uint32_t prev = 0;
     for (uint32_t id : vector_docs) {
-      PutVarint32(&vectors, id - prev);
+      PutVarint32(out, id - prev);
       prev = id;
     }
     for (uint32_t id : vector_docs) {
-      vectors.append(reinterpret_cast<const char*>(docs_[id].vector.data()), dim * sizeof(float));
+      out->append(reinterpret_cast<const char*>(docs_[id]->vector.data()), dim * sizeof(float));
     }
-    sections.emplace_back(kVectors, std::move(vectors));
+    end_section(kVectors, offset);
 
     const size_t min_vectors = config_.hnsw_min_vectors > 0 ? config_.hnsw_min_vectors : HnswMinVectors(config_.dimension);
     if (vector_docs.size() >= min_vectors) {
       std::vector<const float*> points;
       points.reserve(vector_docs.size());
-      for (uint32_t id : vector_docs) points.push_back(docs_[id].vector.data());
+      for (uint32_t id : vector_docs) points.push_back(docs_[id]->vector.data());
       std::string graph;
       Status s = BuildHnswGraph(points, dim, kHnswM, kHnswEfConstruction, &graph);
       if (!s.ok()) return s;
-      sections.emplace_back(kHnsw, std::move(graph));
+      emit(kHnsw, graph);
     }
   }
 
-  out->clear();
-  size_t body = 0;
-  for (const auto& section : sections) body += section.second.size();
-  out->reserve(body + 30 * sections.size() + 10 + kFooterSize);
   std::string directory;
-  PutVarint32(&directory, static_cast<uint32_t>(sections.size()));
-  for (const auto& [kind, bytes] : sections) {
-    PutVarint32(&directory, kind);
-    PutVarint64(&directory, out->size());
-    PutVarint64(&directory, bytes.size());
-    PutFixed64(&directory, Checksum64(bytes, kind));
-    out->append(bytes);
-  }
+  PutVarint32(&directory, num_sections);
+  directory.append(entries);
   const uint64_t directory_offset = out->size();
   out->append(directory);
   std::string footer;

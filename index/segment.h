@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -113,6 +114,10 @@ class SegmentWriter {
   // Docs come in table order (key ascending, seq descending); Finish sorts
   // them anyway. Docs whose vector has the wrong dimension keep no vector.
   void Add(AnalyzedDoc doc);
+  // The same without a copy: *doc must stay as it is until Finish returns
+  // (a flush borrows the docs of the memtable's index, which outlives it;
+  // copying them was a tenth of a flush's cost).
+  void AddBorrowed(const AnalyzedDoc* doc);
   // Writes the whole segment; the caller syncs and closes the file.
   Status Finish(WritableFile* file);
   // The segment's bytes, for tests and for callers that write elsewhere.
@@ -120,9 +125,12 @@ class SegmentWriter {
   size_t docs() const { return docs_.size(); }
 
  private:
+  bool HasVector(const AnalyzedDoc& doc) const;
+
   IndexConfig config_;
   std::string fingerprint_;
-  std::vector<AnalyzedDoc> docs_;
+  std::deque<AnalyzedDoc> owned_;         // the docs given by Add; a deque: growing never moves one
+  std::vector<const AnalyzedDoc*> docs_;  // every doc, owned or borrowed
 };
 
 class Segment final : public IndexSource {
