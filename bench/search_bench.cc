@@ -312,7 +312,8 @@ int RunSearchBench(const SearchBenchOptions& o) {
     std::vector<std::vector<double>> best(recall_queries);
     std::mt19937_64 doc_rng(o.seed);
     std::vector<std::vector<float>> dv;
-    for (uint64_t i = 0; i < o.docs; i++) {
+    // --recall-queries 0 skips the pass (profiling the load and queries alone).
+    for (uint64_t i = 0; i < o.docs && recall_queries > 0; i++) {
       const std::string doc = JsonString(corpus.Doc(doc_rng));
       const std::string text = doc.substr(1, doc.size() - 2);
       es = embedder->Embed({text}, &dv);
