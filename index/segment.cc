@@ -201,7 +201,12 @@ enum SectionKind : uint32_t {
   kForward = 4,
   kVectors = 5,
   kHnsw = 6,
+  // Zero bytes before the vectors, so that their floats start at a multiple
+  // of kVectorAlignment from the file's start: a reader then uses them
+  // where they are. Readers skip it as they skip any kind they do not use.
+  kPadding = 7,
 };
+constexpr size_t kVectorAlignment = 64;
 
 // HNSW parameters: M links per node (2M on level 0); construction and
 // search beam widths. Recall@10 is ~0.99 on the hashing embedder's vectors.
@@ -443,20 +448,28 @@ Status SegmentWriter::Finish(std::string* out) {
   // Sized once: growing by doubling copied the floats (most of a segment's
   // bytes) about twice more. The graph, rare, may grow it once.
   out->reserve(props.size() + docs.size() + terms.size() + forward.size() + 10 + 5 * vector_docs.size() +
-               vector_docs.size() * dim * sizeof(float) + 64 + kFooterSize);
+               vector_docs.size() * dim * sizeof(float) + kVectorAlignment + 64 + kFooterSize);
   emit(kProperties, props);
   emit(kDocs, docs);
   emit(kTerms, terms);
   emit(kForward, forward);
   if (dim > 0 && !vector_docs.empty()) {
-    const size_t offset = out->size();
-    PutVarint32(out, static_cast<uint32_t>(dim));
-    PutVarint32(out, static_cast<uint32_t>(vector_docs.size()));
-    uint32_t prev = 0;
+    std::string head;  // the section's bytes before the floats
+    PutVarint32(&head, static_cast<uint32_t>(dim));
+    PutVarint32(&head, static_cast<uint32_t>(vector_docs.size()));
+    uint32_t prev_id = 0;
     for (uint32_t id : vector_docs) {
-      PutVarint32(out, id - prev);
-      prev = id;
+      PutVarint32(&head, id - prev_id);
+      prev_id = id;
     }
+    const size_t misaligned = (out->size() + head.size()) % kVectorAlignment;
+    if (misaligned != 0) {
+      const size_t pad_offset = out->size();
+      out->append(kVectorAlignment - misaligned, '\0');
+      end_section(kPadding, pad_offset);
+    }
+    const size_t offset = out->size();
+    out->append(head);
     for (uint32_t id : vector_docs) {
       out->append(reinterpret_cast<const char*>(docs_[id]->vector.data()), dim * sizeof(float));
     }
@@ -687,10 +700,16 @@ Status Segment::Parse(const std::string& name) {
   if (floats.size() != size_t{num_vectors} * dim * sizeof(float)) return corrupt("bad vector data");
 
   if (!present[kHnsw]) {
-    vector_storage_.reset(new float[size_t{num_vectors} * dim]);
-    std::memcpy(vector_storage_.get(), floats.data(), floats.size());
-    vectors_ = vector_storage_.get();
-    ReleaseCopiedSections(sections[kVectors].data() - contents_.data());
+    if (reinterpret_cast<uintptr_t>(floats.data()) % alignof(float) == 0) {
+      // Where the file has them (a writer aligns them, see kPadding): no
+      // copy of most of the segment's bytes, and none of the rest.
+      vectors_ = reinterpret_cast<const float*>(floats.data());
+    } else {
+      vector_storage_.reset(new float[size_t{num_vectors} * dim]);
+      std::memcpy(vector_storage_.get(), floats.data(), floats.size());
+      vectors_ = vector_storage_.get();
+      ReleaseCopiedSections(sections[kVectors].data() - contents_.data());
+    }
     BuildScanCodes();
     return Status::OK();
   }
