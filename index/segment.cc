@@ -1004,7 +1004,6 @@ namespace {
 // Vectors per scan block: 64 codes of one dimension are one cache line, and
 // four AVX-512 accumulators keep the FMA units busy.
 constexpr size_t kScanBlock = 64;
-constexpr size_t kPrefetchBlocks = 8;
 
 // acc[j] = sum over the query's non-zero components (dims[i], q[i]) of
 // q[i] * block[dims[i] * stride + j], for the kScanBlock vectors of a block.
@@ -1139,6 +1138,7 @@ void Segment::ScanNearest(const float* query, size_t n, uint64_t max_seq,
     // 1M docs, 300 queries: 6.7-6.9 -> 5.3-5.5 ms of scan CPU a query
     // (perf samples); a synthetic scan was slower 4 blocks ahead than with
     // no prefetch at all, faster 8 and 16 ahead.
+    constexpr size_t kPrefetchBlocks = 8;
     if (b + kPrefetchBlocks < blocks) {
       const int8_t* ahead = codes_.get() + (b + kPrefetchBlocks) * kScanBlock;
       for (uint32_t d : dims) _mm_prefetch(reinterpret_cast<const char*>(ahead + size_t{d} * stride), _MM_HINT_T0);
