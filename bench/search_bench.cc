@@ -205,6 +205,14 @@ int RunSearchBench(const SearchBenchOptions& o) {
     if (off_rate > 0) std::printf("  plain %.0f docs/s  indexing costs %.1f%%", off_rate, 100 * (1 - on_rate / off_rate));
     std::printf("\ncpu        indexed %.2f us/doc", 1e6 * indexed.cpu_seconds / o.docs);
     if (!o.skip_plain) std::printf("  plain %.2f us/doc (all threads)", 1e6 * plain.cpu_seconds / o.docs);
+    // Where the wall-clock time beyond the CPU went: writers held back
+    // because flushes or L0 fell behind.
+    std::printf("\nstalls     indexed %llu (%.0f ms)", static_cast<unsigned long long>(st.stall_count),
+                st.stall_micros / 1e3);
+    if (!o.skip_plain) {
+      std::printf("  plain %llu (%.0f ms)", static_cast<unsigned long long>(plain.stats.stall_count),
+                  plain.stats.stall_micros / 1e3);
+    }
     std::printf("\nbuild      %llu segments built (%llu live)  %.2f ms/segment  %.2f us/doc  %llu bytes in memory\n",
                 static_cast<unsigned long long>(st.index_segments_built),
                 static_cast<unsigned long long>(st.index_segments), per_segment_ms, per_doc_us,
@@ -304,7 +312,8 @@ int RunSearchBench(const SearchBenchOptions& o) {
     std::vector<std::vector<double>> best(recall_queries);
     std::mt19937_64 doc_rng(o.seed);
     std::vector<std::vector<float>> dv;
-    for (uint64_t i = 0; i < o.docs; i++) {
+    // --recall-queries 0 skips the pass (profiling the load and queries alone).
+    for (uint64_t i = 0; i < o.docs && recall_queries > 0; i++) {
       const std::string doc = JsonString(corpus.Doc(doc_rng));
       const std::string text = doc.substr(1, doc.size() - 2);
       es = embedder->Embed({text}, &dv);

@@ -1,6 +1,7 @@
 #include "engine/db_search.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -58,8 +59,11 @@ bool ParseIndexFileName(std::string_view name, uint64_t* number) {
 class DBSearch::Sidecar final : public TableSidecar {
  public:
   using Finder = std::function<bool(std::string_view key, uint64_t seq, index::AnalyzedDoc* doc)>;
+  // A doc the writer may use in place until Finish: null when absent.
+  using Borrower = std::function<const index::AnalyzedDoc*(std::string_view key, uint64_t seq)>;
 
-  Sidecar(DBSearch* search, Finder finder) : search_(search), finder_(std::move(finder)), writer_(*search->config_) {}
+  Sidecar(DBSearch* search, Finder finder, Borrower borrower = {})
+      : search_(search), finder_(std::move(finder)), borrower_(std::move(borrower)), writer_(*search->config_) {}
 
   void Add(std::string_view internal_key, std::string_view value) override {
     if (!status_.ok()) return;
@@ -68,6 +72,13 @@ class DBSearch::Sidecar final : public TableSidecar {
     const std::string_view key = ExtractUserKey(internal_key);
     if (!search_->Indexed(key)) return;
     const uint64_t start = NowMicros();
+    if (borrower_) {
+      if (const index::AnalyzedDoc* found = borrower_(key, TagSequence(tag))) {
+        writer_.AddBorrowed(found);
+        micros_ += NowMicros() - start;
+        return;
+      }
+    }
     index::AnalyzedDoc doc;
     if (!finder_ || !finder_(key, TagSequence(tag), &doc)) {
       status_ = search_->AnalyzeOne(key, TagSequence(tag), value, &doc);
@@ -92,13 +103,24 @@ class DBSearch::Sidecar final : public TableSidecar {
  private:
   DBSearch* const search_;
   const Finder finder_;
+  const Borrower borrower_;  // holds what it lends alive: declared before writer_, destroyed after it
   index::SegmentWriter writer_;
   Status status_;
   uint64_t micros_ = 0;
 };
 
 DBSearch::DBSearch(Env* env, std::string dbname) : env_(env), dbname_(std::move(dbname)) {}
-DBSearch::~DBSearch() { StopEmbedding(); }
+DBSearch::~DBSearch() {
+  StopEmbedding();
+  if (helper_thread_.joinable()) {
+    {
+      std::lock_guard lock(helper_mu_);
+      helper_stop_ = true;
+    }
+    helper_cv_.notify_all();
+    helper_thread_.join();
+  }
+}
 
 Status DBSearch::WriteSegmentFile(uint64_t number, index::SegmentWriter* writer, bool replace,
                                   std::shared_ptr<index::Segment>* out) {
@@ -157,6 +179,13 @@ Status DBSearch::Create(const Options& options, Env* env, const std::string& dbn
   if (!s.ok()) return s;
   search->fingerprint_ = config->Fingerprint();
   search->config_ = std::move(config);
+  // A writer's analysis is most of an indexed write's cost and runs on its
+  // own thread; with a second core, the helper analyses part of each big
+  // batch alongside it.
+  if (std::thread::hardware_concurrency() >= 2) {
+    DBSearch* raw = search.get();
+    search->helper_thread_ = std::thread([raw] { raw->HelperLoop(); });
+  }
   *out = std::move(search);
   return Status::OK();
 }
@@ -180,36 +209,114 @@ Status DBSearch::AnalyzeOne(std::string_view key, uint64_t seq, std::string_view
   return s;
 }
 
+// One indexed Put of a batch, to analyse.
+struct DBSearch::PendingPut {
+  std::string_view key;
+  std::string_view value;
+  std::vector<float> vector;  // PutWithVector's (a copy: Iterate's span lasts only for the call)
+  bool with_vector = false;
+  uint64_t position = 0;          // in the batch
+};
+
+namespace {
+
+// From this many indexed puts on, a batch's analysis is shared with the
+// helper thread; docs are handed out kAnalysisChunk at a time.
+constexpr size_t kSharedAnalysisDocs = 32;
+constexpr size_t kAnalysisChunk = 8;
+
+}  // namespace
+
+// A batch's analysis, shared by its writer and the helper thread: each takes
+// the next chunk of puts from a counter until none are left. The writer
+// waits only for the chunks the helper took, never for the helper to come
+// round to the batch (it may be busy with another writer's, or not
+// scheduled at all on a loaded machine): then the writer does them all.
+struct DBSearch::AnalysisJob {
+  const DBSearch* search = nullptr;
+  std::vector<PendingPut> puts;
+  index::AnalyzedDoc* docs = nullptr;  // puts.size() of them, the writer's
+  size_t chunks = 0;
+  std::atomic<size_t> next{0};
+  std::atomic<size_t> done{0};
+  std::mutex mu;
+  std::condition_variable cv;
+
+  void Work() {
+    for (size_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+      const size_t end = std::min(puts.size(), (c + 1) * kAnalysisChunk);
+      for (size_t i = c * kAnalysisChunk; i < end; i++) search->AnalyzePut(puts[i], &docs[i]);
+      if (done.fetch_add(1, std::memory_order_acq_rel) + 1 == chunks) {
+        std::lock_guard lock(mu);
+        cv.notify_all();
+      }
+    }
+  }
+};
+
+void DBSearch::AnalyzePut(const PendingPut& put, index::AnalyzedDoc* doc) const {
+  if (put.with_vector) {
+    // The client's vector replaces the embedder's (which is not asked).
+    (void)index::AnalyzeDoc(*analyzer_, nullptr, put.key, put.position, put.value, doc);
+    if (embedder_ != nullptr) SetClientVector(put.vector, doc);
+    return;
+  }
+  // An embedder that fails leaves the doc without a vector: the write goes
+  // on, found by the other indexes.
+  if (!AnalyzeOne(put.key, put.position, put.value, doc).ok()) doc->vector.clear();
+}
+
+void DBSearch::HelperLoop() {
+  std::unique_lock lock(helper_mu_);
+  for (;;) {
+    helper_cv_.wait(lock, [this] { return helper_stop_ || !helper_jobs_.empty(); });
+    if (helper_stop_) return;
+    std::shared_ptr<AnalysisJob> job = std::move(helper_jobs_.front());
+    helper_jobs_.pop_front();
+    lock.unlock();
+    job->Work();
+    lock.lock();
+  }
+}
+
 void DBSearch::AnalyzeBatch(const WriteBatch& batch, BatchDocs* out) const {
   struct Handler final : WriteBatch::Handler {
     const DBSearch* search;
-    BatchDocs* out;
+    std::vector<PendingPut>* puts;
     uint64_t position = 0;
     void Put(std::string_view key, std::string_view value) override {
-      if (search->Indexed(key)) {
-        index::AnalyzedDoc doc;
-        // An embedder that fails leaves the doc without a vector: the write
-        // goes on, found by the other indexes.
-        if (!search->AnalyzeOne(key, position, value, &doc).ok()) doc.vector.clear();
-        out->docs.push_back(std::move(doc));
-      }
+      if (search->Indexed(key)) puts->push_back(PendingPut{key, value, {}, false, position});
       position++;
     }
-    // The client's vector replaces the embedder's (which is not asked).
     void PutWithVector(std::string_view key, std::string_view value, std::span<const float> vector) override {
       if (search->Indexed(key)) {
-        index::AnalyzedDoc doc;
-        (void)index::AnalyzeDoc(*search->analyzer_, nullptr, key, position, value, &doc);
-        if (search->embedder_ != nullptr) search->SetClientVector(vector, &doc);
-        out->docs.push_back(std::move(doc));
+        puts->push_back(PendingPut{key, value, std::vector<float>(vector.begin(), vector.end()), true, position});
       }
       position++;
     }
     void Delete(std::string_view) override { position++; }
   } handler;
+  auto job = std::make_shared<AnalysisJob>();
   handler.search = this;
-  handler.out = out;
+  handler.puts = &job->puts;
   (void)batch.Iterate(&handler);  // the batch was validated before this
+  const size_t n = job->puts.size();
+  out->docs.resize(n);
+  if (n < kSharedAnalysisDocs || !helper_thread_.joinable()) {
+    for (size_t i = 0; i < n; i++) AnalyzePut(job->puts[i], &out->docs[i]);
+    return;
+  }
+  job->search = this;
+  job->docs = out->docs.data();
+  job->chunks = (n + kAnalysisChunk - 1) / kAnalysisChunk;
+  {
+    std::lock_guard lock(helper_mu_);
+    helper_jobs_.push_back(job);
+  }
+  helper_cv_.notify_one();
+  job->Work();
+  std::unique_lock lock(job->mu);
+  job->cv.wait(lock, [&] { return job->done.load(std::memory_order_acquire) == job->chunks; });
 }
 
 void DBSearch::SetClientVector(std::span<const float> vector, index::AnalyzedDoc* doc) const {
@@ -258,12 +365,20 @@ SidecarFactory DBSearch::ForFlush(std::shared_ptr<MemTable> mem) {
   return [this, mem = std::move(mem)] {
     std::shared_ptr<index::MemIndex> mem_index = mem->search_index();
     Sidecar::Finder finder;
-    if (mem_index != nullptr) {
+    Sidecar::Borrower borrower;
+    if (mem_index != nullptr && !async_) {
+      // Nothing changes a doc of the memtable's index without a background
+      // embedder: the segment writer reads the docs in place (copying each,
+      // with its 1 KiB vector, then freeing the copies cost ~1-2 us a doc).
+      borrower = [mem_index](std::string_view key, uint64_t seq) { return mem_index->FindDocPointer(key, seq); };
+    } else if (mem_index != nullptr) {
+      // The background embedder may give a doc its vector meanwhile
+      // (MemIndex::SetVector): copy under the index's lock.
       finder = [mem_index](std::string_view key, uint64_t seq, index::AnalyzedDoc* doc) {
         return mem_index->FindDoc(key, seq, doc);
       };
     }
-    return std::unique_ptr<TableSidecar>(new Sidecar(this, std::move(finder)));
+    return std::unique_ptr<TableSidecar>(new Sidecar(this, std::move(finder), std::move(borrower)));
   };
 }
 

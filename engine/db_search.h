@@ -68,6 +68,8 @@ class DBSearch {
   struct BatchDocs {
     std::vector<index::AnalyzedDoc> docs;  // seq holds the entry's position in the batch
   };
+  // With two cores or more, big batches are analysed by the writer and a
+  // helper thread together (the writer still returns only when all is done).
   void AnalyzeBatch(const WriteBatch& batch, BatchDocs* out) const;
   // Files a committed batch's docs into the memtable's index, with the
   // batch's first sequence number. Write leader only.
@@ -150,6 +152,11 @@ class DBSearch {
   DBSearch(Env* env, std::string dbname);
 
   bool Indexed(std::string_view key) const;
+  // One put of a batch being analysed (AnalyzeBatch).
+  struct PendingPut;
+  void AnalyzePut(const PendingPut& put, index::AnalyzedDoc* doc) const;
+  struct AnalysisJob;
+  void HelperLoop();
   // doc->vector = vector, normalised (cosine); left empty when it does not
   // fit the index.
   void SetClientVector(std::span<const float> vector, index::AnalyzedDoc* doc) const;
@@ -214,6 +221,13 @@ class DBSearch {
   uint64_t segments_built_ = 0, docs_indexed_ = 0, build_micros_ = 0;      // guarded by mu_
   int active_rewrites_ = 0;       // guarded by mu_
   uint64_t rewrite_epoch_ = 0;    // guarded by mu_; bumped when a rewrite begins or ends
+
+  // The analysis helper (AnalyzeBatch): jobs of the writers, taken in turn.
+  std::thread helper_thread_;
+  mutable std::mutex helper_mu_;
+  mutable std::condition_variable helper_cv_;
+  mutable std::deque<std::shared_ptr<AnalysisJob>> helper_jobs_;  // guarded by helper_mu_
+  bool helper_stop_ = false;                                      // guarded by helper_mu_
 
   Host host_;
   std::thread embed_thread_;

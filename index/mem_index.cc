@@ -119,6 +119,13 @@ bool MemIndex::FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) con
   return true;
 }
 
+const AnalyzedDoc* MemIndex::FindDocPointer(std::string_view key, uint64_t seq) const {
+  const uint64_t hash = KeyHash(key, seq);
+  std::shared_lock<RwLock> lock(mu_);
+  const int64_t id = FindLocked(key, seq, hash);
+  return id < 0 ? nullptr : &docs_[static_cast<size_t>(id)];
+}
+
 bool MemIndex::SetVector(std::string_view key, uint64_t seq, const std::vector<float>& vector) {
   if (dimension_ <= 0 || vector.size() != static_cast<size_t>(dimension_)) return false;
   const uint64_t hash = KeyHash(key, seq);

@@ -40,6 +40,10 @@ class MemIndex final : public IndexSource {
   // the segment without analysing again. Holds the read lock throughout.
   void ForEachDoc(const std::function<void(const AnalyzedDoc&)>& fn) const;
   bool FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) const;
+  // The doc itself, not a copy; null when absent. It stays where it is for
+  // the life of this index, but SetVector may change it: only for callers
+  // that know nobody calls SetVector (a synchronous embedder).
+  const AnalyzedDoc* FindDocPointer(std::string_view key, uint64_t seq) const;
   // Gives the doc (key, seq) its vector, computed after it was added (an
   // embedder that is not synchronous). True when the doc is here and has a
   // vector now (set by this call or before); false when it is absent or the

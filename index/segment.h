@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -113,6 +114,10 @@ class SegmentWriter {
   // Docs come in table order (key ascending, seq descending); Finish sorts
   // them anyway. Docs whose vector has the wrong dimension keep no vector.
   void Add(AnalyzedDoc doc);
+  // The same without a copy: *doc must stay as it is until Finish returns
+  // (a flush borrows the docs of the memtable's index, which outlives it;
+  // copying them was a tenth of a flush's cost).
+  void AddBorrowed(const AnalyzedDoc* doc);
   // Writes the whole segment; the caller syncs and closes the file.
   Status Finish(WritableFile* file);
   // The segment's bytes, for tests and for callers that write elsewhere.
@@ -120,9 +125,12 @@ class SegmentWriter {
   size_t docs() const { return docs_.size(); }
 
  private:
+  bool HasVector(const AnalyzedDoc& doc) const;
+
   IndexConfig config_;
   std::string fingerprint_;
-  std::vector<AnalyzedDoc> docs_;
+  std::deque<AnalyzedDoc> owned_;         // the docs given by Add; a deque: growing never moves one
+  std::vector<const AnalyzedDoc*> docs_;  // every doc, owned or borrowed
 };
 
 class Segment final : public IndexSource {
@@ -193,10 +201,11 @@ class Segment final : public IndexSource {
   const float* vectors_ = nullptr;     // vector_docs_.size() * dimension_ floats (aligned copy)
   std::unique_ptr<float[]> vector_storage_;
   std::unique_ptr<Hnsw> hnsw_;
-  // Without a graph: the vectors as int8 codes, in blocks of kScanBlock
-  // vectors stored dimension-major (block b, dimension d: the codes of its
-  // kScanBlock vectors side by side), and a scale per vector (code * scale
-  // is within scale / 2 of the float).
+  // Without a graph: the vectors as int8 codes, dimension-major (one row
+  // per dimension: the codes of every vector, padded to a multiple of
+  // kScanBlock, so that a query streams through only the rows of its
+  // non-zero components), and a scale per vector (code * scale is within
+  // scale / 2 of the float).
   std::unique_ptr<int8_t[]> codes_;
   std::vector<float> scales_;
   void BuildScanCodes();

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <random>
@@ -283,6 +284,138 @@ TEST(SegmentTest, ScanIsExact) {
       EXPECT_LE(got[i].seq, max_seq);
       EXPECT_NEAR(got[i].score, want[i], 1e-5) << q << " " << i;
     }
+  }
+}
+
+struct SectionEntry {
+  uint32_t kind;
+  uint64_t offset, size;
+};
+
+// The directory of a segment's bytes.
+std::vector<SectionEntry> Sections(const std::string& s) {
+  const size_t footer = s.size() - 40;
+  std::string_view dir(s.data() + DecodeFixed64(s.data() + footer), DecodeFixed64(s.data() + footer + 8));
+  auto get64 = [&](uint64_t* v) {
+    *v = 0;
+    for (int shift = 0; !dir.empty(); shift += 7) {
+      uint64_t b = static_cast<unsigned char>(dir[0]);
+      dir.remove_prefix(1);
+      *v |= (b & 0x7f) << shift;
+      if (!(b & 0x80)) return true;
+    }
+    return false;
+  };
+  std::vector<SectionEntry> out;
+  uint32_t count = 0;
+  EXPECT_TRUE(GetVarint32(&dir, &count));
+  for (uint32_t i = 0; i < count; i++) {
+    SectionEntry e{};
+    EXPECT_TRUE(GetVarint32(&dir, &e.kind) && get64(&e.offset) && get64(&e.size) && dir.size() >= 8);
+    dir.remove_prefix(8);
+    out.push_back(e);
+  }
+  return out;
+}
+
+// Where the floats of the vectors section start, from the file's start.
+uint64_t FloatsOffset(const std::string& s, const SectionEntry& vectors) {
+  std::string_view v(s.data() + vectors.offset, vectors.size);
+  uint32_t dim = 0, num = 0, delta = 0;
+  EXPECT_TRUE(GetVarint32(&v, &dim) && GetVarint32(&v, &num));
+  for (uint32_t i = 0; i < num; i++) EXPECT_TRUE(GetVarint32(&v, &delta));
+  return static_cast<uint64_t>(v.data() - s.data());
+}
+
+// The same segment as a writer without the padding section (kind 7) made
+// it, except that `pad` bytes of padding go before the vectors.
+std::string WithPadding(const std::string& s, size_t pad) {
+  auto put64 = [](std::string* dst, uint64_t v) {
+    while (v >= 0x80) {
+      dst->push_back(static_cast<char>(v | 0x80));
+      v >>= 7;
+    }
+    dst->push_back(static_cast<char>(v));
+  };
+  std::string out, entries;
+  uint32_t count = 0;
+  auto add = [&](uint32_t kind, std::string_view bytes) {
+    PutVarint32(&entries, kind);
+    put64(&entries, out.size());
+    put64(&entries, bytes.size());
+    PutFixed64(&entries, Checksum64(bytes, kind));
+    out.append(bytes);
+    count++;
+  };
+  for (const SectionEntry& e : Sections(s)) {
+    if (e.kind == 7) continue;
+    if (e.kind == 5 && pad > 0) add(7, std::string(pad, '\0'));
+    add(e.kind, std::string_view(s.data() + e.offset, e.size));
+  }
+  std::string dir;
+  PutVarint32(&dir, count);
+  dir.append(entries);
+  const uint64_t dir_offset = out.size();
+  out.append(dir);
+  const char* old_footer = s.data() + s.size() - 40;
+  std::string footer;
+  PutFixed64(&footer, dir_offset);
+  PutFixed64(&footer, dir.size());
+  PutFixed64(&footer, Checksum64(dir));
+  PutFixed32(&footer, DecodeFixed32(old_footer + 24));  // the version
+  PutFixed32(&footer, Checksum32(footer));
+  footer.append(old_footer + 32, 8);  // the magic
+  out.append(footer);
+  return out;
+}
+
+// A writer puts the floats at a multiple of 64 bytes, so a reader uses them
+// in place; a file without that padding (an earlier writer's) reads the
+// same, through a copy.
+TEST(SegmentTest, VectorsAreAlignedAndUnalignedOnesStillRead) {
+  Fixture f(64);
+  f.MakeDocs(500, 21);
+  SegmentWriter writer(f.config);
+  for (const auto& d : f.ref.docs) writer.Add(d);
+  std::string padded;
+  ASSERT_TRUE(writer.Finish(&padded).ok());
+  const std::vector<SectionEntry> sections = Sections(padded);
+  auto vectors = std::find_if(sections.begin(), sections.end(), [](const SectionEntry& e) { return e.kind == 5; });
+  ASSERT_NE(vectors, sections.end());
+  EXPECT_EQ(FloatsOffset(padded, *vectors) % 64, 0u);
+
+  // Unpadded, with the floats off a multiple of 4 (as they mostly were).
+  std::string unpadded = WithPadding(padded, 0);
+  {
+    const std::vector<SectionEntry> u = Sections(unpadded);
+    auto v = std::find_if(u.begin(), u.end(), [](const SectionEntry& e) { return e.kind == 5; });
+    ASSERT_NE(v, u.end());
+    if (FloatsOffset(unpadded, *v) % 4 == 0) unpadded = WithPadding(padded, 1);
+  }
+  std::shared_ptr<Segment> a, b;
+  ASSERT_TRUE(Segment::OpenContents(padded, "a.idx", &a).ok());
+  Status s = Segment::OpenContents(unpadded, "b.idx", &b);
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  std::mt19937_64 rng(22);
+  for (int q = 0; q < 20; q++) {
+    std::vector<std::vector<float>> qv;
+    ASSERT_TRUE(f.embedder->Embed({RandomText(rng, 3)}, &qv).ok());
+    std::vector<Candidate> ga, gb;
+    a->NearestVectors(qv[0].data(), 64, 10, UINT64_MAX, &ga);
+    b->NearestVectors(qv[0].data(), 64, 10, UINT64_MAX, &gb);
+    ASSERT_EQ(ga.size(), gb.size());
+    for (size_t i = 0; i < ga.size(); i++) {
+      EXPECT_EQ(ga[i].key, gb[i].key);
+      EXPECT_EQ(ga[i].seq, gb[i].seq);
+      EXPECT_EQ(ga[i].score, gb[i].score);
+    }
+  }
+  for (const auto& d : f.ref.docs) {
+    AnalyzedDoc da, db;
+    ASSERT_TRUE(a->FindDoc(d.key, d.seq, &da));
+    ASSERT_TRUE(b->FindDoc(d.key, d.seq, &db));
+    EXPECT_EQ(da.vector, d.vector);
+    EXPECT_EQ(db.vector, d.vector);
   }
 }
 

@@ -12,6 +12,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "index/analyzer.h"
 #include "kvstore/db.h"
@@ -135,6 +136,61 @@ TEST_F(SearchTest, FindsWhatWasWrittenAndForgetsWhatWasOverwritten) {
   ASSERT_EQ(hits.size(), 1u);
   EXPECT_EQ(hits[0].key, "a");
   EXPECT_NEAR(hits[0].score, 1.0, 1e-4);
+}
+
+// Batches big enough for the writer to share their analysis with the
+// helper thread, from several writers at once: every doc lands in the
+// indexes with its own analysis (its words, its value, its vector) and its
+// own sequence, so each is found by each search, before and after a flush.
+TEST_F(SearchTest, BigBatchesFromManyWritersAreIndexedDocByDoc) {
+  constexpr int kWriters = 4, kBatches = 6, kPerBatch = 100;
+  auto value = [](int w, int b, int i) {
+    return "\"w" + std::to_string(w) + "b" + std::to_string(b) + "i" + std::to_string(i) + " " +
+           kWords[(w * 7 + b * 3 + i) % kNumWords] + "\"";
+  };
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; w++) {
+    writers.emplace_back([&, w] {
+      for (int b = 0; b < kBatches; b++) {
+        WriteBatch batch;
+        for (int i = 0; i < kPerBatch; i++) {
+          const std::string key = "k" + std::to_string(w) + "_" + std::to_string(b) + "_" + std::to_string(i);
+          batch.Put(key, value(w, b, i));
+          if (i % 10 == 9) batch.Delete(key);  // positions past deletes must still line up
+        }
+        EXPECT_TRUE(db_->Write(WriteOptions(), &batch).ok());
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  for (int pass = 0; pass < 2; pass++) {
+    for (int w = 0; w < kWriters; w++) {
+      for (int b = 0; b < kBatches; b++) {
+        for (int i = 0; i < kPerBatch; i += 7) {
+          const std::string key = "k" + std::to_string(w) + "_" + std::to_string(b) + "_" + std::to_string(i);
+          const bool live = i % 10 != 9;
+          std::vector<SearchHit> hits;
+          ASSERT_TRUE(db_->SearchByValue(value(w, b, i), {}, &hits).ok());
+          ASSERT_EQ(hits.size(), live ? 1u : 0u) << key;
+          if (live) {
+            EXPECT_EQ(hits[0].key, key);
+          }
+          const std::string word = "w" + std::to_string(w) + "b" + std::to_string(b) + "i" + std::to_string(i);
+          ASSERT_TRUE(db_->FullTextSearch(word, {}, &hits).ok());
+          ASSERT_EQ(hits.size(), live ? 1u : 0u) << key;
+          if (!live) continue;
+          SemanticOptions so;
+          so.k = 1;
+          so.threshold = -1;
+          ASSERT_TRUE(db_->SemanticSearchByVector(Embed(value(w, b, i)), so, &hits).ok());
+          ASSERT_EQ(hits.size(), 1u);
+          EXPECT_EQ(hits[0].key, key);
+          EXPECT_NEAR(hits[0].score, 1.0, 1e-4);
+        }
+      }
+    }
+    ASSERT_TRUE(db_->Flush().ok());
+  }
 }
 
 TEST_F(SearchTest, PrefixesLimitWhatIsIndexed) {
