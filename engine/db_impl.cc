@@ -418,6 +418,7 @@ Status DBImpl::NewLogSegment(uint64_t number) {
   log_ = std::move(writer);
   wal_bytes_current_.store(log_->size());
   wal_number_current_.store(number);
+  PublishWalEnd(number, log_->size());
   return Status::OK();
 }
 
@@ -618,6 +619,7 @@ Status DBImpl::WriteGroup(const std::vector<Writer*>& group, bool sync) {
     return s;
   }
   wal_bytes_current_.store(log_->size(), std::memory_order_relaxed);
+  PublishWalEnd(wal_number_current_.load(std::memory_order_relaxed), log_->size());
   if (sync) {
     stat_syncs_.fetch_add(1, std::memory_order_relaxed);
     s = log_->Sync();
@@ -1073,8 +1075,12 @@ Status DBImpl::Checkpoint(const std::string& dir) {
     }
   }
   // WAL segments the version does not cover: copies, since the newest is
-  // still being appended to. A copy may end in a torn record, which the
-  // checkpoint's recovery cuts off like any torn tail.
+  // still being written. The one being written is copied only as far as its
+  // records reached when the copy starts: beyond that its zeros ahead are
+  // being overwritten while the copy reads them, and the copy could catch
+  // zeros before later records, which recovery may call corruption. Finished
+  // segments (zeros cut off, synced) are copied whole; one created but not
+  // yet written to, header only.
   std::vector<std::string> children;
   if (s.ok()) s = env_->GetChildren(dbname_, &children);
   std::vector<uint64_t> logs;
@@ -1089,12 +1095,22 @@ Status DBImpl::Checkpoint(const std::string& dir) {
     std::unique_ptr<WritableFile> out;
     s = env_->NewSequentialFile(LogFileName(dbname_, number), &in);
     if (s.ok()) s = env_->NewWritableFile(LogFileName(dir, number), &out);
+    uint64_t left = UINT64_MAX;
+    {
+      MutexLock lock(&wal_end_mu_);
+      if (number == wal_end_number_) {
+        left = wal_end_bytes_;
+      } else if (number > wal_end_number_) {
+        left = wal::kFileHeaderSize;
+      }
+    }
     std::string buf(1 << 20, '\0');
-    while (s.ok()) {
+    while (s.ok() && left > 0) {
       std::string_view got;
-      s = in->Read(buf.size(), &got, buf.data());
+      s = in->Read(static_cast<size_t>(std::min<uint64_t>(buf.size(), left)), &got, buf.data());
       if (!s.ok() || got.empty()) break;
       s = out->Append(got);
+      left -= got.size();
     }
     if (s.ok()) s = out->Sync();
     if (out != nullptr) (void)out->Close();
