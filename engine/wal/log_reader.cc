@@ -49,6 +49,7 @@ LogReader::Physical LogReader::ReadPhysical(uint8_t* type, std::string_view* fra
     if (buffer_.size() < kHeaderSize) {
       if (!eof_) {
         // Skip the block trailer and read the next block.
+        if (resyncing_) skipped_nonzero_ |= buffer_.find_first_not_of('\0') != std::string_view::npos;
         buffer_offset_ += buffer_.size();
         Status s = file_->Read(kBlockSize, &buffer_, block_.get());
         if (!s.ok()) {
