@@ -184,6 +184,19 @@ class DBImpl final : public DB {
   std::vector<std::string_view> records_;  // scratch for one group
   std::vector<Writer*> group_;             // scratch for one group
 
+  // The segment writes go to and where its records end (not its zeros
+  // ahead), set by the leader after each append, before it acknowledges:
+  // Checkpoint copies that segment only that far, since past it a copy
+  // could catch zeros before records being written. A leaf lock.
+  Mutex wal_end_mu_;
+  uint64_t wal_end_number_ GUARDED_BY(wal_end_mu_) = 0;
+  uint64_t wal_end_bytes_ GUARDED_BY(wal_end_mu_) = 0;
+  void PublishWalEnd(uint64_t number, uint64_t bytes) EXCLUDES(wal_end_mu_) {
+    MutexLock lock(&wal_end_mu_);
+    wal_end_number_ = number;
+    wal_end_bytes_ = bytes;
+  }
+
   // Published by the leader, read by everyone.
   std::atomic<SequenceNumber> last_sequence_{0};
   std::atomic<uint64_t> wal_bytes_current_{0};

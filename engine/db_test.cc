@@ -14,6 +14,7 @@
 #include "engine/env/fault_injection_env.h"
 #include "engine/filename.h"
 #include "engine/wal/log_format.h"
+#include "engine/wal/log_reader.h"
 #include "kvstore/db.h"
 
 namespace kvstore {
@@ -487,6 +488,48 @@ TEST_F(DBTest, CheckpointOpensAsAStore) {
   std::filesystem::remove_all(cp);
 }
 
+// Checkpoints taken while synced writes keep overwriting the zeros ahead
+// of the newest segment's records: each opens, with every write that was
+// acknowledged before it started.
+TEST_F(DBTest, CheckpointsDuringSyncedWritesOpen) {
+  Reopen();
+  // Large values from a few threads, so that the records move on by more
+  // than the copy's 1 MiB reads between two of them.
+  constexpr int kWriters = 4;
+  std::atomic<int> acked[kWriters] = {};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> writers;
+  for (int t = 0; t < kWriters; t++) {
+    writers.emplace_back([&, t] {
+      for (int i = 0; !stop.load(); i++) {
+        if (!db_->Put(wo_, "k" + std::to_string(t) + "-" + std::to_string(i), std::string(60000, 'v')).ok()) return;
+        acked[t].store(i + 1);
+      }
+    });
+  }
+  for (int c = 0; c < 20; c++) {
+    const std::string cp = dir_ + "-checkpoint" + std::to_string(c);
+    std::filesystem::remove_all(cp);
+    int before[kWriters];
+    for (int t = 0; t < kWriters; t++) before[t] = acked[t].load();
+    ASSERT_TRUE(db_->Checkpoint(cp).ok());
+    std::unique_ptr<DB> copy;
+    Status s = DB::Open(options_, cp, &copy);
+    ASSERT_TRUE(s.ok()) << "checkpoint " << c << ": " << s.ToString();
+    std::string v;
+    for (int t = 0; t < kWriters; t++) {
+      if (before[t] > 0) {
+        EXPECT_TRUE(copy->Get(ReadOptions{}, "k" + std::to_string(t) + "-" + std::to_string(before[t] - 1), &v).ok())
+            << c;
+      }
+    }
+    copy.reset();
+    std::filesystem::remove_all(cp);
+  }
+  stop.store(true);
+  for (auto& w : writers) w.join();
+}
+
 TEST_F(DBTest, OrphanTablesAreRemovedAtOpen) {
   Reopen();
   ASSERT_TRUE(db_->Put(wo_, "a", "1").ok());
@@ -588,6 +631,91 @@ TEST_F(DBTest, CorruptionBeforeTheTailFailsOpen) {
   options_.best_effort_recovery = false;
   Reopen();  // the damage was cut off
   EXPECT_EQ(Get("later"), "ok");
+}
+
+// The offset and physical size of each record in a WAL segment.
+std::vector<std::pair<uint64_t, uint64_t>> RecordSpans(const std::string& path) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  std::unique_ptr<SequentialFile> file;
+  EXPECT_TRUE(Env::Default()->NewSequentialFile(path, &file).ok());
+  wal::LogReader reader(std::move(file), path);
+  EXPECT_TRUE(reader.ReadHeader().ok());
+  for (;;) {
+    std::string_view record;
+    uint64_t offset = 0;
+    if (reader.Read(&record, &offset) != wal::LogReader::Result::kRecord) break;
+    out.emplace_back(offset, wal::kHeaderSize + record.size());
+  }
+  return out;
+}
+
+void ZeroRange(const std::string& path, uint64_t offset, uint64_t n) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(std::string(n, '\0').data(), static_cast<std::streamsize>(n));
+}
+
+TEST_F(DBTest, SegmentsEndAtTheirLastRecordOnceClosed) {
+  Reopen();
+  ASSERT_TRUE(db_->Put(wo_, "a", "1").ok());
+  db_.reset();
+  // The zeros written ahead of the records are cut off on close.
+  std::string log = LogFiles().back();
+  auto spans = RecordSpans(log);
+  ASSERT_EQ(spans.size(), 1u);
+  EXPECT_EQ(std::filesystem::file_size(log), spans[0].first + spans[0].second);
+  // As if the process had died: zeros after the last record are its end.
+  std::filesystem::resize_file(log, std::filesystem::file_size(log) + (1 << 20));
+  Reopen();
+  EXPECT_EQ(Get("a"), "1");
+  ASSERT_TRUE(db_->Put(wo_, "b", "2").ok());
+  Reopen();  // the zeros were cut off before the segment stopped being the newest
+  EXPECT_EQ(Get("a"), "1");
+  EXPECT_EQ(Get("b"), "2");
+}
+
+// After a power failure the unsynced overwrites of zeros written ahead may
+// come back in any order: a lost record, a later one intact. Nothing of it
+// was acknowledged as durable, so it is a torn tail.
+TEST_F(DBTest, PowerLossHoleInUnsyncedTailIsATornTail) {
+  Reopen();
+  ASSERT_TRUE(db_->Put(WriteOptions{.sync = true}, "a", "1").ok());
+  ASSERT_TRUE(db_->Put(WriteOptions{.sync = false}, "b", "2").ok());
+  ASSERT_TRUE(db_->Put(WriteOptions{.sync = false}, "c", "3").ok());
+  db_.reset();
+  std::string log = LogFiles().back();
+  auto spans = RecordSpans(log);
+  ASSERT_EQ(spans.size(), 3u);
+  ZeroRange(log, spans[1].first, spans[1].second);
+  Reopen();
+  EXPECT_EQ(Get("a"), "1");
+  EXPECT_EQ(Get("b"), "NOT_FOUND");
+  EXPECT_EQ(Get("c"), "NOT_FOUND");  // after the hole: history stops at it
+  ASSERT_TRUE(db_->Put(wo_, "d", "4").ok());
+  Reopen();
+  EXPECT_EQ(Get("c"), "NOT_FOUND");
+  EXPECT_EQ(Get("d"), "4");
+}
+
+// The same hole where a synced write was: a later group's sync mark says
+// the segment had been synced past it, so the data was lost, not torn.
+TEST_F(DBTest, LostSyncedRecordIsCorruptionEvenInTheNewestSegment) {
+  Reopen();
+  ASSERT_TRUE(db_->Put(wo_, "a", "1").ok());
+  ASSERT_TRUE(db_->Put(wo_, "b", "2").ok());
+  ASSERT_TRUE(db_->Put(wo_, "c", "3").ok());
+  db_.reset();
+  std::string log = LogFiles().back();
+  auto spans = RecordSpans(log);
+  ASSERT_EQ(spans.size(), 3u);
+  ZeroRange(log, spans[1].first, spans[1].second);
+  Status s = Open();
+  ASSERT_TRUE(s.IsCorruption()) << s.ToString();
+  EXPECT_NE(s.ToString().find("sync mark"), std::string::npos) << s.ToString();
+  options_.best_effort_recovery = true;
+  Reopen();
+  EXPECT_EQ(Get("a"), "1");
+  EXPECT_EQ(Get("c"), "NOT_FOUND");
 }
 
 TEST_F(DBTest, DamageInOlderSegmentIsCorruption) {

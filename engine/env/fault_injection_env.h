@@ -5,8 +5,9 @@
 //     writes the bytes that fit, then fails with NoSpace (a short write),
 //   - fail the Nth append after writing half of it (an I/O error mid-write),
 //   - simulate a machine crash: DropUnsyncedData cuts every file written
-//     through it back to its last synced size and removes files whose
-//     directory entry was never synced.
+//     through it back to its last synced size (where zeros had been written
+//     ahead, the unsynced bytes turn back into those zeros) and removes
+//     files whose directory entry was never synced.
 #pragma once
 
 #include <atomic>
@@ -96,11 +97,14 @@ class FaultInjectionEnv final : public Env {
   struct FileState {
     uint64_t size = 0;
     uint64_t synced_size = 0;
+    uint64_t zeros_end = 0;  // end of zeros written ahead of size (WriteZeros)
   };
 
   // Hooks called by the file wrapper.
   Status BeforeAppend(const std::string& path, size_t n, size_t* allowed);
   void AfterAppend(const std::string& path, uint64_t new_size);
+  Status BeforeWriteZeros(uint64_t n);
+  void AfterWriteZeros(const std::string& path, uint64_t end);
   Status BeforeSync();
   void AfterSync(const std::string& path);
   void AfterTruncate(const std::string& path, uint64_t size);

@@ -43,6 +43,28 @@ TEST_F(FaultInjectionEnvTest, DropUnsyncedDataKeepsOnlySyncedBytes) {
   EXPECT_FALSE(Env::Default()->FileExists(unsynced_dir));
 }
 
+TEST_F(FaultInjectionEnvTest, UnsyncedOverwritesOfZerosTurnBackIntoZeros) {
+  std::string path = dir_ + "/z";
+  std::unique_ptr<WritableFile> f;
+  ASSERT_TRUE(env_.NewWritableFile(path, &f).ok());
+  ASSERT_TRUE(f->Append("durable").ok());
+  ASSERT_TRUE(f->WriteZeros(7, 100).ok());
+  EXPECT_EQ(Size(path), 107u);
+  ASSERT_TRUE(f->Sync().ok());
+  ASSERT_TRUE(env_.SyncDir(dir_).ok());
+  ASSERT_TRUE(f->Append("-lost").ok());  // overwrites zeros: the size stays
+  EXPECT_EQ(Size(path), 107u);
+  ASSERT_TRUE(f->Close().ok());
+  ASSERT_TRUE(env_.DropUnsyncedData().ok());
+  std::string want = "durable" + std::string(100, '\0');
+  std::string got(want.size() + 1, 'x');
+  std::unique_ptr<SequentialFile> in;
+  ASSERT_TRUE(Env::Default()->NewSequentialFile(path, &in).ok());
+  std::string_view read;
+  ASSERT_TRUE(in->Read(got.size(), &read, got.data()).ok());
+  EXPECT_EQ(read, want);
+}
+
 TEST_F(FaultInjectionEnvTest, FailsTheNthSync) {
   std::unique_ptr<WritableFile> f;
   ASSERT_TRUE(env_.NewWritableFile(dir_ + "/f", &f).ok());

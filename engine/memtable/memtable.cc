@@ -9,7 +9,7 @@ namespace {
 // Entries were encoded by Add, so their varints need no bounds checks.
 inline std::string_view LengthPrefixedAt(const char* p) {
   uint32_t len = static_cast<unsigned char>(*p);
-  if (len < 0x80) return {p + 1, len};
+  if (len < 0x80) [[likely]] return {p + 1, len};
   len &= 0x7f;
   for (uint32_t shift = 7;; shift += 7) {
     uint32_t byte = static_cast<unsigned char>(*++p);
@@ -30,7 +30,8 @@ int MemTable::KeyComparator::operator()(const char* a, const char* b) const {
 
 MemTable::MemTable(uint64_t wal_number, size_t budget)
     : wal_number_(wal_number),
-      arena_(std::clamp<size_t>(budget / 8, 4096, Arena::kDefaultBlockSize)),
+      arena_(budget >= 16 * Arena::kHugePageSize ? Arena::kHugePageSize
+                                                  : std::clamp<size_t>(budget / 8, 4096, Arena::kDefaultBlockSize)),
       table_(KeyComparator{}, &arena_) {}
 
 void MemTable::Add(SequenceNumber seq, ValueType type, std::string_view key,
@@ -48,9 +49,19 @@ void MemTable::Add(SequenceNumber seq, ValueType type, std::string_view key,
   p = EncodeVarint32(p, static_cast<uint32_t>(value_size));
   if (value_size > 0) std::memcpy(p, value.data(), value_size);
 
-  // The entry that follows the new one is this key's previous newest version
-  // when the key was already here, which keeps live_keys exact for free.
-  const char* next = table_.Insert(buf);
+  // A key after the largest one so far goes last without a search: inserts
+  // in key order (fillseq, bulk loads) then skip the skiplist's comparisons.
+  const std::string_view internal_key(buf + VarintLength(internal_size), internal_size);
+  const char* next = nullptr;
+  if (!largest_.empty() && CompareInternalKeys(internal_key, largest_) > 0) {
+    table_.InsertLast(buf);
+  } else {
+    // The entry that follows the new one is this key's previous newest
+    // version when the key was already here, which keeps live_keys exact
+    // for free.
+    next = table_.Insert(buf);
+  }
+  if (next == nullptr) largest_.assign(internal_key);
   bool had_value = false;
   if (next != nullptr) {
     std::string_view next_key = GetInternalKey(next);

@@ -65,6 +65,7 @@ class MemTable {
   const uint64_t wal_number_;
   Arena arena_;
   Table table_;
+  std::string largest_;  // the largest internal key (writer only)
   std::atomic<uint64_t> entries_{0};
   std::atomic<int64_t> live_keys_{0};
   std::shared_ptr<index::MemIndex> search_index_;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdio>
 #include <map>
 #include <random>
 #include <thread>
@@ -27,6 +28,27 @@ TEST(MemTableTest, OrdersByUserKeyThenNewestFirst) {
   std::vector<std::pair<std::string, SequenceNumber>> want = {
       {"", 5}, {"a", 4}, {"a", 2}, {"b", 3}, {"b", 1}};
   EXPECT_EQ(seen, want);
+}
+
+// The inline word-at-a-time comparison orders keys exactly as memcmp does
+// (bytes unsigned, a prefix first), at every length around its word and
+// short-key limits.
+TEST(MemTableTest, UserKeysCompareLikeMemcmp) {
+  std::mt19937_64 rng(5);
+  const char alphabet[] = {'\0', '\x01', 'a', 'b', '\x7f', '\x80', '\xfe', '\xff'};
+  auto random_key = [&](size_t n) {
+    std::string k(n, '\0');
+    for (char& c : k) c = alphabet[rng() % sizeof alphabet];
+    return k;
+  };
+  for (int i = 0; i < 200000; i++) {
+    std::string a = random_key(rng() % 41);
+    std::string b = rng() % 2 ? random_key(rng() % 41) : a.substr(0, rng() % (a.size() + 1));
+    if (rng() % 3 == 0 && !b.empty()) b[rng() % b.size()] = alphabet[rng() % sizeof alphabet];
+    const int want = a.compare(b) < 0 ? -1 : a.compare(b) > 0 ? 1 : 0;
+    const int got = CompareUserKeys(a, b);
+    ASSERT_EQ(got < 0 ? -1 : got > 0 ? 1 : 0, want) << i;
+  }
 }
 
 TEST(MemTableTest, GetAtSequence) {
@@ -92,6 +114,46 @@ TEST(MemTableTest, MatchesModelUnderRandomInserts) {
       ASSERT_EQ(r, MemTable::Lookup::kFound);
       EXPECT_EQ(v, it->second);
     }
+  }
+}
+
+// Runs of keys in order (which go last without a search) mixed with random
+// keys and overwrites of the largest key: iteration sees every entry, in
+// internal-key order, and lookups find the newest versions.
+TEST(MemTableTest, InOrderRunsMixedWithRandomKeys) {
+  MemTable mem(1);
+  std::map<std::string, std::string> model;
+  std::mt19937 rng(3);
+  SequenceNumber seq = 1;
+  char buf[16];
+  for (int round = 0; round < 20; round++) {
+    for (int i = 0; i < 500; i++) {  // ascending
+      std::snprintf(buf, sizeof buf, "k%06d", round * 1000 + i);
+      mem.Add(seq, ValueType::kValue, buf, std::to_string(seq));
+      model[buf] = std::to_string(seq++);
+    }
+    for (int i = 0; i < 200; i++) {  // anywhere, including the largest key again
+      std::snprintf(buf, sizeof buf, "k%06d", i == 0 ? round * 1000 + 499 : static_cast<int>(rng() % 20000));
+      mem.Add(seq, ValueType::kValue, buf, std::to_string(seq));
+      model[buf] = std::to_string(seq++);
+    }
+  }
+  EXPECT_EQ(mem.entries(), seq - 1);
+  EXPECT_EQ(mem.live_keys(), static_cast<int64_t>(model.size()));
+  auto it = mem.NewIterator();
+  std::string prev;
+  uint64_t n = 0;
+  for (it->SeekToFirst(); it->Valid(); it->Next(), n++) {
+    if (!prev.empty()) {
+      ASSERT_LT(CompareInternalKeys(prev, it->key()), 0);
+    }
+    prev.assign(it->key());
+  }
+  EXPECT_EQ(n, seq - 1);
+  std::string v;
+  for (const auto& [k, want] : model) {
+    ASSERT_EQ(mem.Get(k, kMaxSequenceNumber, &v), MemTable::Lookup::kFound) << k;
+    ASSERT_EQ(v, want) << k;
   }
 }
 

@@ -43,25 +43,21 @@ class SkipList {
   // Inserts the entry just filled in, which must not compare equal to any
   // entry in the list. Returns the entry that now follows it, or nullptr.
   const char* Insert(const char* entry) {
-    Node* x = Node::FromKey(entry);
-    const int height = pending_height_;
     Node* prev[kMaxHeight];
     Node* next = FindGreaterOrEqual(entry, prev);
     assert(next == nullptr || compare_(entry, next->Key()) != 0);
     (void)next;
-    int max_height = max_height_.load(std::memory_order_relaxed);
-    if (height > max_height) {
-      for (int i = max_height; i < height; i++) prev[i] = head_;
-      // Readers that see the new height before the new links find head_'s
-      // null pointers at those levels and drop down: harmless.
-      max_height_.store(height, std::memory_order_relaxed);
-    }
-    for (int i = 0; i < height; i++) {
-      x->NoBarrierSetNext(i, prev[i]->NoBarrierNext(i));
-      prev[i]->SetNext(i, x);  // release: publishes the node
-    }
-    Node* after = x->NoBarrierNext(0);
-    return after == nullptr ? nullptr : after->Key();
+    return LinkIn(Node::FromKey(entry), prev);
+  }
+
+  // Inserts the entry just filled in, which the caller knows compares after
+  // every entry in the list (it keeps the largest one): no search, which
+  // makes inserts in key order (bulk loads, sequential keys) cheap.
+  void InsertLast(const char* entry) {
+    assert(last_[0] == nullptr || compare_(last_[0]->Key(), entry) < 0);
+    Node* prev[kMaxHeight];
+    for (int i = 0; i < kMaxHeight; i++) prev[i] = last_[i] != nullptr ? last_[i] : head_;
+    (void)LinkIn(Node::FromKey(entry), prev);
   }
 
   class Iterator {
@@ -99,6 +95,26 @@ class SkipList {
     Link level0;
   };
   static_assert(sizeof(Node) == sizeof(Link));
+
+  // Links x in after prev[0 .. its height); returns the entry after it.
+  const char* LinkIn(Node* x, Node** prev) {
+    const int height = pending_height_;
+    int max_height = max_height_.load(std::memory_order_relaxed);
+    if (height > max_height) {
+      for (int i = max_height; i < height; i++) prev[i] = head_;
+      // Readers that see the new height before the new links find head_'s
+      // null pointers at those levels and drop down: harmless.
+      max_height_.store(height, std::memory_order_relaxed);
+    }
+    for (int i = 0; i < height; i++) {
+      Node* next = prev[i]->NoBarrierNext(i);
+      x->NoBarrierSetNext(i, next);
+      prev[i]->SetNext(i, x);  // release: publishes the node
+      if (next == nullptr) last_[i] = x;
+    }
+    Node* after = x->NoBarrierNext(0);
+    return after == nullptr ? nullptr : after->Key();
+  }
 
   Node* NewNode(size_t key_size, int height) {
     const size_t upper = sizeof(Link) * static_cast<size_t>(height - 1);
@@ -147,6 +163,7 @@ class SkipList {
   Node* const head_;
   std::atomic<int> max_height_{1};
   int pending_height_ = 0;
+  Node* last_[kMaxHeight] = {};  // the last node of each level (writer only); null: none yet
   uint32_t rnd_ = 0x9e3779b9u;
 };
 

@@ -9,9 +9,13 @@ namespace kvstore::wal {
 
 // File header: magic (8) | version fixed32 | checksum32 of the first 12 bytes.
 inline constexpr std::string_view kMagic = "KVSTWAL\x01";
-// Version 2 added put-with-vector batch entries; version 1 segments (no
-// such entries) are read as they are.
-inline constexpr uint32_t kFormatVersion = 2;
+// Version 2 added put-with-vector batch entries; version 3 added sync marks
+// (kSyncMarkType) and zeros written ahead of the records. Older versions are
+// read as they are. A writer that writes no sync marks (the manifest) still
+// stamps version 2, which older builds read.
+inline constexpr uint32_t kFormatVersion = 3;
+inline constexpr uint32_t kVersionWithoutSyncMarks = 2;
+inline constexpr uint32_t kFirstVersionWithSyncMarks = 3;
 inline constexpr uint32_t kOldestReadableVersion = 1;
 inline constexpr size_t kFileHeaderSize = 16;
 
@@ -23,13 +27,21 @@ inline constexpr size_t kBlockSize = 32 * 1024;
 inline constexpr size_t kHeaderSize = 4 + 2 + 1;
 
 enum RecordType : uint8_t {
-  kZeroType = 0,  // never written; zeros pad the tail of a block
+  kZeroType = 0,  // never written; zeros pad the tail of a block and fill the space written ahead
   kFullType = 1,
   kFirstType = 2,
   kMiddleType = 3,
   kLastType = 4,
+  // Version 3. Not part of any logical record: the first physical record of
+  // a group written after an fdatasync. A payload of kSyncMarkSize bytes is
+  // fixed64 = the file offset up to which the segment had been synced; a
+  // shorter one only fills the end of a block too small for a full mark.
+  kSyncMarkType = 5,
 };
-inline constexpr uint8_t kMaxRecordType = kLastType;
+inline constexpr size_t kSyncMarkSize = 8;
+inline constexpr uint8_t MaxRecordType(uint32_t version) {
+  return version >= kFirstVersionWithSyncMarks ? kSyncMarkType : kLastType;
+}
 
 inline uint64_t RecordChecksumSeed(uint8_t type, uint32_t length) {
   return (static_cast<uint64_t>(type) << 16) | length;

@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "engine/wal/log_format.h"
 #include "kvstore/env.h"
 #include "kvstore/status.h"
 
@@ -39,11 +40,20 @@ class LogReader {
   // File offset just past the last complete logical record returned (or past
   // the header): where a torn tail is cut off.
   uint64_t last_record_end() const { return last_record_end_; }
+  // After kEnd: the file ended in zeros from last_record_end() on, where a
+  // writer had written them ahead of its records (not damage).
+  bool zero_tail() const { return zero_tail_; }
+  // Version 3 segments carry sync marks. synced_through() is the highest
+  // offset a mark read so far says the segment had been synced up to:
+  // damage below it hit synced bytes, so it is corruption, not a torn tail.
+  bool has_sync_marks() const { return version_ >= kFirstVersionWithSyncMarks; }
+  uint64_t synced_through() const { return synced_through_; }
 
  private:
   enum class Physical { kFragment, kBad, kEnd, kIOError };
   Physical ReadPhysical(uint8_t* type, std::string_view* fragment, uint64_t* offset);
   Physical Bad(std::string_view why, uint64_t offset);
+  Result AfterZeros(uint64_t* offset);
 
   std::unique_ptr<SequentialFile> file_;
   const std::string path_;
@@ -56,6 +66,12 @@ class LogReader {
   std::string error_;
   uint64_t bad_offset_ = 0;
   uint64_t last_record_end_ = 0;
+  uint32_t version_ = 0;
+  uint8_t max_type_ = 0;
+  bool bad_is_zeros_ = false;      // the damage reported last starts with a zeroed header
+  bool skipped_nonzero_ = false;   // resyncing stepped over a byte that is not zero
+  bool zero_tail_ = false;
+  uint64_t synced_through_ = 0;
 };
 
 }  // namespace kvstore::wal

@@ -2,10 +2,12 @@
 // byte corrupted, the file cut at every offset — reported, never misread.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <cstring>
 #include <random>
 
+#include "engine/coding/checksum.h"
 #include "engine/coding/coding.h"
 #include "engine/wal/log_format.h"
 #include "engine/wal/log_reader.h"
@@ -33,12 +35,28 @@ class LogTest : public ::testing::Test {
     for (const auto& r : records) ASSERT_TRUE(w->AddRecord(r).ok());
     ASSERT_TRUE(w->Close().ok());
   }
+  // As the DB writes segments: zeros ahead, and a sync after every record,
+  // so every record but the first follows a sync mark.
+  void WriteSynced(const std::vector<std::string>& records) {
+    std::unique_ptr<LogWriter> w;
+    LogWriter::Options o;
+    o.prefill_bytes = 64 << 10;
+    o.sync_marks = true;
+    ASSERT_TRUE(LogWriter::Create(Env::Default(), path_, o, &w).ok());
+    for (const auto& r : records) {
+      ASSERT_TRUE(w->AddRecord(r).ok());
+      ASSERT_TRUE(w->Sync().ok());
+    }
+    ASSERT_TRUE(w->Close().ok());
+  }
 
   struct ReadResult {
     Status header;
     std::vector<std::string> records;
     std::vector<uint64_t> bad_offsets;
     uint64_t last_record_end = 0;
+    bool zero_tail = false;
+    uint64_t synced_through = 0;
   };
   // Reads from memory: the damage loops below read tens of thousands of
   // variants of one file.
@@ -73,6 +91,8 @@ class LogTest : public ::testing::Test {
       if (r == LogReader::Result::kBadRecord) out.bad_offsets.push_back(off);
     }
     out.last_record_end = reader.last_record_end();
+    out.zero_tail = reader.zero_tail();
+    out.synced_through = reader.synced_through();
     return out;
   }
   std::string FileContents() {
@@ -93,6 +113,9 @@ class LogTest : public ::testing::Test {
     ASSERT_TRUE(f->Append(s).ok());
     ASSERT_TRUE(f->Close().ok());
   }
+
+  void CheckTruncatedAtEveryOffset(bool synced);
+  void CheckEveryByteCorrupted(bool synced);
 
   std::filesystem::path dir_;
   std::string path_;
@@ -171,12 +194,19 @@ TEST_F(LogTest, BadHeaderAndVersion) {
 
 // Every prefix of the file reads back as a prefix of the records, with any
 // leftover reported as damage at the end, never as a wrong record.
-TEST_F(LogTest, TruncatedAtEveryOffset) {
+TEST_F(LogTest, TruncatedAtEveryOffset) { CheckTruncatedAtEveryOffset(false); }
+TEST_F(LogTest, TruncatedAtEveryOffsetWithSyncMarks) { CheckTruncatedAtEveryOffset(true); }
+
+void LogTest::CheckTruncatedAtEveryOffset(bool synced) {
   std::mt19937_64 rng(7);
   std::vector<std::string> records;
   for (int i = 0; i < 6; i++) records.push_back(RandomString(rng, 1 + rng() % 2000));
   records.push_back(RandomString(rng, 36000));  // crosses into the second block
-  Write(records);
+  if (synced) {
+    WriteSynced(records);
+  } else {
+    Write(records);
+  }
   const std::string full = FileContents();
   for (size_t cut = kFileHeaderSize; cut <= full.size(); cut++) {
     auto r = ReadAll(full.substr(0, cut));
@@ -196,12 +226,19 @@ TEST_F(LogTest, TruncatedAtEveryOffset) {
 // Flipping any single byte after the header never yields a wrong record:
 // every record returned is one that was written, in order, and the damage is
 // reported.
-TEST_F(LogTest, EveryByteCorrupted) {
+TEST_F(LogTest, EveryByteCorrupted) { CheckEveryByteCorrupted(false); }
+TEST_F(LogTest, EveryByteCorruptedWithSyncMarks) { CheckEveryByteCorrupted(true); }
+
+void LogTest::CheckEveryByteCorrupted(bool synced) {
   std::mt19937_64 rng(9);
   std::vector<std::string> records;
   for (int i = 0; i < 5; i++) records.push_back(RandomString(rng, 1 + rng() % 3000));
   records.push_back(RandomString(rng, 36000));
-  Write(records);
+  if (synced) {
+    WriteSynced(records);
+  } else {
+    Write(records);
+  }
   const std::string full = FileContents();
   for (size_t pos = kFileHeaderSize; pos < full.size(); pos++) {
     std::string bad = full;
@@ -216,20 +253,136 @@ TEST_F(LogTest, EveryByteCorrupted) {
       ASSERT_LT(j, records.size()) << "byte " << pos << ": a record that was never written";
       j++;
     }
-    // The reader resynchronizes after the damage: only the damaged record goes.
-    ASSERT_EQ(r.records.size(), records.size() - 1) << "byte " << pos;
+    // The reader resynchronizes after the damage: only the damaged record
+    // goes (none, when the damage hit a sync mark).
+    ASSERT_GE(r.records.size(), records.size() - 1) << "byte " << pos;
+    if (!synced) {
+      ASSERT_EQ(r.records.size(), records.size() - 1) << "byte " << pos;
+    }
   }
 }
 
-TEST_F(LogTest, ZeroFilledTailIsReported) {
+TEST_F(LogTest, ZeroFilledTailIsTheCleanEnd) {
   Write({"one", "two"});
-  std::string contents = FileContents();
-  contents.append(4096, '\0');
-  SetFileContents(contents);
+  const std::string written = FileContents();
+  // Zeros written ahead end anywhere, across blocks, or a few bytes short of
+  // a header.
+  for (size_t zeros : {size_t{1}, size_t{6}, size_t{7}, size_t{4096}, size_t{3 * kBlockSize + 5}}) {
+    auto r = ReadAll(written + std::string(zeros, '\0'));
+    EXPECT_EQ(r.records, (std::vector<std::string>{"one", "two"})) << zeros;
+    EXPECT_TRUE(r.bad_offsets.empty()) << zeros;
+    EXPECT_TRUE(r.zero_tail) << zeros;
+    EXPECT_EQ(r.last_record_end, written.size()) << zeros;
+  }
+  auto r = ReadAll(written);
+  EXPECT_FALSE(r.zero_tail);
+}
+
+TEST_F(LogTest, ZerosFollowedByDataAreDamage) {
+  Write({"one", "two", "three"});
+  const std::string written = FileContents();
+  const size_t one_end = kFileHeaderSize + kHeaderSize + 3;
+  // A record's blocks lost (zeros where it was), a later record intact: what
+  // a power failure can leave of unsynced overwrites of zeros written ahead.
+  std::string hole = written;
+  std::fill(hole.begin() + one_end, hole.begin() + one_end + kHeaderSize + 3, '\0');
+  auto r = ReadAll(hole);
+  EXPECT_EQ(r.records, (std::vector<std::string>{"one", "three"}));
+  EXPECT_EQ(r.bad_offsets, (std::vector<uint64_t>{one_end}));
+  EXPECT_FALSE(r.zero_tail);
+  // Zeros, then a stray byte, then zeros again to the end.
+  std::string stray = written + std::string(100, '\0');
+  stray[written.size() + 50] = 1;
+  r = ReadAll(stray);
+  EXPECT_EQ(r.records.size(), 3u);
+  EXPECT_EQ(r.bad_offsets, (std::vector<uint64_t>{written.size()}));
+  EXPECT_FALSE(r.zero_tail);
+}
+
+TEST_F(LogTest, WriterKeepsZerosAheadAndCutsThemWhenFinished) {
+  std::unique_ptr<LogWriter> w;
+  LogWriter::Options o;
+  o.prefill_bytes = 64 << 10;
+  ASSERT_TRUE(LogWriter::Create(Env::Default(), path_, o, &w).ok());
+  uint64_t file_size = 0;
+  ASSERT_TRUE(Env::Default()->GetFileSize(path_, &file_size).ok());
+  EXPECT_EQ(file_size, kFileHeaderSize + o.prefill_bytes);
+  std::vector<std::string> records;
+  for (int i = 0; i < 1000; i++) {  // about 100 KiB: the zeros are topped up
+    records.push_back(std::string(100, static_cast<char>('a' + i % 26)));
+    ASSERT_TRUE(w->AddRecord(records.back()).ok());
+    ASSERT_TRUE(Env::Default()->GetFileSize(path_, &file_size).ok());
+    ASSERT_GE(file_size, w->size() + o.prefill_bytes / 4) << i;
+  }
+  auto r = ReadAll();  // a crash now leaves this
+  EXPECT_EQ(r.records, records);
+  EXPECT_TRUE(r.bad_offsets.empty());
+  EXPECT_TRUE(r.zero_tail);
+  EXPECT_EQ(r.last_record_end, w->size());
+  ASSERT_TRUE(w->Finish().ok());
+  ASSERT_TRUE(Env::Default()->GetFileSize(path_, &file_size).ok());
+  EXPECT_EQ(file_size, w->size());
+  ASSERT_TRUE(w->Close().ok());
+  r = ReadAll();
+  EXPECT_EQ(r.records, records);
+  EXPECT_FALSE(r.zero_tail);
+}
+
+TEST_F(LogTest, SyncMarksSayHowFarTheSegmentWasSynced) {
+  std::unique_ptr<LogWriter> w;
+  LogWriter::Options o;
+  o.sync_marks = true;
+  ASSERT_TRUE(LogWriter::Create(Env::Default(), path_, o, &w).ok());
+  ASSERT_TRUE(w->AddRecord("a").ok());
+  ASSERT_TRUE(w->Sync().ok());
+  const uint64_t first_sync = w->size();
+  ASSERT_TRUE(w->AddRecord("b").ok());  // after a mark
+  ASSERT_TRUE(w->AddRecord("c").ok());  // no sync since: no mark
+  ASSERT_TRUE(w->Sync().ok());
+  const uint64_t second_sync = w->size();
+  ASSERT_TRUE(w->AddRecord("d").ok());
+  ASSERT_TRUE(w->Close().ok());
+  const std::string contents = FileContents();
+  EXPECT_EQ(DecodeFixed32(contents.data() + 8), kFormatVersion);
+  EXPECT_EQ(contents.size(), kFileHeaderSize + 4 * (kHeaderSize + 1) + 2 * (kHeaderSize + kSyncMarkSize));
   auto r = ReadAll();
-  EXPECT_EQ(r.records, (std::vector<std::string>{"one", "two"}));
-  ASSERT_EQ(r.bad_offsets.size(), 1u);
-  EXPECT_EQ(r.last_record_end, contents.size() - 4096);
+  EXPECT_EQ(r.records, (std::vector<std::string>{"a", "b", "c", "d"}));
+  EXPECT_TRUE(r.bad_offsets.empty());
+  EXPECT_EQ(r.synced_through, second_sync);
+  EXPECT_EQ(ReadAll(contents.substr(0, second_sync)).synced_through, first_sync);
+
+  // Without marks the file is version 2, which older builds read.
+  Write({"x"});
+  EXPECT_EQ(DecodeFixed32(FileContents().data() + 8), kVersionWithoutSyncMarks);
+  // A version 2 file has no marks: the type is damage there.
+  std::string v2 = contents;
+  EncodeFixed32(v2.data() + 8, kVersionWithoutSyncMarks);
+  EncodeFixed32(v2.data() + 12, Checksum32(std::string_view(v2.data(), 12)));
+  r = ReadAll(v2);
+  EXPECT_EQ(r.records.size(), 4u);
+  EXPECT_EQ(r.bad_offsets.size(), 2u);
+}
+
+TEST_F(LogTest, SyncMarkNearTheEndOfABlock) {
+  // Leave every room from 0 to 20 bytes at the end of the first block before
+  // a mark: too small for a header (trailer), too small for a whole mark (a
+  // short mark fills it), or enough.
+  for (size_t room = 0; room <= 20; room++) {
+    SCOPED_TRACE(room);
+    std::unique_ptr<LogWriter> w;
+    LogWriter::Options o;
+    o.sync_marks = true;
+    ASSERT_TRUE(LogWriter::Create(Env::Default(), path_, o, &w).ok());
+    const std::string first(kBlockSize - kHeaderSize - room, 'f');
+    ASSERT_TRUE(w->AddRecord(first).ok());
+    ASSERT_TRUE(w->Sync().ok());
+    ASSERT_TRUE(w->AddRecord("next").ok());
+    ASSERT_TRUE(w->Close().ok());
+    auto r = ReadAll();
+    EXPECT_EQ(r.records, (std::vector<std::string>{first, "next"}));
+    EXPECT_TRUE(r.bad_offsets.empty());
+    EXPECT_EQ(r.synced_through, kFileHeaderSize + first.size() + kHeaderSize);
+  }
 }
 
 }  // namespace

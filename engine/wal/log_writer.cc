@@ -8,22 +8,31 @@
 
 namespace kvstore::wal {
 
-Status LogWriter::Create(Env* env, const std::string& path, std::unique_ptr<LogWriter>* writer) {
+Status LogWriter::Create(Env* env, const std::string& path, const Options& options,
+                         std::unique_ptr<LogWriter>* writer) {
   std::unique_ptr<WritableFile> file;
   Status s = env->NewWritableFile(path, &file);
   if (!s.ok()) return s;
   char header[kFileHeaderSize];
   std::copy(kMagic.begin(), kMagic.end(), header);
-  EncodeFixed32(header + 8, kFormatVersion);
+  EncodeFixed32(header + 8, options.sync_marks ? kFormatVersion : kVersionWithoutSyncMarks);
   EncodeFixed32(header + 12, Checksum32(std::string_view(header, 12)));
   s = file->Append(std::string_view(header, kFileHeaderSize));
-  if (s.ok()) s = file->Sync();
+  std::unique_ptr<LogWriter> w;
+  if (s.ok()) {
+    w.reset(new LogWriter(path, std::move(file), kFileHeaderSize, options));
+    // The first zeros go out with the header's sync, off the path of the
+    // first write.
+    w->WriteZerosAhead();
+    s = w->file_->Sync();
+  }
   if (!s.ok()) {
-    (void)file->Close();
+    if (w != nullptr) (void)w->file_->Close();
+    if (file != nullptr) (void)file->Close();
     (void)env->RemoveFile(path);
     return s;
   }
-  writer->reset(new LogWriter(path, std::move(file), kFileHeaderSize));
+  *writer = std::move(w);
   return Status::OK();
 }
 
@@ -63,15 +72,58 @@ void LogWriter::EncodeRecord(std::string_view record, uint64_t* offset) {
   } while (left > 0);
 }
 
+void LogWriter::EncodeSyncMark(uint64_t* offset) {
+  size_t room = kBlockSize - (*offset - kFileHeaderSize) % kBlockSize;
+  if (room < kHeaderSize) {
+    buffer_.append(room, '\0');  // trailer: too small for a header
+    *offset += room;
+  } else if (room < kHeaderSize + kSyncMarkSize) {
+    // Zeros here would read as damage: fill the block with a short mark,
+    // which carries nothing, and put the real one in the next block.
+    static constexpr char kNothing[kSyncMarkSize] = {};
+    EmitPhysical(kSyncMarkType, kNothing, room - kHeaderSize);
+    *offset += room;
+  }
+  char payload[kSyncMarkSize];
+  EncodeFixed64(payload, synced_size_);
+  EmitPhysical(kSyncMarkType, payload, kSyncMarkSize);
+  *offset += kHeaderSize + kSyncMarkSize;
+}
+
+void LogWriter::WriteZerosAhead() {
+  // Topped up a quarter before they run out, so that a group seldom has to
+  // grow the file itself; the group that tops them up pays for the new size
+  // in its fdatasync, the next ones do not.
+  if (options_.prefill_bytes == 0 || zeros_end_ >= size_ + options_.prefill_bytes / 4) return;
+  const uint64_t from = std::max(size_, zeros_end_);
+  const uint64_t to = size_ + options_.prefill_bytes;
+  // A failure (a full disk) costs only the speed-up; the zeros that did get
+  // written are cut off with the rest in Finish or Close.
+  (void)file_->WriteZeros(from, to - from);
+  zeros_end_ = to;
+}
+
+Status LogWriter::TrimZeros() {
+  if (zeros_end_ <= size_) return Status::OK();
+  Status s = file_->Truncate(size_);
+  if (s.ok()) zeros_end_ = size_;
+  return s;
+}
+
 Status LogWriter::AddRecords(std::span<const std::string_view> records) {
   if (!healthy_) return Status::IOError(path_ + ": WAL segment unusable after an earlier error");
   buffer_.clear();
   uint64_t offset = size_;
+  if (options_.sync_marks && synced_size_ != marked_size_) EncodeSyncMark(&offset);
   for (std::string_view r : records) EncodeRecord(r, &offset);
   Status s = file_->Append(buffer_);
   if (s.ok()) {
     size_ = offset;
-  } else if (!file_->Truncate(size_).ok()) {
+    marked_size_ = synced_size_;
+    WriteZerosAhead();
+  } else if (file_->Truncate(size_).ok()) {
+    zeros_end_ = size_;
+  } else {
     // The tail now holds an unknown prefix of the group; only recovery can
     // sort that out.
     healthy_ = false;
@@ -82,11 +134,21 @@ Status LogWriter::AddRecords(std::span<const std::string_view> records) {
 
 Status LogWriter::Sync() {
   if (!healthy_) return Status::IOError(path_ + ": WAL segment unusable after an earlier error");
-  return file_->Sync();
+  Status s = file_->Sync();
+  if (s.ok()) synced_size_ = size_;
+  return s;
 }
 
-Status LogWriter::Finish() { return Sync(); }
+Status LogWriter::Finish() {
+  if (!healthy_) return Status::IOError(path_ + ": WAL segment unusable after an earlier error");
+  Status s = TrimZeros();
+  if (!s.ok()) return s;
+  return Sync();
+}
 
-Status LogWriter::Close() { return file_->Close(); }
+Status LogWriter::Close() {
+  if (healthy_) (void)TrimZeros();
+  return file_->Close();
+}
 
 }  // namespace kvstore::wal

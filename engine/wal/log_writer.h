@@ -15,9 +15,26 @@ namespace kvstore::wal {
 
 class LogWriter {
  public:
-  // Creates a new segment at path (writes and syncs its header; the caller
-  // syncs the directory).
-  static Status Create(Env* env, const std::string& path, std::unique_ptr<LogWriter>* writer);
+  struct Options {
+    // Keep this many bytes of zeros written ahead of the last record, so
+    // that appends overwrite blocks the file already has and an fdatasync
+    // after them need not commit a new file size (docs/format/wal.md,
+    // "Writing"). 0: appends grow the file.
+    uint64_t prefill_bytes = 0;
+    // Record, at the start of each group written after a sync, how far the
+    // segment had been synced (format version 3), so that recovery can tell
+    // unsynced blocks lost in a power failure from damage to synced ones.
+    // Without marks the file is stamped version 2.
+    bool sync_marks = false;
+  };
+
+  // Creates a new segment at path (writes and syncs its header, and the
+  // zeros ahead; the caller syncs the directory).
+  static Status Create(Env* env, const std::string& path, std::unique_ptr<LogWriter>* writer) {
+    return Create(env, path, Options(), writer);
+  }
+  static Status Create(Env* env, const std::string& path, const Options& options,
+                       std::unique_ptr<LogWriter>* writer);
 
   // Appends the records in one write call. On failure nothing of them stays
   // in the file (the partial write is cut off again) when healthy() still
@@ -28,25 +45,41 @@ class LogWriter {
 
   // fdatasync of everything appended so far.
   Status Sync();
-  // Syncs a segment that is done: call before a newer segment is created,
-  // so that only the newest segment can ever end in a torn write, which is
-  // what recovery relies on.
+  // Cuts off the zeros written ahead and syncs a segment that is done: call
+  // before a newer segment is created, so that only the newest segment can
+  // ever end in a torn write or in zeros, which is what recovery relies on.
   Status Finish();
+  // Cuts off the zeros written ahead (not synced: a crash may bring them
+  // back, which recovery handles) and closes the file.
   Status Close();
 
   bool healthy() const { return healthy_; }
+  // Bytes of header and records (not the zeros ahead of them).
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
  private:
-  LogWriter(std::string path, std::unique_ptr<WritableFile> file, uint64_t size)
-      : path_(std::move(path)), file_(std::move(file)), size_(size) {}
+  LogWriter(std::string path, std::unique_ptr<WritableFile> file, uint64_t size, const Options& options)
+      : path_(std::move(path)),
+        file_(std::move(file)),
+        options_(options),
+        size_(size),
+        synced_size_(size),
+        marked_size_(size),
+        zeros_end_(size) {}
   void EncodeRecord(std::string_view record, uint64_t* offset);
+  void EncodeSyncMark(uint64_t* offset);
   void EmitPhysical(uint8_t type, const char* data, size_t length);
+  void WriteZerosAhead();
+  Status TrimZeros();
 
   const std::string path_;
   std::unique_ptr<WritableFile> file_;
-  uint64_t size_;  // bytes durably appended or at least handed to the kernel
+  const Options options_;
+  uint64_t size_;         // bytes durably appended or at least handed to the kernel
+  uint64_t synced_size_;  // size_ at the last successful sync
+  uint64_t marked_size_;  // synced_size_ as the last sync mark written records it
+  uint64_t zeros_end_;    // the file's end, past size_ when zeros were written ahead
   bool healthy_ = true;
   std::string buffer_;  // the encoded group, reused between calls
 };

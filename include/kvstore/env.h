@@ -46,6 +46,17 @@ class WritableFile {
   // Cuts the file back to size bytes (used to undo a failed append); the
   // append position moves there too.
   virtual Status Truncate(uint64_t size) = 0;
+  // Really writes zeros over [offset, offset + length), which lies at or
+  // past the append position; the position does not move. Later appends
+  // then overwrite blocks the file already has, so an fdatasync after them
+  // has no file size or block allocation to commit (on ext4 that is a
+  // journal commit saved per sync). Durable after the next Sync, like an
+  // append. The default does nothing: appends then grow the file.
+  virtual Status WriteZeros(uint64_t offset, uint64_t length) {
+    (void)offset;
+    (void)length;
+    return Status::OK();
+  }
   virtual Status Close() = 0;
 };
 
