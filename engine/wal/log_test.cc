@@ -313,6 +313,9 @@ TEST_F(LogTest, WriterKeepsZerosAheadAndCutsThemWhenFinished) {
     ASSERT_TRUE(w->AddRecord(records.back()).ok());
     ASSERT_TRUE(Env::Default()->GetFileSize(path_, &file_size).ok());
     ASSERT_GE(file_size, w->size() + o.prefill_bytes / 4) << i;
+    if (i % 10 == 0) {
+      ASSERT_TRUE(w->Sync().ok());  // a durable store's segment
+    }
   }
   auto r = ReadAll();  // a crash now leaves this
   EXPECT_EQ(r.records, records);
@@ -326,6 +329,23 @@ TEST_F(LogTest, WriterKeepsZerosAheadAndCutsThemWhenFinished) {
   r = ReadAll();
   EXPECT_EQ(r.records, records);
   EXPECT_FALSE(r.zero_tail);
+}
+
+// Zeros ahead only pay off for fdatasync: a segment that is never synced
+// (a store written with sync off) gets only the first stretch, which its
+// records then overwrite, and grows by its appends alone.
+TEST_F(LogTest, WriterNeverSyncedWritesNoMoreZeros) {
+  std::unique_ptr<LogWriter> w;
+  LogWriter::Options o;
+  o.prefill_bytes = 64 << 10;
+  ASSERT_TRUE(LogWriter::Create(Env::Default(), path_, o, &w).ok());
+  for (int i = 0; i < 1000; i++) ASSERT_TRUE(w->AddRecord(std::string(100, 'n')).ok());
+  uint64_t file_size = 0;
+  ASSERT_TRUE(Env::Default()->GetFileSize(path_, &file_size).ok());
+  EXPECT_GT(w->size(), kFileHeaderSize + o.prefill_bytes);
+  EXPECT_EQ(file_size, w->size());
+  ASSERT_TRUE(w->Close().ok());
+  EXPECT_EQ(ReadAll().records.size(), 1000u);
 }
 
 TEST_F(LogTest, SyncMarksSayHowFarTheSegmentWasSynced) {

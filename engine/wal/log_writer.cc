@@ -120,7 +120,9 @@ Status LogWriter::AddRecords(std::span<const std::string_view> records) {
   if (s.ok()) {
     size_ = offset;
     marked_size_ = synced_size_;
-    WriteZerosAhead();
+    // Only for a segment that is being synced: zeros ahead make fdatasync
+    // cheaper and are pure extra writing for a store that never syncs.
+    if (synced_records_) WriteZerosAhead();
   } else if (file_->Truncate(size_).ok()) {
     zeros_end_ = size_;
   } else {
@@ -135,7 +137,10 @@ Status LogWriter::AddRecords(std::span<const std::string_view> records) {
 Status LogWriter::Sync() {
   if (!healthy_) return Status::IOError(path_ + ": WAL segment unusable after an earlier error");
   Status s = file_->Sync();
-  if (s.ok()) synced_size_ = size_;
+  if (s.ok()) {
+    synced_size_ = size_;
+    synced_records_ = true;
+  }
   return s;
 }
 

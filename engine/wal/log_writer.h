@@ -81,6 +81,7 @@ class LogWriter {
   uint64_t marked_size_;  // synced_size_ as the last sync mark written records it
   uint64_t zeros_end_;    // the file's end, past size_ when zeros were written ahead
   bool healthy_ = true;
+  bool synced_records_ = false;  // Sync() has been called: zeros ahead pay off
   std::string buffer_;  // the encoded group, reused between calls
 };
 
