@@ -1,9 +1,12 @@
 #include "bench/suite.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -113,13 +117,54 @@ std::string DocText(uint64_t doc, int words = 12) {
   return s;
 }
 
-// Sends one pipeline of ops; counts error responses (a missing key is not
-// an error) and says per op whether it succeeded (for a get: was found).
+// One connection to a server under test, in its protocol. Requests are
+// encoded into bytes and replies parsed from bytes, so that Measure can
+// drive every connection from one event loop (as redis-benchmark does)
+// while Exchange serves the blocking callers.
 class Driver {
  public:
-  virtual ~Driver() = default;
-  virtual bool Exchange(const Workload& w, const std::vector<Op>& ops, uint64_t* errors,
-                        std::vector<bool>* ok_each) = 0;
+  explicit Driver(int fd) : fd_(fd) {}
+  virtual ~Driver() { ::close(fd_); }
+  Driver(const Driver&) = delete;
+  Driver& operator=(const Driver&) = delete;
+
+  int fd() const { return fd_; }
+  // Appends the requests for ops to out; false for an op this protocol has
+  // no request for.
+  virtual bool Encode(const Workload& w, const std::vector<Op>& ops, std::string* out) = 0;
+  // Parses the complete reply at in[*pos...], if there is one: moves *pos
+  // past it and says whether it is an error (a missing key is not) and
+  // whether the op succeeded (for a get: was found). False: incomplete.
+  virtual bool ParseReply(std::string_view in, size_t* pos, bool* error, bool* ok) = 0;
+
+  // Sends one pipeline of ops and waits for their replies; counts error
+  // replies and says per op whether it succeeded.
+  bool Exchange(const Workload& w, const std::vector<Op>& ops, uint64_t* errors, std::vector<bool>* ok_each) {
+    out_.clear();
+    if (!Encode(w, ops, &out_)) return false;
+    for (size_t off = 0; off < out_.size();) {
+      ssize_t n = ::send(fd_, out_.data() + off, out_.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      off += static_cast<size_t>(n);
+    }
+    if (ok_each) ok_each->clear();
+    for (size_t i = 0; i < ops.size(); ++i) {
+      bool error = false, ok = false;
+      while (!ParseReply(in_, &pos_, &error, &ok)) {
+        if (pos_ > 0) {
+          in_.erase(0, pos_);
+          pos_ = 0;
+        }
+        char buf[65536];
+        ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+        if (n <= 0) return false;
+        in_.append(buf, static_cast<size_t>(n));
+      }
+      if (error) ++*errors;
+      if (ok_each) ok_each->push_back(ok);
+    }
+    return true;
+  }
 
  protected:
   const std::string& Value(uint64_t size) {
@@ -128,29 +173,61 @@ class Driver {
   }
 
  private:
-  std::string value_;
+  const int fd_;
+  std::string value_, out_, in_;
+  size_t pos_ = 0;
 };
 
+// A TCP connection to 127.0.0.1:port (or host:port), Nagle off and a long
+// receive timeout (a 4 MiB value or a compaction stall is slow, not dead);
+// -1 when it cannot connect.
+int ConnectTcp(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || res == nullptr) return -1;
+  int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) != 0) {
+    ::close(fd);
+    fd = -1;
+  }
+  ::freeaddrinfo(res);
+  if (fd < 0) return -1;
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  timeval tv{120, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+// kvstore's NDJSON: a request line per op, a reply line each.
 class KvDriver : public Driver {
  public:
-  explicit KvDriver(const std::string& address) : client_(Options(address)) {}
-  bool Exchange(const Workload& w, const std::vector<Op>& ops, uint64_t* errors, std::vector<bool>* ok_each) override {
-    requests_.clear();
-    for (const Op& op : ops) requests_.push_back(Line(w, op));
-    if (!client_.CallMany(requests_, &responses_).ok()) {
-      client_.Close();
-      return false;
+  static std::unique_ptr<Driver> Connect(const std::string& host, int port) {
+    int fd = ConnectTcp(host, port);
+    if (fd < 0) return nullptr;
+    return std::unique_ptr<Driver>(new KvDriver(fd));
+  }
+  bool Encode(const Workload& w, const std::vector<Op>& ops, std::string* out) override {
+    for (const Op& op : ops) {
+      *out += Line(w, op);
+      *out += '\n';
     }
-    if (ok_each) ok_each->clear();
-    for (const std::string& r : responses_) {
-      bool ok = r.find("\"ok\":true") != std::string::npos;
-      if (!ok && r.find("not_found") == std::string::npos) ++*errors;
-      if (ok_each) ok_each->push_back(ok);
-    }
+    return true;
+  }
+  bool ParseReply(std::string_view in, size_t* pos, bool* error, bool* ok) override {
+    const size_t eol = in.find('\n', *pos);
+    if (eol == std::string_view::npos) return false;
+    const std::string_view line = in.substr(*pos, eol - *pos);
+    *pos = eol + 1;
+    *ok = line.find("\"ok\":true") != std::string_view::npos;
+    *error = !*ok && line.find("not_found") == std::string_view::npos;
     return true;
   }
 
  private:
+  explicit KvDriver(int fd) : Driver(fd) {}
   std::string Line(const Workload& w, const Op& op) {
     auto value = [&](uint64_t i) { return "\"" + (w.docs ? DocText(i) : Value(w.value_size)) + "\""; };
     switch (op.kind) {
@@ -175,136 +252,87 @@ class KvDriver : public Driver {
     }
     return {};
   }
-  static kvstore::net::ClientOptions Options(const std::string& address) {
-    kvstore::net::ClientOptions o;
-    o.addresses = {address};
-    o.timeout_ms = 120000;  // a 4 MiB value or a compaction stall is slow, not dead
-    return o;
-  }
-  kvstore::net::Client client_;
-  std::vector<std::string> requests_, responses_;
 };
 
-// RESP over a plain socket: SET, GET and MSET, pipelined like kvstore's.
+// RESP: SET, GET and MSET, pipelined like kvstore's.
 class RedisDriver : public Driver {
  public:
   static std::unique_ptr<Driver> Connect(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = htons(static_cast<uint16_t>(port));
-    if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      close(fd);
-      return nullptr;
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    timeval tv{120, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int fd = ConnectTcp("127.0.0.1", port);
+    if (fd < 0) return nullptr;
     return std::unique_ptr<Driver>(new RedisDriver(fd));
   }
-  ~RedisDriver() override { close(fd_); }
-
-  bool Exchange(const Workload& w, const std::vector<Op>& ops, uint64_t* errors, std::vector<bool>* ok_each) override {
-    out_.clear();
+  bool Encode(const Workload& w, const std::vector<Op>& ops, std::string* out) override {
     for (const Op& op : ops) {
       switch (op.kind) {
         case Kind::kSet:
-          Command({"SET", KeyName(w.prefix, op.key), Value(w.value_size)});
+          Command(out, {KeyName(w.prefix, op.key), Value(w.value_size)}, "SET");
           break;
         case Kind::kGet:
-          Command({"GET", KeyName(w.prefix, op.key)});
+          Command(out, {KeyName(w.prefix, op.key)}, "GET");
           break;
         case Kind::kBulkSet: {
-          std::vector<std::string> args = {"MSET"};
+          std::vector<std::string> args;
           for (int i = 0; i < w.bulk; ++i) {
             args.push_back(KeyName(w.prefix, op.key + static_cast<uint64_t>(i)));
             args.push_back(Value(w.value_size));
           }
-          Command(args);
+          Command(out, args, "MSET");
           break;
         }
         default:
           return false;  // no searches in Redis
       }
     }
-    for (size_t off = 0; off < out_.size();) {
-      ssize_t n = ::send(fd_, out_.data() + off, out_.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) return false;
-      off += static_cast<size_t>(n);
-    }
-    if (ok_each) ok_each->clear();
-    for (size_t i = 0; i < ops.size(); ++i) {
-      char type;
-      bool nil = false;
-      if (!Reply(&type, &nil)) return false;
-      if (type == '-') ++*errors;
-      if (ok_each) ok_each->push_back(type != '-' && !nil);
-    }
+    return true;
+  }
+  bool ParseReply(std::string_view in, size_t* pos, bool* error, bool* ok) override {
+    char type = 0;
+    bool nil = false;
+    size_t p = *pos;
+    if (!Reply(in, &p, &type, &nil)) return false;
+    *pos = p;
+    *error = type == '-';
+    *ok = type != '-' && !nil;
     return true;
   }
 
  private:
-  explicit RedisDriver(int fd) : fd_(fd) {}
-  void Command(const std::vector<std::string>& args) {
-    out_ += "*" + std::to_string(args.size()) + "\r\n";
+  explicit RedisDriver(int fd) : Driver(fd) {}
+  static void Command(std::string* out, const std::vector<std::string>& args, const char* name) {
+    *out += "*" + std::to_string(args.size() + 1) + "\r\n$" + std::to_string(std::strlen(name)) + "\r\n" + name + "\r\n";
     for (const auto& a : args) {
-      out_ += "$" + std::to_string(a.size()) + "\r\n";
-      out_ += a;
-      out_ += "\r\n";
+      *out += "$" + std::to_string(a.size()) + "\r\n";
+      *out += a;
+      *out += "\r\n";
     }
   }
-  bool Fill() {
-    if (pos_ > 0) {
-      in_.erase(0, pos_);
-      pos_ = 0;
-    }
-    char buf[65536];
-    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-    if (n <= 0) return false;
-    in_.append(buf, static_cast<size_t>(n));
-    return true;
-  }
-  bool ReadLine(std::string* line) {
-    size_t eol;
-    while ((eol = in_.find("\r\n", pos_)) == std::string::npos) {
-      if (!Fill()) return false;
-    }
-    line->assign(in_, pos_, eol - pos_);
-    pos_ = eol + 2;
-    return true;
-  }
-  // One reply (simple, error, integer, bulk; arrays are read through).
-  bool Reply(char* type, bool* nil) {
-    std::string line;
-    if (!ReadLine(&line) || line.empty()) return false;
-    *type = line[0];
+  // One reply (simple, error, integer, bulk; arrays are read through) at
+  // in[*pos]; false when in does not hold all of it yet.
+  static bool Reply(std::string_view in, size_t* pos, char* type, bool* nil) {
+    const size_t eol = in.find("\r\n", *pos);
+    if (eol == std::string_view::npos || eol == *pos) return false;
+    *type = in[*pos];
+    const std::string_view line = in.substr(*pos + 1, eol - *pos - 1);
+    size_t p = eol + 2;
     if (*type == '$' || *type == '*') {
-      long long n = std::stoll(line.substr(1));
+      const long long n = std::stoll(std::string(line));
       if (n < 0) {
         *nil = true;
-        return true;
-      }
-      if (*type == '*') {
+      } else if (*type == '*') {
         for (long long i = 0; i < n; ++i) {
           char t;
           bool z;
-          if (!Reply(&t, &z)) return false;
+          if (!Reply(in, &p, &t, &z)) return false;
         }
-        return true;
+      } else {
+        if (in.size() - p < static_cast<size_t>(n) + 2) return false;
+        p += static_cast<size_t>(n) + 2;
       }
-      while (in_.size() - pos_ < static_cast<size_t>(n) + 2) {
-        if (!Fill()) return false;
-      }
-      pos_ += static_cast<size_t>(n) + 2;
     }
+    *pos = p;
     return true;
   }
-
-  int fd_;
-  std::string out_, in_;
-  size_t pos_ = 0;
 };
 
 // One system under test: how to connect, and (when the harness started it)
@@ -322,92 +350,174 @@ std::string Label(const Workload& w) {
          (w.pipeline > 1 ? ", pipeline " + std::to_string(w.pipeline) : "") + ")";
 }
 
-// Runs w with its clients, each thread its own connection, until the ops
-// are done or max_seconds pass.
+// Runs w with its clients until the ops are done or max_seconds pass. One
+// thread drives every connection through epoll, as redis-benchmark does:
+// a thread per connection spent more CPU in the client (waking 50 threads,
+// one per reply) than the servers spent answering, on a machine where the
+// client and the server share two cores.
 Record Measure(const System& sys, const Workload& w, double max_seconds) {
   const uint64_t per_client = std::max<uint64_t>(1, w.ops / static_cast<uint64_t>(w.clients));
-  std::vector<Histogram> hist(static_cast<size_t>(w.clients));
-  std::vector<uint64_t> done(static_cast<size_t>(w.clients), 0), errors(static_cast<size_t>(w.clients), 0),
-      misses(static_cast<size_t>(w.clients), 0);
-  std::atomic<uint64_t> progress{0};
-  std::atomic<bool> failed{false};
-  std::latch go(w.clients + 1);
-  Clock::time_point start, deadline;
-  std::vector<std::thread> threads;
-  for (int c = 0; c < w.clients; ++c) {
-    threads.emplace_back([&, c] {
-      std::unique_ptr<Driver> d = sys.connect();
-      go.arrive_and_wait();
-      if (!d) {
-        failed = true;
-        return;
-      }
-      std::mt19937_64 rng(Mix(static_cast<uint64_t>(c) + 7));
-      const uint64_t first = w.key_base + per_client * static_cast<uint64_t>(c);
-      const uint64_t step = w.kind == Kind::kBulkSet ? static_cast<uint64_t>(w.bulk) : 1;
-      std::vector<Op> ops;
-      std::vector<bool> ok;
-      for (uint64_t i = 0; i < per_client && Clock::now() < deadline;) {
-        ops.clear();
-        uint64_t items = 0;
-        for (int p = 0; p < w.pipeline && i < per_client; ++p, i += step) {
-          Kind kind = w.kind;
-          if (w.read_fraction >= 0) {
-            kind = static_cast<double>(rng() % 1000000) / 1e6 < w.read_fraction ? Kind::kGet : Kind::kSet;
-          }
-          uint64_t key = w.keyspace > 0 ? rng() % w.keyspace : first + i;
-          ops.push_back({kind, key});
-          items += step;
-        }
-        auto t0 = Clock::now();
-        if (!d->Exchange(w, ops, &errors[static_cast<size_t>(c)], &ok)) {
-          failed = true;
-          return;
-        }
-        auto ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
-        for (size_t k = 0; k < ops.size(); ++k) hist[static_cast<size_t>(c)].Record(ns);
-        for (size_t k = 0; k < ops.size(); ++k) {
-          if (ops[k].kind == Kind::kGet && !ok[k]) misses[static_cast<size_t>(c)]++;
-        }
-        done[static_cast<size_t>(c)] += items;
-        progress += items;
-      }
-    });
-  }
-  // Connecting is not part of the measurement. The clock starts before the
-  // last arrival releases the clients, so none can start before it.
-  start = Clock::now();
-  deadline = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(max_seconds));
-  go.arrive_and_wait();
-  std::atomic<bool> finished{false};
-  std::thread bar;
-  if (isatty(2)) {
-    bar = std::thread([&] {
-      const uint64_t total = per_client * static_cast<uint64_t>(w.clients);
-      const std::string label = sys.name + " " + Label(w);
-      while (!finished) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-        double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-        double frac = std::min(1.0, std::max(static_cast<double>(progress) / static_cast<double>(total), elapsed / max_seconds));
-        int filled = static_cast<int>(frac * 30);
-        std::fprintf(stderr, "\r  [%s%s] %3d%% %-60.60s", std::string(static_cast<size_t>(filled), '#').c_str(),
-                     std::string(static_cast<size_t>(30 - filled), '.').c_str(), static_cast<int>(frac * 100), label.c_str());
-      }
-      std::fprintf(stderr, "\r%100s\r", "");
-    });
-  }
-  for (auto& t : threads) t.join();
+  const uint64_t step = w.kind == Kind::kBulkSet ? static_cast<uint64_t>(w.bulk) : 1;
+  struct Conn {
+    std::unique_ptr<Driver> d;
+    std::mt19937_64 rng;
+    uint64_t first = 0, next = 0;  // ops [first, first + per_client), next to issue
+    std::vector<Op> ops;           // the batch in flight
+    uint64_t items = 0;            // its items (bulk_set: keys)
+    std::string out, in;
+    size_t out_off = 0, in_pos = 0, replies = 0;
+    Clock::time_point t0;
+    bool want_out = false, done = false;
+  };
   Record r;
-  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  finished = true;
-  if (bar.joinable()) bar.join();
-  Histogram all;
-  for (int c = 0; c < w.clients; ++c) {
-    all.Merge(hist[static_cast<size_t>(c)]);
-    r.ops += done[static_cast<size_t>(c)];
-    r.errors += errors[static_cast<size_t>(c)];
-    r.misses += misses[static_cast<size_t>(c)];
+  std::vector<Conn> conns(static_cast<size_t>(w.clients));
+  bool failed = false;
+  for (int c = 0; c < w.clients && !failed; ++c) {
+    Conn& k = conns[static_cast<size_t>(c)];
+    k.d = sys.connect();
+    if (!k.d) {
+      failed = true;
+      break;
+    }
+    k.rng.seed(Mix(static_cast<uint64_t>(c) + 7));
+    k.first = w.key_base + per_client * static_cast<uint64_t>(c);
+    ::fcntl(k.d->fd(), F_SETFL, ::fcntl(k.d->fd(), F_GETFL) | O_NONBLOCK);
   }
+  Histogram all;
+  int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  int live = 0;
+  uint64_t progress = 0;
+  // Connecting is not part of the measurement.
+  const Clock::time_point start = Clock::now();
+  const Clock::time_point deadline =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(max_seconds));
+  // Sends what k has to send; arms EPOLLOUT while the socket is full.
+  auto flush = [&](Conn& k, int c) {
+    while (k.out_off < k.out.size()) {
+      ssize_t n = ::send(k.d->fd(), k.out.data() + k.out_off, k.out.size() - k.out_off, MSG_NOSIGNAL);
+      if (n > 0) {
+        k.out_off += static_cast<size_t>(n);
+      } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        break;
+      } else if (n < 0 && errno == EINTR) {
+        continue;
+      } else {
+        return false;
+      }
+    }
+    const bool want_out = k.out_off < k.out.size();
+    if (want_out != k.want_out) {
+      epoll_event ev{};
+      ev.events = EPOLLIN | (want_out ? EPOLLOUT : 0u);
+      ev.data.u32 = static_cast<uint32_t>(c);
+      ::epoll_ctl(ep, EPOLL_CTL_MOD, k.d->fd(), &ev);
+      k.want_out = want_out;
+    }
+    return true;
+  };
+  // The next batch of k, or done.
+  auto issue = [&](Conn& k, int c) {
+    if (k.next >= per_client || Clock::now() >= deadline) {
+      k.done = true;
+      --live;
+      return true;
+    }
+    k.ops.clear();
+    k.items = 0;
+    for (int p = 0; p < w.pipeline && k.next < per_client; ++p, k.next += step) {
+      Kind kind = w.kind;
+      if (w.read_fraction >= 0) {
+        kind = static_cast<double>(k.rng() % 1000000) / 1e6 < w.read_fraction ? Kind::kGet : Kind::kSet;
+      }
+      const uint64_t key = w.keyspace > 0 ? k.rng() % w.keyspace : k.first + k.next;
+      k.ops.push_back({kind, key});
+      k.items += step;
+    }
+    k.out.clear();
+    k.out_off = 0;
+    k.replies = 0;
+    if (!k.d->Encode(w, k.ops, &k.out)) return false;
+    k.t0 = Clock::now();
+    return flush(k, c);
+  };
+  for (int c = 0; c < w.clients && !failed; ++c) {
+    Conn& k = conns[static_cast<size_t>(c)];
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.u32 = static_cast<uint32_t>(c);
+    ::epoll_ctl(ep, EPOLL_CTL_ADD, k.d->fd(), &ev);
+    ++live;
+    if (!issue(k, c)) failed = true;
+  }
+  std::vector<epoll_event> events(static_cast<size_t>(std::max(1, w.clients)));
+  const bool tty = isatty(2) != 0;
+  Clock::time_point last_bar = start;
+  const std::string label = sys.name + " " + Label(w);
+  while (live > 0 && !failed) {
+    // A stuck server (no reply for 120 s) fails the measurement rather than
+    // hanging the suite.
+    int n = ::epoll_wait(ep, events.data(), static_cast<int>(events.size()), 120000);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      failed = true;
+      break;
+    }
+    for (int e = 0; e < n && !failed; ++e) {
+      const int c = static_cast<int>(events[static_cast<size_t>(e)].data.u32);
+      Conn& k = conns[static_cast<size_t>(c)];
+      if (k.done) continue;
+      if ((events[static_cast<size_t>(e)].events & EPOLLOUT) != 0 && !flush(k, c)) {
+        failed = true;
+        break;
+      }
+      if ((events[static_cast<size_t>(e)].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) == 0) continue;
+      char buf[65536];
+      for (;;) {
+        ssize_t got = ::recv(k.d->fd(), buf, sizeof buf, 0);
+        if (got > 0) {
+          k.in.append(buf, static_cast<size_t>(got));
+          if (static_cast<size_t>(got) < sizeof buf) break;
+        } else if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          break;
+        } else if (got < 0 && errno == EINTR) {
+          continue;
+        } else {
+          failed = true;  // the server closed the connection or failed
+          break;
+        }
+      }
+      if (failed) break;
+      bool error = false, ok = false;
+      while (k.replies < k.ops.size() && k.d->ParseReply(k.in, &k.in_pos, &error, &ok)) {
+        if (error) r.errors++;
+        if (k.ops[k.replies].kind == Kind::kGet && !ok) r.misses++;
+        k.replies++;
+      }
+      if (k.in_pos > 0 && (k.in_pos == k.in.size() || k.in_pos > (1u << 20))) {
+        k.in.erase(0, k.in_pos);
+        k.in_pos = 0;
+      }
+      if (k.replies < k.ops.size()) continue;
+      const auto ns = static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - k.t0).count());
+      for (size_t i = 0; i < k.ops.size(); ++i) all.Record(ns);
+      r.ops += k.items;
+      progress += k.items;
+      if (!issue(k, c)) failed = true;
+    }
+    if (tty && Clock::now() - last_bar > std::chrono::milliseconds(200)) {
+      last_bar = Clock::now();
+      const uint64_t total = per_client * static_cast<uint64_t>(w.clients);
+      const double elapsed = std::chrono::duration<double>(last_bar - start).count();
+      const double frac = std::min(1.0, std::max(static_cast<double>(progress) / static_cast<double>(total), elapsed / max_seconds));
+      const int filled = static_cast<int>(frac * 30);
+      std::fprintf(stderr, "\r  [%s%s] %3d%% %-60.60s", std::string(static_cast<size_t>(filled), '#').c_str(),
+                   std::string(static_cast<size_t>(30 - filled), '.').c_str(), static_cast<int>(frac * 100), label.c_str());
+    }
+  }
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (tty) std::fprintf(stderr, "\r%100s\r", "");
+  ::close(ep);
   if (failed) r.errors++;
   r.system = sys.name;
   r.group = w.group;
@@ -869,7 +979,9 @@ int RunSuite(const SuiteOptions& o) {
         return server->Start();
       };
     }
-    kv.connect = [address]() -> std::unique_ptr<Driver> { return std::make_unique<KvDriver>(address); };
+    const std::string kv_host = address.substr(0, address.rfind(':'));
+    const int kv_port = std::atoi(address.substr(address.rfind(':') + 1).c_str());
+    kv.connect = [kv_host, kv_port] { return KvDriver::Connect(kv_host, kv_port); };
     kv.notes = [address] { return ServerNotes(address); };
     std::vector<const System*> systems = {&kv};
     // Both servers run from the start: each workload goes to one, then the
