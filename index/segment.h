@@ -43,6 +43,10 @@ struct AnalyzedDoc {
   uint64_t seq = 0;
   uint64_t value_hash = 0;
   std::vector<std::pair<std::string, uint32_t>> terms;  // distinct term -> term frequency, term ascending
+  // Empty, or Checksum64 of each term, parallel to terms: the analysis
+  // hashes every term to count it, and a segment writer keys its term
+  // dictionary by the same hash instead of hashing every occurrence again.
+  std::vector<uint64_t> term_hashes;
   uint32_t length = 0;                                  // token count (BM25 document length)
   std::vector<float> vector;                            // empty: no semantic index, or no text features
 };

@@ -268,8 +268,13 @@ TEST_F(SearchTest, AgreesWithBruteForce) {
     }
   };
 
+  // The most index segments any check searched: whether the last round's
+  // writes fill a memtable is a matter of a few bytes of accounting, so the
+  // count at the end alone says little.
+  uint64_t most_segments = 0;
   auto check = [&](const char* when) {
     SCOPED_TRACE(when);
+    most_segments = std::max(most_segments, db_->GetStats().index_segments);
     // Exact.
     for (int i = 0; i < 20; i++) {
       const std::string target = "exact" + std::to_string(i);
@@ -380,7 +385,7 @@ TEST_F(SearchTest, AgreesWithBruteForce) {
       check("after reopen");
     }
   }
-  EXPECT_GT(db_->GetStats().index_segments, 1u);
+  EXPECT_GT(most_segments, 1u);
 }
 
 }  // namespace
