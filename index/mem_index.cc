@@ -44,7 +44,7 @@ void MemIndex::Add(AnalyzedDoc doc) {
   // map and list the doc lands in (once a query has built them).
   size_t bytes = sizeof(AnalyzedDoc) + 2 * doc.key.size() + 96 + doc.vector.size() * sizeof(float);
   for (const auto& [term, tf] : doc.terms) bytes += term.size() + 40 + sizeof(Posting);
-  bytes += doc.term_hashes.size() * sizeof(uint64_t);
+  bytes += doc.term_hashes.size() * sizeof(uint32_t);
   const uint64_t hash = KeyHash(doc.key, doc.seq);
 
   std::unique_lock<RwLock> lock(mu_);

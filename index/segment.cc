@@ -89,7 +89,7 @@ class TermCounter {
 
   // Appends (term, count) and the term's hash in term order and resets the
   // counter.
-  void TakeSorted(std::vector<std::pair<std::string, uint32_t>>* out, std::vector<uint64_t>* hashes) {
+  void TakeSorted(std::vector<std::pair<std::string, uint32_t>>* out, std::vector<uint32_t>* hashes) {
     std::sort(entries_.begin(), entries_.end(), [this](const Entry& a, const Entry& b) {
       if (a.prefix != b.prefix) return a.prefix < b.prefix;
       return View(a) < View(b);
@@ -98,7 +98,7 @@ class TermCounter {
     hashes->reserve(hashes->size() + entries_.size());
     for (const Entry& e : entries_) {
       out->emplace_back(std::string(View(e)), e.count);
-      hashes->push_back(e.hash);
+      hashes->push_back(static_cast<uint32_t>(e.hash));
     }
     if (slots_.size() > 16 * kFirstSlots) {
       slots_.assign(kFirstSlots, 0);  // grown by a huge text: do not clear it all every time
@@ -331,16 +331,16 @@ Status SegmentWriter::Finish(std::string* out) {
   // those instead of the bytes of the doc that brought it first, a cache
   // miss each time (memcmp on it was a fifth of Finish).
   struct Known {
-    uint64_t hash;
     uint64_t prefix;
-    size_t size;
+    uint32_t hash;
+    uint32_t size;
   };
   std::vector<uint32_t> slots(1024, 0);       // provisional id + 1; 0: empty
   std::vector<Known> known;                   // by provisional id
   std::vector<std::string_view> names;                         // by provisional id
   std::vector<std::vector<std::pair<uint32_t, uint32_t>>> lists;  // by provisional id
   std::vector<uint32_t> doc_terms;                              // every doc's provisional ids, in doc order
-  auto provisional_id = [&](std::string_view term, uint64_t h) -> uint32_t {
+  auto provisional_id = [&](std::string_view term, uint32_t h) -> uint32_t {
     if (2 * (names.size() + 1) > slots.size()) {
       slots.assign(slots.size() * 2, 0);
       const size_t mask = slots.size() - 1;
@@ -357,7 +357,7 @@ Status SegmentWriter::Finish(std::string* out) {
       if (slots[i] == 0) {
         const auto p = static_cast<uint32_t>(names.size());
         slots[i] = p + 1;
-        known.push_back(Known{h, prefix, term.size()});
+        known.push_back(Known{prefix, h, static_cast<uint32_t>(term.size())});
         names.push_back(term);
         lists.emplace_back();
         return p;
@@ -378,7 +378,7 @@ Status SegmentWriter::Finish(std::string* out) {
     const bool hashed = d.term_hashes.size() == d.terms.size();
     for (size_t t = 0; t < d.terms.size(); t++) {
       const auto& [term, tf] = d.terms[t];
-      const uint32_t p = provisional_id(term, hashed ? d.term_hashes[t] : Checksum64(term));
+      const uint32_t p = provisional_id(term, hashed ? d.term_hashes[t] : static_cast<uint32_t>(Checksum64(term)));
       lists[p].emplace_back(id, tf);
       doc_terms.push_back(p);
     }

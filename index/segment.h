@@ -43,10 +43,12 @@ struct AnalyzedDoc {
   uint64_t seq = 0;
   uint64_t value_hash = 0;
   std::vector<std::pair<std::string, uint32_t>> terms;  // distinct term -> term frequency, term ascending
-  // Empty, or Checksum64 of each term, parallel to terms: the analysis
-  // hashes every term to count it, and a segment writer keys its term
-  // dictionary by the same hash instead of hashing every occurrence again.
-  std::vector<uint64_t> term_hashes;
+  // Empty, or the low 32 bits of Checksum64 of each term, parallel to
+  // terms: the analysis hashes every term to count it, and a segment writer
+  // probes its term dictionary with the same hash instead of hashing every
+  // occurrence again. 32 bits: a memtable holds these, and its budget pays
+  // for them; the writer compares the terms themselves on a match.
+  std::vector<uint32_t> term_hashes;
   uint32_t length = 0;                                  // token count (BM25 document length)
   std::vector<float> vector;                            // empty: no semantic index, or no text features
 };
