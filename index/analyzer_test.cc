@@ -221,6 +221,26 @@ TEST(AnalyzerTest, RawTokensMatchTheTwoPlainAnalyzers) {
   }
 }
 
+// The sketch's fast path for short ASCII words gives the vectors of its
+// general path exactly: the same features summed in the same order.
+TEST(HashingEmbedderTest, FastTrigramsAreBitForBit) {
+  auto e = NewHashingEmbedder(256);
+  std::mt19937_64 rng(13);
+  std::vector<std::string> texts = {
+      "a", "ab abc abcd", "fourteenletter fifteenletters sixteen-letters", "café naïve über straße",
+      "日本語 テキスト 中文", "emoji 🙂 mixed ascii", "x y z x y z", "abcdefghijklmn abcdefghijklmno",
+  };
+  for (int i = 0; i < 300; i++) texts.push_back(RandomText(rng, 1 + i % 60));
+  for (const std::string& text : texts) {
+    std::vector<std::vector<float>> fast, general;
+    ASSERT_TRUE(e->Embed({text}, &fast).ok());
+    g_sketch_general_path_for_test = true;
+    ASSERT_TRUE(e->Embed({text}, &general).ok());
+    g_sketch_general_path_for_test = false;
+    ASSERT_EQ(fast, general) << text;
+  }
+}
+
 TEST(HashingEmbedderTest, AnalyzeDocVectorIsEmbedBitForBit) {
   auto e = NewHashingEmbedder(256);
   ASSERT_EQ(HashingEmbedderDimension(e.get()), 256);
