@@ -111,6 +111,31 @@ TEST(AnalyzerTest, LargeTextAcrossChunks) {
   for (const auto& s : t) ASSERT_EQ(s, "word");
 }
 
+// A JSON string is scanned eight bytes at a time while they are plain: an
+// escape, a non-ASCII character or a control byte anywhere, at any
+// alignment, still gets the parser's (or the UTF-8 check's) answer.
+TEST(ExtractTextTest, SpecialBytesAtEveryOffset) {
+  std::string t;
+  for (size_t k = 0; k <= 20; k++) {
+    const std::string a(k, 'a'), b(20 - k, 'b');
+    ExtractText("\"" + a + "\\n" + b + "\"", &t);
+    EXPECT_EQ(t, a + "\n" + b) << k;
+    ExtractText("\"" + a + "\\\"" + b + "\"", &t);
+    EXPECT_EQ(t, a + "\"" + b) << k;
+    ExtractText("\"" + a + "\xc3\xa9" + b + "\"", &t);
+    EXPECT_EQ(t, a + "\xc3\xa9" + b) << k;
+    // Ill-formed UTF-8 or a raw control byte: not valid JSON, so not read
+    // as a JSON string's text (the raw bytes instead).
+    for (const char* bad : {"\xc3", "\x01"}) {
+      const std::string value = "\"" + a + bad + b + "\"";
+      ExtractText(value, &t);
+      EXPECT_NE(t, a + bad + b) << k;
+    }
+    ExtractText("\"" + a + b + "\"", &t);
+    EXPECT_EQ(t, a + b) << k;
+  }
+}
+
 TEST(ExtractTextTest, Json) {
   std::string t;
   ExtractText("\"hello\\nworld\"", &t);
