@@ -338,7 +338,7 @@ Status SegmentWriter::Finish(std::string* out) {
   std::vector<uint32_t> slots(1024, 0);       // provisional id + 1; 0: empty
   std::vector<Known> known;                   // by provisional id
   std::vector<std::string_view> names;                         // by provisional id
-  std::vector<std::vector<std::pair<uint32_t, uint32_t>>> lists;  // by provisional id
+  std::vector<uint32_t> df;                                     // by provisional id
   std::vector<uint32_t> doc_terms;                              // every doc's provisional ids, in doc order
   auto provisional_id = [&](std::string_view term, uint32_t h) -> uint32_t {
     if (2 * (names.size() + 1) > slots.size()) {
@@ -359,7 +359,7 @@ Status SegmentWriter::Finish(std::string* out) {
         slots[i] = p + 1;
         known.push_back(Known{prefix, h, static_cast<uint32_t>(term.size())});
         names.push_back(term);
-        lists.emplace_back();
+        df.push_back(0);
         return p;
       }
       const uint32_t p = slots[i] - 1;
@@ -379,7 +379,7 @@ Status SegmentWriter::Finish(std::string* out) {
     for (size_t t = 0; t < d.terms.size(); t++) {
       const auto& [term, tf] = d.terms[t];
       const uint32_t p = provisional_id(term, hashed ? d.term_hashes[t] : static_cast<uint32_t>(Checksum64(term)));
-      lists[p].emplace_back(id, tf);
+      df[p]++;
       doc_terms.push_back(p);
     }
     if (d.length > 0) {
@@ -387,6 +387,19 @@ Status SegmentWriter::Finish(std::string* out) {
       total_length += d.length;
     }
     max_seq = std::max(max_seq, d.seq);
+  }
+  // Postings in one array, each term's (doc id, tf) pairs together in doc
+  // order (a counting sort by term): a growing vector per term was a
+  // reallocation and a cache miss per posting.
+  std::vector<size_t> list_start(names.size() + 1, 0);
+  for (uint32_t p = 0; p < names.size(); p++) list_start[p + 1] = list_start[p] + df[p];
+  std::vector<std::pair<uint32_t, uint32_t>> postings(doc_terms.size());
+  {
+    std::vector<size_t> cursor(list_start.begin(), list_start.end() - 1);
+    size_t next = 0;
+    for (uint32_t id = 0; id < docs_.size(); id++) {
+      for (const auto& term_tf : docs_[id]->terms) postings[cursor[doc_terms[next++]]++] = {id, term_tf.second};
+    }
   }
   std::vector<uint32_t> order(names.size());  // final id -> provisional id
   for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
@@ -437,10 +450,11 @@ Status SegmentWriter::Finish(std::string* out) {
   std::string list_bytes;
   for (uint32_t p : order) {
     PutLengthPrefixed(&terms, names[p]);
-    PutVarint32(&terms, static_cast<uint32_t>(lists[p].size()));
+    PutVarint32(&terms, df[p]);
     list_bytes.clear();
     uint32_t prev = 0;
-    for (const auto& [id, tf] : lists[p]) {
+    for (size_t i = list_start[p]; i < list_start[p + 1]; i++) {
+      const auto [id, tf] = postings[i];
       PutVarint32(&list_bytes, id - prev);
       PutVarint32(&list_bytes, tf);
       prev = id;
