@@ -444,6 +444,20 @@ void ExtractText(std::string_view value, std::string* text) {
     const size_t n = inner.size();
     bool plain = true;
     for (size_t i = 0; i < n && plain;) {
+      // Eight bytes at a time while they are printable ASCII other than '"'
+      // and '\\' (nearly all of a text): the byte loop was ~6% of AnalyzeDoc.
+      if (i + 8 <= n) {
+        constexpr uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
+        uint64_t w;
+        std::memcpy(&w, p + i, 8);
+        auto has_zero = [](uint64_t x) { return (x - kOnes) & ~x & kHighs; };
+        // A byte >= 0x80, or < 0x20, or equal to one of the two.
+        const uint64_t special = (w | ((w - 0x20 * kOnes) & ~w)) & kHighs;
+        if ((special | has_zero(w ^ ('"' * kOnes)) | has_zero(w ^ ('\\' * kOnes))) == 0) {
+          i += 8;
+          continue;
+        }
+      }
       const unsigned char c = p[i];
       if (c >= 0x80) {
         // The parser accepts exactly well-formed UTF-8, as utf8proc does.

@@ -111,6 +111,31 @@ TEST(AnalyzerTest, LargeTextAcrossChunks) {
   for (const auto& s : t) ASSERT_EQ(s, "word");
 }
 
+// A JSON string is scanned eight bytes at a time while they are plain: an
+// escape, a non-ASCII character or a control byte anywhere, at any
+// alignment, still gets the parser's (or the UTF-8 check's) answer.
+TEST(ExtractTextTest, SpecialBytesAtEveryOffset) {
+  std::string t;
+  for (size_t k = 0; k <= 20; k++) {
+    const std::string a(k, 'a'), b(20 - k, 'b');
+    ExtractText("\"" + a + "\\n" + b + "\"", &t);
+    EXPECT_EQ(t, a + "\n" + b) << k;
+    ExtractText("\"" + a + "\\\"" + b + "\"", &t);
+    EXPECT_EQ(t, a + "\"" + b) << k;
+    ExtractText("\"" + a + "\xc3\xa9" + b + "\"", &t);
+    EXPECT_EQ(t, a + "\xc3\xa9" + b) << k;
+    // Ill-formed UTF-8 or a raw control byte: not valid JSON, so not read
+    // as a JSON string's text (the raw bytes instead).
+    for (const char* bad : {"\xc3", "\x01"}) {
+      const std::string value = "\"" + a + bad + b + "\"";
+      ExtractText(value, &t);
+      EXPECT_NE(t, a + bad + b) << k;
+    }
+    ExtractText("\"" + a + b + "\"", &t);
+    EXPECT_EQ(t, a + b) << k;
+  }
+}
+
 TEST(ExtractTextTest, Json) {
   std::string t;
   ExtractText("\"hello\\nworld\"", &t);
@@ -218,6 +243,26 @@ TEST(AnalyzerTest, RawTokensMatchTheTwoPlainAnalyzers) {
       ASSERT_EQ(terms, want_terms) << text;
       ASSERT_EQ(raws, want_raws) << text;
     }
+  }
+}
+
+// The sketch's fast path for short ASCII words gives the vectors of its
+// general path exactly: the same features summed in the same order.
+TEST(HashingEmbedderTest, FastTrigramsAreBitForBit) {
+  auto e = NewHashingEmbedder(256);
+  std::mt19937_64 rng(13);
+  std::vector<std::string> texts = {
+      "a", "ab abc abcd", "fourteenletter fifteenletters sixteen-letters", "café naïve über straße",
+      "日本語 テキスト 中文", "emoji 🙂 mixed ascii", "x y z x y z", "abcdefghijklmn abcdefghijklmno",
+  };
+  for (int i = 0; i < 300; i++) texts.push_back(RandomText(rng, 1 + i % 60));
+  for (const std::string& text : texts) {
+    std::vector<std::vector<float>> fast, general;
+    ASSERT_TRUE(e->Embed({text}, &fast).ok());
+    g_sketch_general_path_for_test = true;
+    ASSERT_TRUE(e->Embed({text}, &general).ok());
+    g_sketch_general_path_for_test = false;
+    ASSERT_EQ(fast, general) << text;
   }
 }
 

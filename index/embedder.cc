@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 
@@ -44,6 +45,8 @@ inline uint64_t SmallHash(const char* p, size_t n, uint64_t seed) {
 }
 
 }  // namespace
+
+std::atomic<bool> g_sketch_general_path_for_test{false};
 
 // Distinct words and distinct bigrams are counted first, in open-addressing
 // tables keyed by their hash, one of each per thread and reused (embedding
@@ -144,9 +147,37 @@ void HashingSketch::Finish(int dimension, std::vector<float>* out) {
   // "^word$", with room for SmallHash's 16-byte reads past its last trigram.
   char marked[kMaxTokenBytes + 2 + 16] = {};
   size_t starts[kMaxTokenBytes + 3];  // byte offset of each code point of marked
+  // Room for 16-byte reads from any word's start (the fast path below).
+  s.bytes.append(16, '\0');
+  const bool fast = !g_sketch_general_path_for_test.load(std::memory_order_relaxed);
   for (const Scratch::Entry& e : s.words.entries) {
     const double tf = log_tf(e.count);
     add(e.hash, kUnigramWeight * tf);
+    const double tw = kTrigramWeight * tf;
+    if (fast && e.size <= 14) {
+      // Most words are ASCII and short: "^word$" fits in 16 bytes, each
+      // code point is a byte, and every trigram is 3 bytes that SmallHash
+      // would hash as (lo = those bytes, hi = 0). Taken from a register
+      // rather than from `marked`, whose fresh byte stores its 8-byte loads
+      // could not forward from (stalls that were most of this loop), and
+      // with no code point scan. Same hashes in the same order: the same
+      // vector, bit for bit (HashingEmbedderTest.FastTrigramsAreBitForBit).
+      uint64_t lo, hi;
+      std::memcpy(&lo, s.bytes.data() + e.offset, 8);
+      std::memcpy(&hi, s.bytes.data() + e.offset + 8, 8);
+      __uint128_t word = (static_cast<__uint128_t>(hi) << 64) | lo;
+      word &= (static_cast<__uint128_t>(1) << (8 * e.size)) - 1;
+      if ((static_cast<uint64_t>(word) & 0x8080808080808080ull) == 0 &&
+          (static_cast<uint64_t>(word >> 64) & 0x8080808080808080ull) == 0) {
+        const __uint128_t m = '^' | (word << 8) | (static_cast<__uint128_t>('$') << (8 * (e.size + 1)));
+        constexpr uint64_t kHi = (uint64_t{3} << 56) ^ 0xe7037ed1a0b428dbull;  // SmallHash's hi for n = 3
+        for (size_t c = 0; c < e.size; c++) {
+          const uint64_t t = static_cast<uint64_t>(m >> (8 * c)) & 0xffffff;
+          add(Fold(t ^ kTrigramSeed ^ 0xa0761d6478bd642full, kHi), tw);
+        }
+        continue;
+      }
+    }
     // Trigrams of code points of "^word$".
     marked[0] = '^';
     std::memcpy(marked + 1, s.bytes.data() + e.offset, e.size);
@@ -157,7 +188,6 @@ void HashingSketch::Finish(int dimension, std::vector<float>* out) {
       if ((static_cast<unsigned char>(marked[b]) & 0xC0) != 0x80) starts[n++] = b;
     }
     starts[n] = len;
-    const double tw = kTrigramWeight * tf;
     for (size_t c = 0; c + 3 <= n; c++) add(SmallHash(marked + starts[c], starts[c + 3] - starts[c], kTrigramSeed), tw);
   }
   for (const Scratch::Entry& e : s.bigrams.entries) add(e.hash, kBigramWeight * log_tf(e.count));

@@ -2,6 +2,7 @@
 // in include/kvstore/embedder.h) so that applications can supply their own.
 #pragma once
 
+#include <atomic>
 #include <string_view>
 #include <vector>
 
@@ -46,6 +47,10 @@ class HashingSketch {
   uint64_t prev_hash_ = 0;  // the previous word's, for bigrams
   bool have_prev_ = false;
 };
+
+// Tests: true makes HashingSketch take its general trigram path for every
+// word (the fast path for short ASCII words must give the same vectors).
+extern std::atomic<bool> g_sketch_general_path_for_test;
 
 // The dimension of `embedder` when it is the built-in hashing embedder (its
 // vectors can then come from a HashingSketch), else 0.

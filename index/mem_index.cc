@@ -39,10 +39,12 @@ void MemIndex::Add(AnalyzedDoc doc) {
   if (!doc.vector.empty() && (dimension_ <= 0 || doc.vector.size() != static_cast<size_t>(dimension_))) {
     doc.vector.clear();
   }
+  RoundToHalfPrecision(&doc.vector);  // as its segment will hold it
   // Approximate: the strings, the vector, and a per-entry overhead for each
   // map and list the doc lands in (once a query has built them).
   size_t bytes = sizeof(AnalyzedDoc) + 2 * doc.key.size() + 96 + doc.vector.size() * sizeof(float);
   for (const auto& [term, tf] : doc.terms) bytes += term.size() + 40 + sizeof(Posting);
+  bytes += doc.term_hashes.size() * sizeof(uint32_t);
   const uint64_t hash = KeyHash(doc.key, doc.seq);
 
   std::unique_lock<RwLock> lock(mu_);
@@ -135,6 +137,7 @@ bool MemIndex::SetVector(std::string_view key, uint64_t seq, const std::vector<f
   AnalyzedDoc& d = docs_[static_cast<size_t>(id)];
   if (!d.vector.empty()) return true;
   d.vector = vector;
+  RoundToHalfPrecision(&d.vector);
   vector_docs_.push_back(static_cast<uint32_t>(id));
   memory_ += vector.size() * sizeof(float);
   return true;

@@ -46,6 +46,7 @@ class QueryTest : public ::testing::Test {
         std::string value = RandomValue(rng);
         AnalyzedDoc d;
         ASSERT_TRUE(AnalyzeDoc(*analyzer_, embedder_.get(), key, seq, value, &d).ok());
+        RoundToHalfPrecision(&d.vector);  // as the sources hold it: brute force over the same vectors
         history_[key].push_back({seq++, true, value});
         all_docs_.push_back(d);
         docs->push_back(std::move(d));

@@ -5,6 +5,7 @@
 #include <hnswlib/hnswlib.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -12,7 +13,7 @@
 #include <map>
 #include <unordered_map>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__AVX512F__) || defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
 
@@ -86,14 +87,19 @@ class TermCounter {
     }
   }
 
-  // Appends (term, count) in term order and resets the counter.
-  void TakeSorted(std::vector<std::pair<std::string, uint32_t>>* out) {
+  // Appends (term, count) and the term's hash in term order and resets the
+  // counter.
+  void TakeSorted(std::vector<std::pair<std::string, uint32_t>>* out, std::vector<uint32_t>* hashes) {
     std::sort(entries_.begin(), entries_.end(), [this](const Entry& a, const Entry& b) {
       if (a.prefix != b.prefix) return a.prefix < b.prefix;
       return View(a) < View(b);
     });
     out->reserve(out->size() + entries_.size());
-    for (const Entry& e : entries_) out->emplace_back(std::string(View(e)), e.count);
+    hashes->reserve(hashes->size() + entries_.size());
+    for (const Entry& e : entries_) {
+      out->emplace_back(std::string(View(e)), e.count);
+      hashes->push_back(static_cast<uint32_t>(e.hash));
+    }
     if (slots_.size() > 16 * kFirstSlots) {
       slots_.assign(kFirstSlots, 0);  // grown by a huge text: do not clear it all every time
       entries_ = std::vector<Entry>();
@@ -138,6 +144,7 @@ Status AnalyzeDoc(const Analyzer& analyzer, Embedder* embedder, std::string_view
   doc->seq = seq;
   doc->value_hash = ValueHash(value);
   doc->terms.clear();
+  doc->term_hashes.clear();
   doc->vector.clear();
   std::string text;
   ExtractText(value, &text);
@@ -167,7 +174,7 @@ Status AnalyzeDoc(const Analyzer& analyzer, Embedder* embedder, std::string_view
     analyzer.ForEachToken(text, add_term);
   }
   doc->length = static_cast<uint32_t>(std::min<size_t>(tokens, UINT32_MAX));
-  counter.TakeSorted(&doc->terms);
+  counter.TakeSorted(&doc->terms, &doc->term_hashes);
   if (embedder != nullptr && !text.empty()) {
     std::vector<std::vector<float>> vectors;
     Status s = embedder->Embed({std::string_view(text)}, &vectors);
@@ -190,7 +197,9 @@ Status AnalyzeDoc(const Analyzer& analyzer, Embedder* embedder, std::string_view
 
 namespace {
 
-constexpr uint32_t kFormatVersion = 1;
+// 2: vectors as binary16 (1: float32, still read; see docs/format/index.md).
+constexpr uint32_t kFormatVersion = 2;
+constexpr uint32_t kOldestFormatVersion = 1;
 constexpr uint64_t kMagic = 0x315844495453564bull;  // the bytes "KVSTIDX1", little-endian
 constexpr size_t kFooterSize = 40;
 
@@ -317,42 +326,60 @@ Status SegmentWriter::Finish(std::string* out) {
   // get provisional ids in a flat hash table (an ordered map's string
   // compares, then std::unordered_map's node walks, were most of a flush's
   // cost), then their final ids by sorting the distinct terms once.
+  // Each slot's entry holds the term's hash, length and first 8 bytes, so
+  // that finding a term already seen (nearly every occurrence) compares
+  // those instead of the bytes of the doc that brought it first, a cache
+  // miss each time (memcmp on it was a fifth of Finish).
+  struct Known {
+    uint64_t prefix;
+    uint32_t hash;
+    uint32_t size;
+  };
   std::vector<uint32_t> slots(1024, 0);       // provisional id + 1; 0: empty
-  std::vector<uint64_t> hashes;               // by provisional id
+  std::vector<Known> known;                   // by provisional id
   std::vector<std::string_view> names;                         // by provisional id
-  std::vector<std::vector<std::pair<uint32_t, uint32_t>>> lists;  // by provisional id
+  std::vector<uint32_t> df;                                     // by provisional id
   std::vector<uint32_t> doc_terms;                              // every doc's provisional ids, in doc order
-  auto provisional_id = [&](std::string_view term) -> uint32_t {
+  auto provisional_id = [&](std::string_view term, uint32_t h) -> uint32_t {
     if (2 * (names.size() + 1) > slots.size()) {
       slots.assign(slots.size() * 2, 0);
       const size_t mask = slots.size() - 1;
       for (uint32_t p = 0; p < names.size(); p++) {
-        size_t i = static_cast<size_t>(hashes[p]) & mask;
+        size_t i = static_cast<size_t>(known[p].hash) & mask;
         while (slots[i] != 0) i = (i + 1) & mask;
         slots[i] = p + 1;
       }
     }
-    const uint64_t h = Checksum64(term);
+    uint64_t prefix = 0;
+    std::memcpy(&prefix, term.data(), std::min<size_t>(term.size(), 8));
     const size_t mask = slots.size() - 1;
     for (size_t i = static_cast<size_t>(h) & mask;; i = (i + 1) & mask) {
       if (slots[i] == 0) {
         const auto p = static_cast<uint32_t>(names.size());
         slots[i] = p + 1;
-        hashes.push_back(h);
+        known.push_back(Known{prefix, h, static_cast<uint32_t>(term.size())});
         names.push_back(term);
-        lists.emplace_back();
+        df.push_back(0);
         return p;
       }
       const uint32_t p = slots[i] - 1;
-      if (hashes[p] == h && names[p] == term) return p;
+      const Known& k = known[p];
+      if (k.hash == h && k.size == term.size() && k.prefix == prefix &&
+          (term.size() <= 8 || names[p].substr(8) == term.substr(8))) {
+        return p;
+      }
     }
   };
   uint64_t doc_count = 0, total_length = 0, max_seq = 0;
   for (uint32_t id = 0; id < docs_.size(); id++) {
     const AnalyzedDoc& d = *docs_[id];
-    for (const auto& [term, tf] : d.terms) {
-      const uint32_t p = provisional_id(term);
-      lists[p].emplace_back(id, tf);
+    // The analysis' hashes when it left them (docs carried from a segment
+    // by a compaction have none).
+    const bool hashed = d.term_hashes.size() == d.terms.size();
+    for (size_t t = 0; t < d.terms.size(); t++) {
+      const auto& [term, tf] = d.terms[t];
+      const uint32_t p = provisional_id(term, hashed ? d.term_hashes[t] : static_cast<uint32_t>(Checksum64(term)));
+      df[p]++;
       doc_terms.push_back(p);
     }
     if (d.length > 0) {
@@ -360,6 +387,19 @@ Status SegmentWriter::Finish(std::string* out) {
       total_length += d.length;
     }
     max_seq = std::max(max_seq, d.seq);
+  }
+  // Postings in one array, each term's (doc id, tf) pairs together in doc
+  // order (a counting sort by term): a growing vector per term was a
+  // reallocation and a cache miss per posting.
+  std::vector<size_t> list_start(names.size() + 1, 0);
+  for (uint32_t p = 0; p < names.size(); p++) list_start[p + 1] = list_start[p] + df[p];
+  std::vector<std::pair<uint32_t, uint32_t>> postings(doc_terms.size());
+  {
+    std::vector<size_t> cursor(list_start.begin(), list_start.end() - 1);
+    size_t next = 0;
+    for (uint32_t id = 0; id < docs_.size(); id++) {
+      for (const auto& term_tf : docs_[id]->terms) postings[cursor[doc_terms[next++]]++] = {id, term_tf.second};
+    }
   }
   std::vector<uint32_t> order(names.size());  // final id -> provisional id
   for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
@@ -410,10 +450,11 @@ Status SegmentWriter::Finish(std::string* out) {
   std::string list_bytes;
   for (uint32_t p : order) {
     PutLengthPrefixed(&terms, names[p]);
-    PutVarint32(&terms, static_cast<uint32_t>(lists[p].size()));
+    PutVarint32(&terms, df[p]);
     list_bytes.clear();
     uint32_t prev = 0;
-    for (const auto& [id, tf] : lists[p]) {
+    for (size_t i = list_start[p]; i < list_start[p + 1]; i++) {
+      const auto [id, tf] = postings[i];
       PutVarint32(&list_bytes, id - prev);
       PutVarint32(&list_bytes, tf);
       prev = id;
@@ -448,7 +489,7 @@ Status SegmentWriter::Finish(std::string* out) {
   // Sized once: growing by doubling copied the floats (most of a segment's
   // bytes) about twice more. The graph, rare, may grow it once.
   out->reserve(props.size() + docs.size() + terms.size() + forward.size() + 10 + 5 * vector_docs.size() +
-               vector_docs.size() * dim * sizeof(float) + kVectorAlignment + 64 + kFooterSize);
+               vector_docs.size() * dim * sizeof(uint16_t) + kVectorAlignment + 64 + kFooterSize);
   emit(kProperties, props);
   emit(kDocs, docs);
   emit(kTerms, terms);
@@ -470,9 +511,13 @@ Status SegmentWriter::Finish(std::string* out) {
     }
     const size_t offset = out->size();
     out->append(head);
-    for (uint32_t id : vector_docs) {
-      out->append(reinterpret_cast<const char*>(docs_[id]->vector.data()), dim * sizeof(float));
+    const size_t halves_at = out->size();
+    out->resize(halves_at + vector_docs.size() * dim * sizeof(uint16_t));
+    auto* halves = reinterpret_cast<uint16_t*>(out->data() + halves_at);  // aligned: see the padding above
+    for (size_t v = 0; v < vector_docs.size(); v++) {
+      FloatsToHalves(docs_[vector_docs[v]]->vector.data(), dim, halves + v * dim);
     }
+    static_assert(std::endian::native == std::endian::little, "binary16 values are stored little-endian");
     end_section(kVectors, offset);
 
     const size_t min_vectors = config_.hnsw_min_vectors > 0 ? config_.hnsw_min_vectors : HnswMinVectors(config_.dimension);
@@ -548,7 +593,10 @@ Status Segment::Parse(const std::string& name) {
   if (DecodeFixed64(footer + 32) != kMagic) return corrupt("bad magic");
   if (DecodeFixed32(footer + 28) != Checksum32(std::string_view(footer, 28))) return corrupt("footer checksum mismatch");
   const uint32_t version = DecodeFixed32(footer + 24);
-  if (version != kFormatVersion) return corrupt("unsupported format version " + std::to_string(version));
+  if (version < kOldestFormatVersion || version > kFormatVersion) {
+    return corrupt("unsupported format version " + std::to_string(version));
+  }
+  const size_t element_size = version >= 2 ? sizeof(uint16_t) : sizeof(float);
   const uint64_t dir_offset = DecodeFixed64(footer);
   const uint64_t dir_size = DecodeFixed64(footer + 8);
   const uint64_t body = file.size() - kFooterSize;
@@ -696,17 +744,27 @@ Status Segment::Parse(const std::string& name) {
   }
   std::sort(vector_seqs_.begin(), vector_seqs_.end());
   const size_t dim = vdim;
-  std::string_view floats = vectors.rest();
-  if (floats.size() != size_t{num_vectors} * dim * sizeof(float)) return corrupt("bad vector data");
+  std::string_view elements = vectors.rest();
+  if (elements.size() != size_t{num_vectors} * dim * element_size) return corrupt("bad vector data");
 
   if (!present[kHnsw]) {
-    if (reinterpret_cast<uintptr_t>(floats.data()) % alignof(float) == 0) {
+    if (element_size == sizeof(uint16_t) && reinterpret_cast<uintptr_t>(elements.data()) % alignof(uint16_t) == 0) {
       // Where the file has them (a writer aligns them, see kPadding): no
       // copy of most of the segment's bytes, and none of the rest.
-      vectors_ = reinterpret_cast<const float*>(floats.data());
+      vectors_ = reinterpret_cast<const uint16_t*>(elements.data());
     } else {
-      vector_storage_.reset(new float[size_t{num_vectors} * dim]);
-      std::memcpy(vector_storage_.get(), floats.data(), floats.size());
+      // A version 1 segment's floats become binary16 too, so that its
+      // scores are those of the same docs written by this version.
+      vector_storage_.reset(new uint16_t[size_t{num_vectors} * dim]);
+      if (element_size == sizeof(uint16_t)) {
+        std::memcpy(vector_storage_.get(), elements.data(), elements.size());
+      } else {
+        std::vector<float> floats(dim);
+        for (size_t v = 0; v < num_vectors; v++) {
+          std::memcpy(floats.data(), elements.data() + v * dim * sizeof(float), dim * sizeof(float));
+          FloatsToHalves(floats.data(), dim, vector_storage_.get() + v * dim);
+        }
+      }
       vectors_ = vector_storage_.get();
       ReleaseCopiedSections(sections[kVectors].data() - contents_.data());
     }
@@ -781,7 +839,14 @@ Status Segment::Parse(const std::string& name) {
       auto* ids = reinterpret_cast<hnswlib::tableint*>(ll + 1);
       for (size_t j = 0; j < list.size(); j++) ids[j] = list[j];
     }
-    std::memcpy(idx.getDataByInternalId(v), floats.data() + size_t{v} * dim * sizeof(float), dim * sizeof(float));
+    auto* data = reinterpret_cast<float*>(idx.getDataByInternalId(v));
+    if (element_size == sizeof(uint16_t)) {
+      std::vector<uint16_t> halves(dim);  // the file's bytes may not be aligned for them
+      std::memcpy(halves.data(), elements.data() + size_t{v} * dim * sizeof(uint16_t), dim * sizeof(uint16_t));
+      HalvesToFloats(halves.data(), dim, data);
+    } else {
+      std::memcpy(data, elements.data() + size_t{v} * dim * sizeof(float), dim * sizeof(float));
+    }
     idx.setExternalLabel(v, v);
     idx.label_lookup_[v] = v;
   }
@@ -816,9 +881,13 @@ void Segment::ReleaseCopiedSections(ptrdiff_t keep) {
   contents_ = std::move(kept);
 }
 
-const float* Segment::VectorAt(uint32_t vector_id) const {
-  if (hnsw_) return reinterpret_cast<const float*>(hnsw_->index->getDataByInternalId(vector_id));
-  return vectors_ + size_t{vector_id} * static_cast<size_t>(dimension_);
+void Segment::CopyVector(uint32_t vector_id, float* out) const {
+  const size_t dim = static_cast<size_t>(dimension_);
+  if (hnsw_) {
+    std::memcpy(out, hnsw_->index->getDataByInternalId(vector_id), dim * sizeof(float));
+  } else {
+    HalvesToFloats(vectors_ + size_t{vector_id} * dim, dim, out);
+  }
 }
 
 bool Segment::FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) const {
@@ -833,6 +902,7 @@ bool Segment::FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) cons
   doc->value_hash = it->value_hash;
   doc->length = it->length;
   doc->terms.clear();
+  doc->term_hashes.clear();  // Finish hashes the terms itself
   Reader forward(forward_.substr(it->forward_offset));
   uint32_t n = 0, id = 0;
   (void)forward.U32(&n);  // validated at open
@@ -845,8 +915,8 @@ bool Segment::FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) cons
   }
   doc->vector.clear();
   if (it->vector_id >= 0) {
-    const float* v = VectorAt(static_cast<uint32_t>(it->vector_id));
-    doc->vector.assign(v, v + dimension_);
+    doc->vector.resize(static_cast<size_t>(dimension_));
+    CopyVector(static_cast<uint32_t>(it->vector_id), doc->vector.data());
   }
   return true;
 }
@@ -862,7 +932,7 @@ size_t Segment::MemoryUsage() const {
   size_t bytes = sizeof(*this) + contents_.capacity() + docs_.capacity() * sizeof(Doc) +
                  terms_.capacity() * sizeof(Term) + exact_.capacity() * sizeof(exact_[0]) +
                  vector_docs_.capacity() * 4 + vector_seqs_.capacity() * 8;
-  if (vector_storage_) bytes += vector_docs_.size() * static_cast<size_t>(dimension_) * sizeof(float);
+  if (vector_storage_) bytes += vector_docs_.size() * static_cast<size_t>(dimension_) * sizeof(uint16_t);
   if (codes_) bytes += scales_.size() * (static_cast<size_t>(dimension_) + sizeof(float));
   if (hnsw_) {
     const auto& idx = *hnsw_->index;
@@ -1077,6 +1147,101 @@ float DotProduct(const float* a, const float* b, size_t dim) {
 #endif
 }
 
+uint16_t FloatToHalf(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof(x));
+  const auto sign = static_cast<uint16_t>((x >> 16) & 0x8000);
+  x &= 0x7fffffff;
+  if (x >= 0x7f800000) return sign | (x > 0x7f800000 ? 0x7e00 : 0x7c00);  // NaN (quiet), infinity
+  if (x >= 0x477ff000) return sign | 0x7c00;                              // rounds to 65536 or more
+  if (x < 0x38800000) {
+    // Below 2^-14: a subnormal half, a multiple of 2^-24. The product is
+    // exact (a power of two) and nearbyint rounds ties to even.
+    float a;
+    std::memcpy(&a, &x, sizeof(a));
+    return sign | static_cast<uint16_t>(std::nearbyint(a * 0x1p24f));  // 1024 is the smallest normal, as it should be
+  }
+  // Normal: rebias the exponent, round the 13 dropped bits to nearest even.
+  x += (uint32_t{15} - 127) << 23;
+  x += 0xfff + ((x >> 13) & 1);
+  return sign | static_cast<uint16_t>(x >> 13);
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = uint32_t{h & 0x8000u} << 16;
+  const uint32_t exp = (h >> 10) & 0x1f;
+  const uint32_t mant = h & 0x3ff;
+  uint32_t x;
+  if (exp == 0) {
+    const float f = static_cast<float>(mant) * 0x1p-24f;  // zero or subnormal: exact
+    std::memcpy(&x, &f, sizeof(x));
+    x |= sign;
+  } else if (exp == 31) {
+    x = sign | 0x7f800000 | (mant << 13);
+  } else {
+    x = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  float f;
+  std::memcpy(&f, &x, sizeof(f));
+  return f;
+}
+
+void FloatsToHalves(const float* in, size_t n, uint16_t* out) {
+  size_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), h);
+  }
+#endif
+  for (; i < n; i++) out[i] = FloatToHalf(in[i]);
+}
+
+void HalvesToFloats(const uint16_t* in, size_t n, float* out) {
+  size_t i = 0;
+#if defined(__F16C__)
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
+  }
+#endif
+  for (; i < n; i++) out[i] = HalfToFloat(in[i]);
+}
+
+void RoundToHalfPrecision(std::vector<float>* v) {
+  uint16_t halves[64];
+  for (size_t i = 0; i < v->size(); i += 64) {
+    const size_t n = std::min<size_t>(64, v->size() - i);
+    FloatsToHalves(v->data() + i, n, halves);
+    HalvesToFloats(halves, n, v->data() + i);
+  }
+}
+
+float DotProductHalf(const uint16_t* a, const float* b, size_t dim) {
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_setzero_ps();
+  size_t i = 0;
+  for (; i + 16 <= dim; i += 16) {
+    const __m512 x = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + i)));
+    acc = _mm512_fmadd_ps(x, _mm512_loadu_ps(b + i), acc);
+  }
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, acc);
+  float dot = 0;
+  for (float x : lanes) dot += x;
+  for (; i < dim; i++) dot += HalfToFloat(a[i]) * b[i];
+  return dot;
+#else
+  float dot = 0;
+  float x[64];
+  for (size_t i = 0; i < dim; i += 64) {
+    const size_t n = std::min<size_t>(64, dim - i);
+    HalvesToFloats(a + i, n, x);
+    dot += DotProduct(x, b + i, n);
+  }
+  return dot;
+#endif
+}
+
 void Segment::BuildScanCodes() {
   const size_t num = vector_docs_.size();
   const size_t dim = static_cast<size_t>(dimension_);
@@ -1085,8 +1250,10 @@ void Segment::BuildScanCodes() {
   const size_t stride = blocks * kScanBlock;
   codes_.reset(new int8_t[stride * dim]());
   scales_.assign(stride, 0.0f);
+  std::vector<float> floats(dim);
   for (size_t v = 0; v < num; v++) {
-    const float* x = VectorAt(static_cast<uint32_t>(v));
+    const float* x = floats.data();
+    CopyVector(static_cast<uint32_t>(v), floats.data());
     float max_abs = 0;
     for (size_t d = 0; d < dim; d++) max_abs = std::max(max_abs, std::fabs(x[d]));
     if (max_abs == 0) continue;
@@ -1170,7 +1337,7 @@ void Segment::ScanNearest(const float* query, size_t n, uint64_t max_seq,
   best->clear();
   for (const auto& [upper, v] : candidates) {
     if (upper < bound) continue;
-    best->emplace_back(DotProduct(VectorAt(v), query, dim), v);
+    best->emplace_back(DotProductHalf(vectors_ + size_t{v} * dim, query, dim), v);
   }
   const size_t k = std::min(n, best->size());
   std::partial_sort(best->begin(), best->begin() + static_cast<ptrdiff_t>(k), best->end(),

@@ -43,6 +43,12 @@ struct AnalyzedDoc {
   uint64_t seq = 0;
   uint64_t value_hash = 0;
   std::vector<std::pair<std::string, uint32_t>> terms;  // distinct term -> term frequency, term ascending
+  // Empty, or the low 32 bits of Checksum64 of each term, parallel to
+  // terms: the analysis hashes every term to count it, and a segment writer
+  // probes its term dictionary with the same hash instead of hashing every
+  // occurrence again. 32 bits: a memtable holds these, and its budget pays
+  // for them; the writer compares the terms themselves on a match.
+  std::vector<uint32_t> term_hashes;
   uint32_t length = 0;                                  // token count (BM25 document length)
   std::vector<float> vector;                            // empty: no semantic index, or no text features
 };
@@ -58,6 +64,19 @@ bool KeyIndexed(const IndexConfig& config, std::string_view key);
 // The dot product of two float vectors of dim elements, vectorised (the
 // brute-force scans of segments and memtables).
 float DotProduct(const float* a, const float* b, size_t dim);
+
+// Vectors are kept as IEEE binary16 (docs/format/index.md, version 2): half
+// the bytes of a segment's largest section to write, and of its memory.
+// Conversions round to nearest, ties to even; F16C when compiled for it.
+uint16_t FloatToHalf(float f);
+float HalfToFloat(uint16_t h);
+void FloatsToHalves(const float* in, size_t n, uint16_t* out);
+void HalvesToFloats(const uint16_t* in, size_t n, float* out);
+// Rounds each element to the nearest binary16 value, so that the memtable's
+// index scores a doc exactly as its segment will once it is flushed.
+void RoundToHalfPrecision(std::vector<float>* v);
+// The dot product of a binary16 vector with a float one.
+float DotProductHalf(const uint16_t* a, const float* b, size_t dim);
 
 struct Candidate {
   std::string key;
@@ -169,7 +188,8 @@ class Segment final : public IndexSource {
  private:
   Segment() = default;
   Status Parse(const std::string& name);
-  const float* VectorAt(uint32_t vector_id) const;
+  // Vector vector_id as dimension_ floats.
+  void CopyVector(uint32_t vector_id, float* out) const;
   void ReleaseCopiedSections(ptrdiff_t keep);
 
   struct Doc {
@@ -198,8 +218,12 @@ class Segment final : public IndexSource {
   int dimension_ = 0;
   std::vector<uint32_t> vector_docs_;  // vector id -> doc id
   std::vector<uint64_t> vector_seqs_;  // sorted seqs of the docs with vectors
-  const float* vectors_ = nullptr;     // vector_docs_.size() * dimension_ floats (aligned copy)
-  std::unique_ptr<float[]> vector_storage_;
+  // Without a graph: vector_docs_.size() * dimension_ binary16 values, in
+  // contents_ (version 2, aligned) or in vector_storage_ (converted from a
+  // version 1 segment's floats, or copied when unaligned). With a graph the
+  // floats live in hnswlib's memory.
+  const uint16_t* vectors_ = nullptr;
+  std::unique_ptr<uint16_t[]> vector_storage_;
   std::unique_ptr<Hnsw> hnsw_;
   // Without a graph: the vectors as int8 codes, dimension-major (one row
   // per dimension: the codes of every vector, padded to a multiple of

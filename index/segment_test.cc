@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <atomic>
 #include <cmath>
 #include <random>
@@ -43,6 +44,7 @@ struct Fixture {
       char key[32];
       std::snprintf(key, sizeof(key), "key%06d", static_cast<int>(rng() % (n / 2 + 1)));
       ASSERT_TRUE(AnalyzeDoc(*analyzer, embedder.get(), key, seq++, RandomValue(rng), &d).ok());
+      RoundToHalfPrecision(&d.vector);  // as the sources hold it: brute force over the same vectors
       ref.docs.push_back(std::move(d));
     }
   }
@@ -328,8 +330,9 @@ uint64_t FloatsOffset(const std::string& s, const SectionEntry& vectors) {
 }
 
 // The same segment as a writer without the padding section (kind 7) made
-// it, except that `pad` bytes of padding go before the vectors.
-std::string WithPadding(const std::string& s, size_t pad) {
+// it, except that `pad` bytes of padding go before the vectors; with
+// version1, as a version 1 writer made it (float32 vectors).
+std::string WithPadding(const std::string& s, size_t pad, bool version1 = false) {
   auto put64 = [](std::string* dst, uint64_t v) {
     while (v >= 0x80) {
       dst->push_back(static_cast<char>(v | 0x80));
@@ -350,6 +353,15 @@ std::string WithPadding(const std::string& s, size_t pad) {
   for (const SectionEntry& e : Sections(s)) {
     if (e.kind == 7) continue;
     if (e.kind == 5 && pad > 0) add(7, std::string(pad, '\0'));
+    if (e.kind == 5 && version1) {
+      const size_t at = FloatsOffset(s, e);
+      std::string v(s.data() + e.offset, at - e.offset);
+      for (size_t i = at; i < e.offset + e.size; i += 2) {
+        PutFixed32(&v, std::bit_cast<uint32_t>(HalfToFloat(static_cast<uint16_t>(DecodeFixed32(s.data() + i) & 0xffff))));
+      }
+      add(e.kind, v);
+      continue;
+    }
     add(e.kind, std::string_view(s.data() + e.offset, e.size));
   }
   std::string dir;
@@ -362,14 +374,14 @@ std::string WithPadding(const std::string& s, size_t pad) {
   PutFixed64(&footer, dir_offset);
   PutFixed64(&footer, dir.size());
   PutFixed64(&footer, Checksum64(dir));
-  PutFixed32(&footer, DecodeFixed32(old_footer + 24));  // the version
+  PutFixed32(&footer, version1 ? 1 : DecodeFixed32(old_footer + 24));  // the version
   PutFixed32(&footer, Checksum32(footer));
   footer.append(old_footer + 32, 8);  // the magic
   out.append(footer);
   return out;
 }
 
-// A writer puts the floats at a multiple of 64 bytes, so a reader uses them
+// A writer puts the vectors at a multiple of 64 bytes, so a reader uses them
 // in place; a file without that padding (an earlier writer's) reads the
 // same, through a copy.
 TEST(SegmentTest, VectorsAreAlignedAndUnalignedOnesStillRead) {
@@ -384,13 +396,13 @@ TEST(SegmentTest, VectorsAreAlignedAndUnalignedOnesStillRead) {
   ASSERT_NE(vectors, sections.end());
   EXPECT_EQ(FloatsOffset(padded, *vectors) % 64, 0u);
 
-  // Unpadded, with the floats off a multiple of 4 (as they mostly were).
+  // Unpadded, with the binary16 values off a multiple of 2.
   std::string unpadded = WithPadding(padded, 0);
   {
     const std::vector<SectionEntry> u = Sections(unpadded);
     auto v = std::find_if(u.begin(), u.end(), [](const SectionEntry& e) { return e.kind == 5; });
     ASSERT_NE(v, u.end());
-    if (FloatsOffset(unpadded, *v) % 4 == 0) unpadded = WithPadding(padded, 1);
+    if (FloatsOffset(unpadded, *v) % 2 == 0) unpadded = WithPadding(padded, 1);
   }
   std::shared_ptr<Segment> a, b;
   ASSERT_TRUE(Segment::OpenContents(padded, "a.idx", &a).ok());
@@ -624,6 +636,114 @@ TEST(SegmentTest, KeyIndexed) {
   EXPECT_TRUE(KeyIndexed(c, "user:"));
   EXPECT_FALSE(KeyIndexed(c, "do"));
   EXPECT_FALSE(KeyIndexed(c, "other"));
+}
+
+// Version 2 stores vectors as binary16; version 1 segments (float32) still
+// open, and answer as the same docs written by version 2 do.
+TEST(SegmentTest, Version1SegmentsStillRead) {
+  for (const size_t docs : {size_t{500}, size_t{1200}}) {
+    Fixture f(64);
+    f.config.hnsw_min_vectors = 1000;  // the second round has a graph
+    f.MakeDocs(docs, 23);
+    SegmentWriter writer(f.config);
+    for (const auto& d : f.ref.docs) writer.Add(d);
+    std::string v2;
+    ASSERT_TRUE(writer.Finish(&v2).ok());
+    EXPECT_EQ(DecodeFixed32(v2.data() + v2.size() - 16), 2u);
+    const std::string v1 = WithPadding(v2, 0, /*version1=*/true);
+    EXPECT_EQ(DecodeFixed32(v1.data() + v1.size() - 16), 1u);
+    EXPECT_GT(v1.size(), v2.size());
+    std::shared_ptr<Segment> a, b;
+    ASSERT_TRUE(Segment::OpenContents(v2, "a.idx", &a).ok());
+    Status s = Segment::OpenContents(v1, "b.idx", &b);
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_EQ(a->has_hnsw(), docs >= 1000);
+    EXPECT_EQ(b->has_hnsw(), docs >= 1000);
+    std::mt19937_64 rng(24);
+    for (int q = 0; q < 20; q++) {
+      std::vector<std::vector<float>> qv;
+      ASSERT_TRUE(f.embedder->Embed({RandomText(rng, 3)}, &qv).ok());
+      std::vector<Candidate> ga, gb;
+      a->NearestVectors(qv[0].data(), 64, 10, UINT64_MAX, &ga);
+      b->NearestVectors(qv[0].data(), 64, 10, UINT64_MAX, &gb);
+      ASSERT_EQ(ga.size(), gb.size());
+      for (size_t i = 0; i < ga.size(); i++) {
+        EXPECT_EQ(ga[i].key, gb[i].key);
+        EXPECT_EQ(ga[i].score, gb[i].score);
+      }
+    }
+    for (const auto& d : f.ref.docs) {
+      AnalyzedDoc db;
+      ASSERT_TRUE(b->FindDoc(d.key, d.seq, &db));
+      EXPECT_EQ(db.vector, d.vector);
+    }
+  }
+  // A version from the future is corruption (the engine rebuilds the segment).
+  Fixture f(16);
+  f.MakeDocs(50, 25);
+  SegmentWriter writer(f.config);
+  for (const auto& d : f.ref.docs) writer.Add(d);
+  std::string contents;
+  ASSERT_TRUE(writer.Finish(&contents).ok());
+  char* footer = contents.data() + contents.size() - 40;
+  EncodeFixed32(footer + 24, 3);
+  EncodeFixed32(footer + 28, Checksum32(std::string_view(footer, 28)));
+  std::shared_ptr<Segment> c;
+  EXPECT_TRUE(Segment::OpenContents(contents, "c.idx", &c).IsCorruption());
+}
+
+TEST(HalfTest, EveryHalfRoundTrips) {
+  for (uint32_t h = 0; h < 0x10000; h++) {
+    const float f = HalfToFloat(static_cast<uint16_t>(h));
+    if (std::isnan(f)) {
+      EXPECT_TRUE(std::isnan(HalfToFloat(FloatToHalf(f))));
+      continue;
+    }
+    ASSERT_EQ(FloatToHalf(f), h) << h;
+    uint16_t out = 0;
+    FloatsToHalves(&f, 1, &out);
+    ASSERT_EQ(out, h);
+  }
+}
+
+TEST(HalfTest, RoundsToNearestEven) {
+  EXPECT_EQ(FloatToHalf(1.0f), 0x3c00);
+  EXPECT_EQ(FloatToHalf(-2.0f), 0xc000);
+  EXPECT_EQ(FloatToHalf(65504.0f), 0x7bff);
+  EXPECT_EQ(FloatToHalf(65520.0f), 0x7c00);  // the tie above the largest half goes to infinity
+  EXPECT_EQ(FloatToHalf(1.0f + 0x1p-11f), 0x3c00);  // a tie: to the even one
+  EXPECT_EQ(FloatToHalf(1.0f + 3 * 0x1p-11f), 0x3c02);
+  EXPECT_EQ(FloatToHalf(0x1p-24f), 0x0001);  // the smallest subnormal
+  EXPECT_EQ(FloatToHalf(0x1p-25f), 0x0000);  // a tie with zero
+  EXPECT_EQ(FloatToHalf(0x1.8p-25f), 0x0001);
+  EXPECT_EQ(FloatToHalf(0x1p-14f - 0x1p-26f), 0x0400);  // rounds up into the normals
+  // The vectorised conversion (F16C where compiled for it) agrees with the
+  // scalar one on random floats of every magnitude.
+  std::mt19937_64 rng(26);
+  std::vector<float> in(4099);
+  for (float& x : in) {
+    const uint32_t bits = static_cast<uint32_t>(rng());
+    x = std::bit_cast<float>((bits & 0x80000000u) | ((0x60u + (bits >> 24) % 0x30u) << 23) | (bits & 0x7fffff));
+  }
+  std::vector<uint16_t> halves(in.size());
+  FloatsToHalves(in.data(), in.size(), halves.data());
+  std::vector<float> back(in.size());
+  HalvesToFloats(halves.data(), halves.size(), back.data());
+  for (size_t i = 0; i < in.size(); i++) {
+    ASSERT_EQ(halves[i], FloatToHalf(in[i])) << in[i];
+    ASSERT_EQ(back[i], HalfToFloat(halves[i]));
+  }
+  // The dot product of a binary16 vector with a float one, tail included.
+  std::vector<float> a(259), b(259);
+  for (size_t i = 0; i < a.size(); i++) {
+    a[i] = std::uniform_real_distribution<float>(-0.2f, 0.2f)(rng);
+    b[i] = std::uniform_real_distribution<float>(-0.2f, 0.2f)(rng);
+  }
+  std::vector<uint16_t> ah(a.size());
+  FloatsToHalves(a.data(), a.size(), ah.data());
+  double want = 0;
+  for (size_t i = 0; i < a.size(); i++) want += static_cast<double>(HalfToFloat(ah[i])) * b[i];
+  EXPECT_NEAR(DotProductHalf(ah.data(), b.data(), a.size()), want, 1e-5);
 }
 
 }  // namespace

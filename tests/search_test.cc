@@ -21,6 +21,11 @@
 namespace kvstore {
 namespace {
 
+// Indexes keep vectors as binary16 (docs/format/index.md): each component
+// within 2^-11 of the float, so a unit vector's cosine with itself is
+// within 2^-11 of 1.
+constexpr double kSelfCosineTolerance = 0x1p-11 + 1e-6;
+
 uint64_t EnvOr(const char* name, uint64_t fallback) {
   const char* v = std::getenv(name);
   return v != nullptr ? std::strtoull(v, nullptr, 10) : fallback;
@@ -135,7 +140,7 @@ TEST_F(SearchTest, FindsWhatWasWrittenAndForgetsWhatWasOverwritten) {
   ASSERT_TRUE(db_->SemanticSearchByVector(Embed("\"slow green turtle\""), so, &hits).ok());
   ASSERT_EQ(hits.size(), 1u);
   EXPECT_EQ(hits[0].key, "a");
-  EXPECT_NEAR(hits[0].score, 1.0, 1e-4);
+  EXPECT_NEAR(hits[0].score, 1.0, kSelfCosineTolerance);
 }
 
 // Batches big enough for the writer to share their analysis with the
@@ -185,7 +190,7 @@ TEST_F(SearchTest, BigBatchesFromManyWritersAreIndexedDocByDoc) {
           ASSERT_TRUE(db_->SemanticSearchByVector(Embed(value(w, b, i)), so, &hits).ok());
           ASSERT_EQ(hits.size(), 1u);
           EXPECT_EQ(hits[0].key, key);
-          EXPECT_NEAR(hits[0].score, 1.0, 1e-4);
+          EXPECT_NEAR(hits[0].score, 1.0, kSelfCosineTolerance);
         }
       }
     }
@@ -268,8 +273,13 @@ TEST_F(SearchTest, AgreesWithBruteForce) {
     }
   };
 
+  // The most index segments any check searched: whether the last round's
+  // writes fill a memtable is a matter of a few bytes of accounting, so the
+  // count at the end alone says little.
+  uint64_t most_segments = 0;
   auto check = [&](const char* when) {
     SCOPED_TRACE(when);
+    most_segments = std::max(most_segments, db_->GetStats().index_segments);
     // Exact.
     for (int i = 0; i < 20; i++) {
       const std::string target = "exact" + std::to_string(i);
@@ -335,12 +345,16 @@ TEST_F(SearchTest, AgreesWithBruteForce) {
       ASSERT_TRUE(db_->SemanticSearchByVector(qv, so, &hits).ok());
       const size_t n = std::min<size_t>(10, scored.size());
       ASSERT_EQ(hits.size(), n);
-      // Ties at the 10th score may pick either key: count by score.
+      // Ties at the 10th score may pick either key: count a hit whose
+      // brute-force score reaches the 10th (by key: the index's own score
+      // is that of its binary16 copy of the vector, within 2^-11).
       const double tenth = n > 0 ? scored[n - 1].first : 0;
+      std::map<std::string, double> truth;
+      for (const auto& [dot, k] : scored) truth[k] = dot;
       size_t found = 0;
       for (const auto& h : hits) {
         ASSERT_TRUE(model.count(h.key)) << "a deleted key came back: " << h.key;
-        if (h.score >= tenth - 1e-5) found++;
+        if (truth[h.key] >= tenth - 1e-5) found++;
       }
       recall_sum += n > 0 ? static_cast<double>(std::min(found, n)) / n : 1.0;
     }
@@ -380,7 +394,7 @@ TEST_F(SearchTest, AgreesWithBruteForce) {
       check("after reopen");
     }
   }
-  EXPECT_GT(db_->GetStats().index_segments, 1u);
+  EXPECT_GT(most_segments, 1u);
 }
 
 }  // namespace
