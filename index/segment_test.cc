@@ -384,6 +384,25 @@ std::string WithPadding(const std::string& s, size_t pad, bool version1 = false)
 // A writer puts the vectors at a multiple of 64 bytes, so a reader uses them
 // in place; a file without that padding (an earlier writer's) reads the
 // same, through a copy.
+// Two segments of the same docs answer 20 random nearest-vector queries
+// alike: same keys, seqs and scores, in the same order.
+void ExpectSameNearest(const Fixture& f, const Segment& a, const Segment& b, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  for (int q = 0; q < 20; q++) {
+    std::vector<std::vector<float>> qv;
+    ASSERT_TRUE(f.embedder->Embed({RandomText(rng, 3)}, &qv).ok());
+    std::vector<Candidate> ga, gb;
+    a.NearestVectors(qv[0].data(), 64, 10, UINT64_MAX, &ga);
+    b.NearestVectors(qv[0].data(), 64, 10, UINT64_MAX, &gb);
+    ASSERT_EQ(ga.size(), gb.size());
+    for (size_t i = 0; i < ga.size(); i++) {
+      EXPECT_EQ(ga[i].key, gb[i].key);
+      EXPECT_EQ(ga[i].seq, gb[i].seq);
+      EXPECT_EQ(ga[i].score, gb[i].score);
+    }
+  }
+}
+
 TEST(SegmentTest, VectorsAreAlignedAndUnalignedOnesStillRead) {
   Fixture f(64);
   f.MakeDocs(500, 21);
@@ -408,20 +427,7 @@ TEST(SegmentTest, VectorsAreAlignedAndUnalignedOnesStillRead) {
   ASSERT_TRUE(Segment::OpenContents(padded, "a.idx", &a).ok());
   Status s = Segment::OpenContents(unpadded, "b.idx", &b);
   ASSERT_TRUE(s.ok()) << s.ToString();
-  std::mt19937_64 rng(22);
-  for (int q = 0; q < 20; q++) {
-    std::vector<std::vector<float>> qv;
-    ASSERT_TRUE(f.embedder->Embed({RandomText(rng, 3)}, &qv).ok());
-    std::vector<Candidate> ga, gb;
-    a->NearestVectors(qv[0].data(), 64, 10, UINT64_MAX, &ga);
-    b->NearestVectors(qv[0].data(), 64, 10, UINT64_MAX, &gb);
-    ASSERT_EQ(ga.size(), gb.size());
-    for (size_t i = 0; i < ga.size(); i++) {
-      EXPECT_EQ(ga[i].key, gb[i].key);
-      EXPECT_EQ(ga[i].seq, gb[i].seq);
-      EXPECT_EQ(ga[i].score, gb[i].score);
-    }
-  }
+  ExpectSameNearest(f, *a, *b, 22);
   for (const auto& d : f.ref.docs) {
     AnalyzedDoc da, db;
     ASSERT_TRUE(a->FindDoc(d.key, d.seq, &da));
@@ -659,19 +665,7 @@ TEST(SegmentTest, Version1SegmentsStillRead) {
     ASSERT_TRUE(s.ok()) << s.ToString();
     EXPECT_EQ(a->has_hnsw(), docs >= 1000);
     EXPECT_EQ(b->has_hnsw(), docs >= 1000);
-    std::mt19937_64 rng(24);
-    for (int q = 0; q < 20; q++) {
-      std::vector<std::vector<float>> qv;
-      ASSERT_TRUE(f.embedder->Embed({RandomText(rng, 3)}, &qv).ok());
-      std::vector<Candidate> ga, gb;
-      a->NearestVectors(qv[0].data(), 64, 10, UINT64_MAX, &ga);
-      b->NearestVectors(qv[0].data(), 64, 10, UINT64_MAX, &gb);
-      ASSERT_EQ(ga.size(), gb.size());
-      for (size_t i = 0; i < ga.size(); i++) {
-        EXPECT_EQ(ga[i].key, gb[i].key);
-        EXPECT_EQ(ga[i].score, gb[i].score);
-      }
-    }
+    ExpectSameNearest(f, *a, *b, 24);
     for (const auto& d : f.ref.docs) {
       AnalyzedDoc db;
       ASSERT_TRUE(b->FindDoc(d.key, d.seq, &db));
