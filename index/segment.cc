@@ -225,33 +225,12 @@ constexpr size_t kHnswEfSearch = 96;
 constexpr size_t kHnswMaxLevel = 32;
 constexpr uint32_t kMaxDimension = 1 << 16;
 
-void PutVarint64(std::string* dst, uint64_t v) {
-  while (v >= 0x80) {
-    dst->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  dst->push_back(static_cast<char>(v));
-}
-
 // Bounds-checked decoding: every getter fails instead of reading past the end.
 class Reader {
  public:
   explicit Reader(std::string_view in) : in_(in) {}
   bool U32(uint32_t* v) { return GetVarint32(&in_, v); }
-  bool U64(uint64_t* v) {
-    uint64_t result = 0;
-    for (uint32_t shift = 0; shift <= 63 && !in_.empty(); shift += 7) {
-      uint64_t byte = static_cast<unsigned char>(in_[0]);
-      in_.remove_prefix(1);
-      if (shift == 63 && byte > 1) return false;
-      result |= (byte & 0x7f) << shift;
-      if (!(byte & 0x80)) {
-        *v = result;
-        return true;
-      }
-    }
-    return false;
-  }
+  bool U64(uint64_t* v) { return GetVarint64(&in_, v); }
   bool Fixed64(uint64_t* v) {
     if (in_.size() < 8) return false;
     *v = DecodeFixed64(in_.data());

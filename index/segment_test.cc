@@ -298,22 +298,12 @@ struct SectionEntry {
 std::vector<SectionEntry> Sections(const std::string& s) {
   const size_t footer = s.size() - 40;
   std::string_view dir(s.data() + DecodeFixed64(s.data() + footer), DecodeFixed64(s.data() + footer + 8));
-  auto get64 = [&](uint64_t* v) {
-    *v = 0;
-    for (int shift = 0; !dir.empty(); shift += 7) {
-      uint64_t b = static_cast<unsigned char>(dir[0]);
-      dir.remove_prefix(1);
-      *v |= (b & 0x7f) << shift;
-      if (!(b & 0x80)) return true;
-    }
-    return false;
-  };
   std::vector<SectionEntry> out;
   uint32_t count = 0;
   EXPECT_TRUE(GetVarint32(&dir, &count));
   for (uint32_t i = 0; i < count; i++) {
     SectionEntry e{};
-    EXPECT_TRUE(GetVarint32(&dir, &e.kind) && get64(&e.offset) && get64(&e.size) && dir.size() >= 8);
+    EXPECT_TRUE(GetVarint32(&dir, &e.kind) && GetVarint64(&dir, &e.offset) && GetVarint64(&dir, &e.size) && dir.size() >= 8);
     dir.remove_prefix(8);
     out.push_back(e);
   }
@@ -534,20 +524,10 @@ std::string Reseal(std::string s) {
   std::string_view dir(s.data() + dir_offset, dir_size);
   uint32_t count = 0;
   if (!GetVarint32(&dir, &count)) return s;
-  auto get64 = [&](uint64_t* v) {
-    *v = 0;
-    for (int shift = 0; !dir.empty(); shift += 7) {
-      uint64_t b = static_cast<unsigned char>(dir[0]);
-      dir.remove_prefix(1);
-      *v |= (b & 0x7f) << shift;
-      if (!(b & 0x80)) return true;
-    }
-    return false;
-  };
   for (uint32_t i = 0; i < count; i++) {
     uint32_t kind;
     uint64_t offset, size;
-    if (!GetVarint32(&dir, &kind) || !get64(&offset) || !get64(&size) || dir.size() < 8) return s;
+    if (!GetVarint32(&dir, &kind) || !GetVarint64(&dir, &offset) || !GetVarint64(&dir, &size) || dir.size() < 8) return s;
     if (offset + size <= s.size()) {
       EncodeFixed64(const_cast<char*>(dir.data()), Checksum64(std::string_view(s.data() + offset, size), kind));
     }

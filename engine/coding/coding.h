@@ -83,6 +83,34 @@ inline bool GetVarint32(std::string_view* input, uint32_t* value) {
   return true;
 }
 
+inline void PutVarint64(std::string* dst, uint64_t v) {
+  char buf[10];
+  int n = 0;
+  while (v >= 0x80) {
+    buf[n++] = static_cast<char>(v | 0x80);
+    v >>= 7;
+  }
+  buf[n++] = static_cast<char>(v);
+  dst->append(buf, static_cast<size_t>(n));
+}
+
+// Consumes a varint64 from the front of *input; false when it is truncated
+// or overflows 64 bits.
+inline bool GetVarint64(std::string_view* input, uint64_t* value) {
+  uint64_t result = 0;
+  for (uint32_t shift = 0; shift <= 63 && !input->empty(); shift += 7) {
+    const uint64_t byte = static_cast<unsigned char>(input->front());
+    input->remove_prefix(1);
+    if (shift == 63 && byte > 1) return false;
+    result |= (byte & 0x7f) << shift;
+    if ((byte & 0x80) == 0) {
+      *value = result;
+      return true;
+    }
+  }
+  return false;
+}
+
 // Consumes a varint32 length and that many bytes from the front of *input.
 inline bool GetLengthPrefixed(std::string_view* input, std::string_view* result) {
   uint32_t len;

@@ -9,31 +9,6 @@
 
 namespace kvstore::sstable {
 
-void PutVarint64(std::string* dst, uint64_t v) {
-  char buf[10];
-  int n = 0;
-  while (v >= 0x80) {
-    buf[n++] = static_cast<char>(v | 0x80);
-    v >>= 7;
-  }
-  buf[n++] = static_cast<char>(v);
-  dst->append(buf, static_cast<size_t>(n));
-}
-
-bool GetVarint64(std::string_view* input, uint64_t* value) {
-  uint64_t result = 0;
-  for (uint32_t shift = 0; shift <= 63 && !input->empty(); shift += 7) {
-    uint64_t byte = static_cast<unsigned char>(input->front());
-    input->remove_prefix(1);
-    result |= (byte & 0x7f) << shift;
-    if ((byte & 0x80) == 0) {
-      *value = result;
-      return true;
-    }
-  }
-  return false;
-}
-
 void BlockHandle::EncodeTo(std::string* dst) const {
   PutVarint64(dst, offset);
   PutVarint64(dst, size);

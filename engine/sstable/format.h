@@ -63,8 +63,4 @@ struct BlockContents {
 Status ReadBlock(const RandomAccessFile& file, const std::string& file_name, const BlockHandle& handle,
                  std::shared_ptr<const BlockContents>* result);
 
-// varint64, used only by handles.
-void PutVarint64(std::string* dst, uint64_t v);
-bool GetVarint64(std::string_view* input, uint64_t* value);
-
 }  // namespace kvstore::sstable

@@ -14,8 +14,6 @@ enum Tag : uint32_t {
   kDeletedFile = 4,
   kNewFile = 5,
 };
-using sstable::GetVarint64;
-using sstable::PutVarint64;
 }  // namespace
 
 void VersionEdit::EncodeTo(std::string* dst) const {
