@@ -125,6 +125,7 @@ std::string Record::ToJson() const {
                       {"seconds", seconds}, {"ops_per_sec", ops_per_sec}, {"mb_per_sec", mb_per_sec},
                       {"p50_us", p50_us},   {"p90_us", p90_us},         {"p99_us", p99_us},
                       {"p999_us", p999_us}, {"max_us", max_us}};
+  if (server_cpu_us > 0) j["server_cpu_us"] = server_cpu_us;
   if (group == "durability") {
     j["acknowledged"] = acknowledged;
     j["lost"] = lost;
@@ -151,17 +152,26 @@ std::string MarkdownSummary(const std::vector<Record>& records, const std::strin
   std::string md = header;
   std::string group;
   std::vector<std::string> peers;
+  bool cpu = false;  // the group shows the servers' CPU per op
+  auto cpu_cell = [&cpu](const Record& r) -> std::string {
+    if (!cpu) return "";
+    return r.server_cpu_us > 0 ? " " + Fmt("%.1f µs", r.server_cpu_us) + " |" : " — |";
+  };
   for (const Record& r : records) {
     if (r.system != "kvstore") continue;
     if (r.group == "durability") continue;
     if (r.group != group) {
       group = r.group;
       peers = group_peers[group];
-      md += "\n### " + group + "\n\n| workload | parameters | kvstore ops/s | p50 | p99 |";
-      std::string rule = "\n|---|---|---|---|---|";
+      cpu = std::any_of(records.begin(), records.end(),
+                        [&](const Record& q) { return q.group == group && q.server_cpu_us > 0; });
+      const std::string cpu_column = cpu ? " CPU/op |" : "";
+      const std::string cpu_rule = cpu ? "---|" : "";
+      md += "\n### " + group + "\n\n| workload | parameters | kvstore ops/s | p50 | p99 |" + cpu_column;
+      std::string rule = "\n|---|---|---|---|---|" + cpu_rule;
       for (const std::string& p : peers) {
-        md += " " + p + " ops/s | p50 | p99 | kvstore / " + p + " |";
-        rule += "---|---|---|---|";
+        md += " " + p + " ops/s | p50 | p99 |" + cpu_column + " kvstore / " + p + " |";
+        rule += "---|---|---|" + cpu_rule + "---|";
       }
       md += rule + "\n";
     }
@@ -169,15 +179,17 @@ std::string MarkdownSummary(const std::vector<Record>& records, const std::strin
     if (r.mb_per_sec >= 1 && r.value_size >= 1024) rate += " (" + Fmt("%.0f", r.mb_per_sec) + " MB/s)";
     if (r.errors > 0) rate += " ⚠ " + std::to_string(r.errors) + " errors";
     if (r.misses > 0) rate += " (" + std::to_string(r.misses) + " misses)";
-    md += "| " + r.workload + " | " + Params(r) + " | " + rate + " | " + Micros(r.p50_us) + " | " + Micros(r.p99_us) + " |";
+    md += "| " + r.workload + " | " + Params(r) + " | " + rate + " | " + Micros(r.p50_us) + " | " + Micros(r.p99_us) +
+          " |" + cpu_cell(r);
     for (const std::string& p : peers) {
       auto it = peer.find(p + "|" + r.Key());
       if (it == peer.end()) {
-        md += " — | | | |";
+        md += std::string(" — | | |") + (cpu ? " |" : "") + " |";
       } else {
         const Record& q = *it->second;
         md += " " + Rate(q.ops_per_sec) + (q.errors > 0 ? " ⚠ errors" : "") + " | " + Micros(q.p50_us) + " | " +
-              Micros(q.p99_us) + " | " + (q.ops_per_sec > 0 ? Fmt("%.2f×", r.ops_per_sec / q.ops_per_sec) : "—") + " |";
+              Micros(q.p99_us) + " |" + cpu_cell(q) + " " +
+              (q.ops_per_sec > 0 ? Fmt("%.2f×", r.ops_per_sec / q.ops_per_sec) : "—") + " |";
       }
     }
     md += "\n";

@@ -24,6 +24,11 @@ struct Record {
   double ops_per_sec = 0;
   double mb_per_sec = 0;
   double p50_us = 0, p90_us = 0, p99_us = 0, p999_us = 0, max_us = 0;
+  // CPU the server process used per op while measured (user + system, all
+  // its threads, background work included); 0 when unknown (not a process
+  // the harness started). Unlike ops/s it barely moves when other work
+  // shares the cores.
+  double server_cpu_us = 0;
   // durability only
   uint64_t acknowledged = 0, lost = 0;
 

@@ -342,6 +342,7 @@ struct System {
   std::function<std::unique_ptr<Driver>()> connect = {};
   std::function<bool()> crash_and_restart = {};  // empty: not ours to kill
   std::function<std::string()> notes = {};       // the server's own account of the run
+  std::function<pid_t()> pid = {};                // the server process, when the harness started it
   bool searches = false;
 };
 
@@ -388,6 +389,8 @@ Record Measure(const System& sys, const Workload& w, double max_seconds) {
   int live = 0;
   uint64_t progress = 0;
   // Connecting is not part of the measurement.
+  const pid_t server_pid = sys.pid ? sys.pid() : -1;
+  const double server_cpu_before = ProcessCpuSeconds(server_pid);
   const Clock::time_point start = Clock::now();
   const Clock::time_point deadline =
       start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(max_seconds));
@@ -516,6 +519,10 @@ Record Measure(const System& sys, const Workload& w, double max_seconds) {
     }
   }
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  const double server_cpu_after = ProcessCpuSeconds(server_pid);
+  if (server_cpu_before >= 0 && server_cpu_after >= 0 && r.ops > 0) {
+    r.server_cpu_us = (server_cpu_after - server_cpu_before) * 1e6 / static_cast<double>(r.ops);
+  }
   if (tty) std::fprintf(stderr, "\r%100s\r", "");
   ::close(ep);
   if (failed) r.errors++;
@@ -974,6 +981,7 @@ int RunSuite(const SuiteOptions& o) {
         return 1;
       }
       address = server->address();
+      kv.pid = [&server] { return server->pid(); };
       kv.crash_and_restart = [&server] {
         server->Stop(SIGKILL);
         return server->Start();
@@ -996,6 +1004,7 @@ int RunSuite(const SuiteOptions& o) {
         redis_version = RedisVersion();
         const int port = redis->port();
         r.connect = [port] { return RedisDriver::Connect(port); };
+        r.pid = [&redis] { return redis->pid(); };
         r.crash_and_restart = [&redis] {
           redis->Stop(SIGKILL);
           return redis->Start();

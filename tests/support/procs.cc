@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <set>
@@ -59,6 +60,28 @@ std::pair<int, int> EphemeralRange() {
 }
 
 }  // namespace
+
+double ProcessCpuSeconds(pid_t pid) {
+  if (pid <= 0) return -1;
+  // Per thread, in nanoseconds (/proc/<pid>/stat counts clock ticks, too
+  // coarse for a measurement of a second). Threads that have exited no
+  // longer count; a server's threads live as long as it does.
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  std::error_code ec;
+  uint64_t nanos = 0;
+  bool any = false;
+  for (const auto& entry : fs::directory_iterator(tasks, ec)) {
+    FILE* f = std::fopen((entry.path().string() + "/schedstat").c_str(), "r");
+    if (f == nullptr) continue;  // the thread just exited
+    unsigned long long on_cpu = 0;
+    if (std::fscanf(f, "%llu", &on_cpu) == 1) {
+      nanos += on_cpu;
+      any = true;
+    }
+    std::fclose(f);
+  }
+  return any && !ec ? static_cast<double>(nanos) / 1e9 : -1;
+}
 
 uint16_t FreePort() {
   // A port the kernel hands out for bind(0) comes from the ephemeral range,

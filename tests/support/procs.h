@@ -17,6 +17,10 @@
 
 namespace kvbench {
 
+// CPU seconds that the live threads of process pid have used so far
+// (/proc/<pid>/task/*/schedstat); negative when it cannot be read.
+double ProcessCpuSeconds(pid_t pid);
+
 // A free TCP port on 127.0.0.1, below the ephemeral range so that no
 // outgoing connection takes it before the server binds it.
 uint16_t FreePort();
@@ -92,6 +96,7 @@ class RedisProcess {
   bool Stop(int sig);
   int port() const { return port_; }
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
 
  private:
   std::string dir_;
