@@ -1,6 +1,14 @@
 // MemTable: the in-memory write buffer, a skiplist of internal keys over an
 // arena. Entries are encoded as
-//   varint32 internal_key_size | user_key | tag fixed64 | varint32 value_size | value
+//   chain link (8 bytes) | varint32 internal_key_size | user_key | tag fixed64 |
+//   varint32 value_size | value
+//
+// Point lookups go through a hash index beside the skiplist: each bucket
+// chains the newest entry of each of its user keys through the entries'
+// chain links. A get of a key in a 100k-key memtable then reads one or two
+// entries instead of the skiplist's ~17 nodes, each a cache miss; the
+// skiplist serves scans, and lookups at a snapshot older than the key's
+// newest version.
 //
 // Thread safety: one writer at a time (the DB's write leader) calls Add;
 // Get, iterators and the accessors run concurrently with it, lock-free.
@@ -62,9 +70,20 @@ class MemTable {
   using Table = SkipList<KeyComparator>;
   class Iter;
 
+  using Link = std::atomic<const char*>;
+  static Link* LinkOf(const char* entry) { return reinterpret_cast<Link*>(const_cast<char*>(entry)); }
+  Link& BucketOf(std::string_view user_key) const;
+  // Puts the new entry in its key's bucket's chain, in place of replaced
+  // (the key's previous newest entry) when there is one.
+  void Chain(Link* bucket, const char* entry, const char* replaced);
+  // The newest entry of key with sequence <= seq, through the skiplist.
+  const char* FindInSkipList(std::string_view key, SequenceNumber seq) const;
+
   const uint64_t wal_number_;
   Arena arena_;
   Table table_;
+  Link* buckets_;  // in arena_
+  size_t bucket_mask_;
   std::string largest_;  // the largest internal key (writer only)
   std::atomic<uint64_t> entries_{0};
   std::atomic<int64_t> live_keys_{0};

@@ -4,11 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <map>
 #include <random>
 #include <thread>
+#include <vector>
 
 namespace kvstore {
 namespace {
@@ -203,6 +205,93 @@ TEST(MemTableTest, ConcurrentReadersDuringWrites) {
     int idx = order[i];
     mem.Add(static_cast<SequenceNumber>(i + 1), ValueType::kValue, key_of(idx), std::to_string(idx));
     published.store(i + 1, std::memory_order_release);
+  }
+  done = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(mem.live_keys(), kKeys);
+}
+
+// Many keys per hash bucket (a small budget gives the fewest buckets), keys
+// overwritten and deleted over and over: a lookup at every snapshot finds
+// what the history says, whether the hash chain answers (the newest
+// version) or the skiplist (an older one).
+TEST(MemTableTest, LookupsAtEverySnapshotMatchTheHistory) {
+  MemTable mem(1, /*budget=*/4096);
+  struct Version {
+    SequenceNumber seq;
+    bool deleted;
+    std::string value;
+  };
+  std::map<std::string, std::vector<Version>> history;
+  std::mt19937 rng(7);
+  constexpr SequenceNumber kWrites = 6000;
+  for (SequenceNumber seq = 1; seq <= kWrites; seq++) {
+    std::string key = "key" + std::to_string(rng() % 500);
+    const bool deleted = rng() % 5 == 0;
+    std::string value = deleted ? "" : "v" + std::to_string(seq);
+    mem.Add(seq, deleted ? ValueType::kDeletion : ValueType::kValue, key, value);
+    history[key].push_back({seq, deleted, value});
+  }
+  std::string v;
+  for (int probe = 0; probe < 20000; probe++) {
+    std::string key = "key" + std::to_string(rng() % 520);  // some never written
+    const SequenceNumber snapshot = rng() % (kWrites + 10);
+    const Version* expected = nullptr;
+    for (const Version& version : history[key]) {
+      if (version.seq <= snapshot) expected = &version;
+    }
+    SequenceNumber found_seq = 0;
+    const MemTable::Lookup r = mem.Get(key, snapshot, &v, &found_seq);
+    if (expected == nullptr) {
+      ASSERT_EQ(r, MemTable::Lookup::kAbsent) << key << " at " << snapshot;
+      continue;
+    }
+    ASSERT_EQ(found_seq, expected->seq) << key << " at " << snapshot;
+    if (expected->deleted) {
+      ASSERT_EQ(r, MemTable::Lookup::kDeleted) << key << " at " << snapshot;
+    } else {
+      ASSERT_EQ(r, MemTable::Lookup::kFound) << key << " at " << snapshot;
+      ASSERT_EQ(v, expected->value);
+    }
+  }
+}
+
+// Readers at the newest snapshot and at older ones while the writer keeps
+// replacing the newest version of every key in the hash chains.
+TEST(MemTableTest, ConcurrentLookupsAtSnapshotsDuringOverwrites) {
+  MemTable mem(1, /*budget=*/1 << 16);
+  constexpr int kKeys = 300;
+  constexpr SequenceNumber kWrites = 200000;
+  // Write s puts key s % kKeys = "s": the newest version of key k at
+  // snapshot S is the largest s <= S with s % kKeys == k.
+  auto key_of = [](uint64_t k) { return "k" + std::to_string(k); };
+  std::atomic<SequenceNumber> published{0};
+  std::atomic<bool> done{false};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> readers;
+  for (int r = 0; r < 2; r++) {
+    readers.emplace_back([&, r] {
+      std::mt19937_64 rng(r + 11);
+      std::string v;
+      while (!done.load()) {
+        const SequenceNumber newest = published.load(std::memory_order_acquire);
+        const SequenceNumber snapshot = r == 0 ? newest : newest - std::min<SequenceNumber>(newest, rng() % 2000);
+        const uint64_t k = rng() % kKeys;
+        SequenceNumber expected = 0;
+        if (snapshot >= k) expected = snapshot - (snapshot - k) % kKeys;
+        const MemTable::Lookup got = mem.Get(key_of(k), snapshot, &v);
+        if (expected == 0) {
+          if (got != MemTable::Lookup::kAbsent) failures++;
+        } else if (got != MemTable::Lookup::kFound || v != std::to_string(expected)) {
+          failures++;
+        }
+      }
+    });
+  }
+  for (SequenceNumber s = 1; s <= kWrites; s++) {
+    mem.Add(s, ValueType::kValue, key_of(s % kKeys), std::to_string(s));
+    published.store(s, std::memory_order_release);
   }
   done = true;
   for (auto& t : readers) t.join();
