@@ -1,6 +1,8 @@
 #include "net/fast_request.h"
 
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 
 namespace kvstore::net {
 
@@ -30,6 +32,10 @@ class Scanner {
   bool PlainString(std::string_view* contents) {
     if (!Consume('"')) return false;
     const size_t start = i_;
+    // Eight bytes at a time while none of them is a quote, a backslash or a
+    // control character: values are most of a write request's bytes, and
+    // the byte loop was 7% of kvserver's CPU for bulk writes (no indexes).
+    while (s_.size() - i_ >= 8 && !MayEndString(Load8(i_))) i_ += 8;
     for (; i_ < s_.size(); ++i_) {
       const auto c = static_cast<unsigned char>(s_[i_]);
       if (c == '"') {
@@ -40,6 +46,22 @@ class Scanner {
       if (c == '\\' || c < 0x20) return false;
     }
     return false;
+  }
+
+  uint64_t Load8(size_t at) const {
+    uint64_t word;
+    std::memcpy(&word, s_.data() + at, sizeof word);
+    return word;
+  }
+
+  // Whether any byte of word is '"', '\\' or below 0x20. Each test is the
+  // exact "has a byte below n" trick (n <= 0x80) from Bit Twiddling Hacks:
+  // a zero result means no such byte, whatever the other bytes hold.
+  static bool MayEndString(uint64_t word) {
+    constexpr uint64_t kOnes = 0x0101010101010101ull, kHighs = 0x8080808080808080ull;
+    auto has_zero = [](uint64_t v) { return ((v - kOnes) & ~v & kHighs) != 0; };
+    const bool below_space = ((word - kOnes * 0x20) & ~word & kHighs) != 0;
+    return below_space || has_zero(word ^ (kOnes * '"')) || has_zero(word ^ (kOnes * '\\'));
   }
 
   // A scalar whose text is already canonical; *text is that text.

@@ -236,6 +236,40 @@ TEST(FastRequestTest, RefusesWhatItCannotReproduce) {
   EXPECT_EQ(f.value, "\"v\"");
 }
 
+// The string scan goes eight bytes at a time: a quote, a backslash or a
+// control character at every offset of keys and values of every length
+// around the word size is found where it is, never skipped over.
+TEST(FastRequestTest, StringEndsAndRefusalsAtEveryOffset) {
+  FastRequest f;
+  for (size_t len = 0; len <= 40; ++len) {
+    std::string body;
+    for (size_t i = 0; i < len; ++i) body += static_cast<char>('a' + i % 26);
+    const std::string plain = R"({"op":"set","key":")" + body + R"(","value":")" + body + R"("})";
+    ASSERT_TRUE(ParseFastRequest(plain, &f)) << plain;
+    EXPECT_EQ(f.key, body);
+    EXPECT_EQ(f.value, "\"" + body + "\"");
+    for (size_t at = 0; at < len; ++at) {
+      for (char special : {'\\', '\x01', '\x1f', '\t'}) {
+        std::string bad = body;
+        bad[at] = special;
+        const std::string in_key = R"({"op":"set","key":")" + bad + R"(","value":"v"})";
+        EXPECT_FALSE(ParseFastRequest(in_key, &f)) << len << " " << at << " " << int(special);
+        const std::string in_value = R"({"op":"set","key":"k","value":")" + bad + R"("})";
+        EXPECT_FALSE(ParseFastRequest(in_value, &f)) << len << " " << at << " " << int(special);
+      }
+      // A quote ends the key early: the rest no longer parses as JSON.
+      std::string cut = body;
+      cut[at] = '"';
+      EXPECT_FALSE(ParseFastRequest(R"({"op":"get","key":")" + cut + R"("})", &f)) << len << " " << at;
+      ASSERT_TRUE(ParseFastRequest(R"({"op":"get","key":")" + body.substr(0, at) + R"("})", &f));
+      EXPECT_EQ(f.key, body.substr(0, at));
+    }
+  }
+  // Bytes above 0x7f (UTF-8) are plain string bytes.
+  ASSERT_TRUE(ParseFastRequest("{\"op\":\"get\",\"key\":\"\xc3\xa9t\xc3\xa9 caf\xc3\xa9 \xe2\x82\xac\"}", &f));
+  EXPECT_EQ(f.key, "\xc3\xa9t\xc3\xa9 caf\xc3\xa9 \xe2\x82\xac");
+}
+
 // One handler with the fast path, one without, each over its own DB: every
 // input, run in the same order through both, gives the same response, and
 // the stores end up the same.
