@@ -117,6 +117,10 @@ void MemTable::Add(SequenceNumber seq, ValueType type, std::string_view key,
 
 MemTable::Lookup MemTable::Get(std::string_view key, SequenceNumber seq, std::string* value,
                                SequenceNumber* found_seq) const {
+  // Reads served by the tables probe every memtable first: an empty one
+  // (just after a flush or an open) answers without a miss on its buckets.
+  // An entry visible at seq was counted before seq was published.
+  if (entries_.load(std::memory_order_relaxed) == 0) return Lookup::kAbsent;
   const char* entry = nullptr;
   for (const char* at = BucketOf(key).load(std::memory_order_acquire); at != nullptr;
        at = LinkOf(at)->load(std::memory_order_acquire)) {
