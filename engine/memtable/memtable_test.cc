@@ -299,5 +299,35 @@ TEST(MemTableTest, ConcurrentLookupsAtSnapshotsDuringOverwrites) {
   EXPECT_EQ(mem.live_keys(), kKeys);
 }
 
+// A memtable built in blocks recycled from a retired one (huge-page blocks
+// go back to a pool, not to the allocator, and are not zeroed) sees only
+// its own entries.
+TEST(MemTableTest, RecycledBlocksHoldNothingOfTheirLastMemtable) {
+  auto key_of = [](const char* prefix, int i) { return prefix + std::to_string(i); };
+  const std::string value(100, 'v');
+  const size_t pooled_before = HugeBlockPool::pooled();
+  {
+    MemTable old(1, /*budget=*/64 << 20);
+    for (int i = 0; i < 30000; i++) old.Add(static_cast<SequenceNumber>(i + 1), ValueType::kValue, key_of("old", i), value);
+  }
+  ASSERT_GT(HugeBlockPool::pooled(), pooled_before);  // its blocks wait for the next memtable
+  MemTable mem(2, /*budget=*/64 << 20);
+  for (int i = 0; i < 20000; i++) mem.Add(static_cast<SequenceNumber>(i + 1), ValueType::kValue, key_of("new", i), std::to_string(i));
+  std::string v;
+  for (int i = 0; i < 30000; i++) ASSERT_EQ(mem.Get(key_of("old", i), kMaxSequenceNumber, &v), MemTable::Lookup::kAbsent);
+  for (int i = 0; i < 20000; i++) {
+    ASSERT_EQ(mem.Get(key_of("new", i), kMaxSequenceNumber, &v), MemTable::Lookup::kFound);
+    ASSERT_EQ(v, std::to_string(i));
+  }
+  int count = 0;
+  auto it = mem.NewIterator();
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    ASSERT_TRUE(ExtractUserKey(it->key()).starts_with("new"));
+    count++;
+  }
+  EXPECT_EQ(count, 20000);
+  EXPECT_LE(HugeBlockPool::pooled(), HugeBlockPool::kMaxBlocks);
+}
+
 }  // namespace
 }  // namespace kvstore
