@@ -6,7 +6,15 @@ namespace kvstore::sstable {
 
 BlockIterator::BlockIterator(std::shared_ptr<const BlockContents> contents, KeyCompare compare)
     : contents_(std::move(contents)), compare_(compare) {
-  const std::string_view d = contents_->data;
+  Init(*contents_);
+}
+
+BlockIterator::BlockIterator(const BlockContents* contents, KeyCompare compare) : compare_(compare) {
+  Init(*contents);
+}
+
+void BlockIterator::Init(const BlockContents& contents) {
+  const std::string_view d = contents.data;
   data_ = d.data();
   if (d.size() < 4) {
     Corrupt();
@@ -24,7 +32,7 @@ BlockIterator::BlockIterator(std::shared_ptr<const BlockContents> contents, KeyC
 void BlockIterator::Corrupt() {
   if (status_.ok()) status_ = Status::Corruption("bad entry in a table block");
   current_ = next_ = restarts_offset_;
-  key_.clear();
+  key_view_ = {};
   value_ = {};
 }
 
@@ -33,7 +41,7 @@ uint32_t BlockIterator::RestartPoint(uint32_t index) const {
 }
 
 void BlockIterator::SeekToRestart(uint32_t index) {
-  key_.clear();
+  key_view_ = {};
   next_ = RestartPoint(index);
   if (next_ > restarts_offset_) Corrupt();
 }
@@ -47,13 +55,22 @@ bool BlockIterator::ParseNextEntry() {
   if ((p = GetVarint32Ptr(p, limit, &shared)) == nullptr ||
       (p = GetVarint32Ptr(p, limit, &unshared)) == nullptr ||
       (p = GetVarint32Ptr(p, limit, &value_size)) == nullptr ||
-      static_cast<size_t>(limit - p) < static_cast<size_t>(unshared) + value_size || key_.size() < shared) {
+      static_cast<size_t>(limit - p) < static_cast<size_t>(unshared) + value_size || key_view_.size() < shared) {
     Corrupt();
     return false;
   }
-  key_.resize(shared);
-  key_.append(p, unshared);
-  if (key_.size() < kMinKeySize) {
+  if (shared == 0) {
+    key_view_ = std::string_view(p, unshared);
+  } else {
+    if (key_view_.data() == key_.data()) {
+      key_.resize(shared);
+    } else {
+      key_.assign(key_view_.data(), shared);  // the previous key is in the block
+    }
+    key_.append(p, unshared);
+    key_view_ = key_;
+  }
+  if (key_view_.size() < kMinKeySize) {
     Corrupt();
     return false;
   }
@@ -97,7 +114,7 @@ void BlockIterator::Seek(std::string_view target) {
   }
   SeekToRestart(left);
   while (status_.ok() && ParseNextEntry()) {
-    if (compare_(key_, target) >= 0) return;
+    if (compare_(key_view_, target) >= 0) return;
   }
 }
 

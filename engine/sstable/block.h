@@ -25,6 +25,10 @@ class BlockIterator {
  public:
   // contents stays alive as long as the iterator (it may come from the cache).
   BlockIterator(std::shared_ptr<const BlockContents> contents, KeyCompare compare);
+  // Borrows contents, which the caller keeps alive longer than the
+  // iterator: a table's own index block, read on every lookup, without a
+  // reference count's atomic increment and decrement each time.
+  BlockIterator(const BlockContents* contents, KeyCompare compare);
 
   bool Valid() const { return current_ < restarts_offset_ && status_.ok(); }
   const Status& status() const { return status_; }
@@ -32,7 +36,7 @@ class BlockIterator {
   // First entry with key >= target.
   void Seek(std::string_view target);
   void Next();
-  std::string_view key() const { return key_; }
+  std::string_view key() const { return key_view_; }
   std::string_view value() const { return value_; }
 
  private:
@@ -42,13 +46,19 @@ class BlockIterator {
   uint32_t RestartPoint(uint32_t index) const;
   void SeekToRestart(uint32_t index);
 
-  std::shared_ptr<const BlockContents> contents_;
+  void Init(const BlockContents& contents);
+
+  std::shared_ptr<const BlockContents> contents_;  // empty when borrowed
   KeyCompare compare_;
   const char* data_ = nullptr;
   uint32_t restarts_offset_ = 0;  // where the restart array begins (end of entries)
   uint32_t num_restarts_ = 0;
   uint32_t current_ = 0;  // offset of the current entry
   uint32_t next_ = 0;     // offset of the entry after it
+  // The current key: a view into the block when the entry stores it whole
+  // (every restart point, every index entry), so most seeks copy no key;
+  // else into key_, where it is rebuilt from the previous key's prefix.
+  std::string_view key_view_;
   std::string key_;
   std::string_view value_;
   Status status_;

@@ -66,7 +66,7 @@ Status Table::Get(std::string_view lookup_key, Lookup* result, std::string* valu
   *result = Lookup::kAbsent;
   const std::string_view user_key = ExtractUserKey(lookup_key);
   if (!MayContain(user_key)) return Status::OK();
-  BlockIterator index(index_, CompareInternalKeys);
+  BlockIterator index(index_.get(), CompareInternalKeys);  // index_ lives as long as the table
   index.Seek(lookup_key);
   if (!index.Valid()) {
     return index.status().ok() ? Status::OK()
