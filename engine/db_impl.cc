@@ -388,6 +388,7 @@ Status DBImpl::NewLogSegment(uint64_t number) {
   // half as long for 8 KiB groups (docs/format/wal.md, "Writing").
   wo.prefill_bytes = std::clamp<uint64_t>(options_.memtable_budget / 16, 4096, 1 << 20);
   wo.sync_marks = true;
+  wo.map_unsynced = true;
   Status s = wal::LogWriter::Create(env_, path, wo, &writer);
   if (s.ok()) s = env_->SyncDir(dbname_);
   if (!s.ok()) {
@@ -657,7 +658,7 @@ Status DBImpl::WriteGroup(const std::vector<Writer*>& group, bool sync) {
     user_bytes += w->batch->ByteSize();
   }
   if (records_.empty()) return Status::OK();
-  s = log_->AddRecords(records_);
+  s = log_->AddRecords(records_, sync);
   if (!s.ok()) {
     // A full disk is survivable when the partial append was cut off again:
     // fail this group and let later writes try. Anything else leaves the
