@@ -510,7 +510,18 @@ void DBImpl::WriteAsync(const WriteOptions& options, WriteBatch batch, WriteCall
   if (search_ != nullptr) search_->AnalyzeBatch(w->owned, &w->docs);
   MutexLock lock(&queue_mu_);
   writers_.push_back(w);
-  if (leader_waiting_ && writers_.size() >= last_group_size_) group_cv_.NotifyOne();
+  if (leader_waiting_ && writers_.size() >= last_group_size_) {
+    if (waiting_writer_ != nullptr) {
+      // A writer waits for this group to fill before it leads, asleep until
+      // its own acknowledgement: the committer leads the group now.
+      waiting_writer_ = nullptr;
+      leader_waiting_ = false;
+      committer_should_lead_ = true;
+      committer_cv_.NotifyOne();
+    } else {
+      group_cv_.NotifyOne();
+    }
+  }
   if (!leader_active_) {
     leader_active_ = true;
     committer_should_lead_ = true;

@@ -298,6 +298,48 @@ TEST_F(DBTest, SyncedWritesAreVisibleAndDurableWhenAcknowledged) {
   }
 }
 
+// Asynchronous writes fill groups that a synchronous writer waits on before
+// it leads: the committer then leads in its place. Every write is
+// acknowledged (none is left waiting for a leader) and survives a power cut.
+TEST_F(DBTest, AsyncWritesFillingAGroupHandItToTheCommitter) {
+  FaultInjectionEnv& env = fault_env_;
+  options_.env = &env;
+  Reopen();
+  constexpr int kThreads = 4, kPerThread = 300;
+  std::atomic<int> failures{0}, callbacks{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2 * kThreads; t++) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; i++) {
+        const std::string key = std::to_string(t) + "-" + std::to_string(i);
+        if (t % 2 == 0) {
+          if (!db_->Put(wo_, key, "v").ok()) failures++;
+        } else {
+          WriteBatch b;
+          b.Put(key, "v");
+          std::promise<Status> done;
+          db_->WriteAsync(wo_, std::move(b), [&](Status s) {
+            callbacks++;
+            done.set_value(s);
+          });
+          if (!done.get_future().get().ok()) failures++;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(callbacks.load(), kThreads * kPerThread);
+  env.SetActive(false);
+  db_.reset();
+  ASSERT_TRUE(env.DropUnsyncedData().ok());
+  env.SetActive(true);
+  Reopen();
+  for (int t = 0; t < 2 * kThreads; t++) {
+    for (int i = 0; i < kPerThread; i++) ASSERT_EQ(Get(std::to_string(t) + "-" + std::to_string(i)), "v");
+  }
+}
+
 // An fdatasync that fails under concurrent writers fails the writes that
 // depended on it and every later one; none is left waiting, and every write
 // acknowledged before it survives a power cut.
