@@ -439,6 +439,9 @@ Status DBImpl::WriteInternal(const WriteOptions& options, WriteBatch* batch, boo
   if (search_ != nullptr) search_->AnalyzeBatch(*batch, &w.docs);
   MutexLock lock(&queue_mu_);
   w.waiter.set_generation(open_generation_);
+  // A group is woken at once only when its I/O takes long enough (an
+  // fsync) for its writers to be back before the next group starts.
+  w.waiter.set_wake_alone(group_io_ewma_ns_ <= kGroupWaitMinIoNs);
   writers_.push_back(&w);
   if (leader_waiting_ && writers_.size() >= last_group_size_) {
     if (waiting_writer_ != nullptr) {
@@ -583,6 +586,8 @@ void DBImpl::LeadLocked(Writer* self) {
       for (Writer* w : finished) {
         if (w->callback) {
           callbacks.push_back(w);
+        } else if (w->waiter.wake_alone()) {
+          GroupWake::MarkDoneAndWake(&w->waiter);
         } else {
           waiting.push_back(w);
           bits |= w->waiter.bit();

@@ -36,6 +36,15 @@ class GroupWake {
    public:
     // The generation the waiter is waiting in; set before Wait.
     void set_generation(uint32_t generation) { bit_ = 1u << (generation % 32); }
+    // Sleep on the waiter's own flag, to be woken by MarkDoneAndWake alone
+    // rather than with its generation; set before Wait. For when groups
+    // commit in microseconds: woken all at once, a group's writers ran on
+    // both cores against the thread leading the next group, and queued up
+    // behind it, to sleep again, where woken one by one they mostly found
+    // no leader and committed alone, with no sleep at all (8 writers, sync
+    // on tmpfs: 0.6 context switches per write against 0.09, 40% slower).
+    void set_wake_alone(bool alone) { alone_ = alone; }
+    bool wake_alone() const { return alone_; }
     // The bit to pass to Wake: read it before MarkDone, since the waiter may
     // be gone as soon as it is marked done.
     uint32_t bit() const { return bit_; }
@@ -45,10 +54,15 @@ class GroupWake {
     friend class GroupWake;
     std::atomic<uint32_t> done_{0};
     uint32_t bit_ = 1;
+    bool alone_ = false;
   };
 
   // Returns once w has been marked done (and that mark is visible).
   void Wait(Waiter* w) {
+    if (w->alone_) {
+      while (!w->done()) ::syscall(SYS_futex, &w->done_, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
+      return;
+    }
     for (;;) {
       // Read the word before the flag: a MarkDone after this load is
       // followed by a Wake that changes the word, so the futex call below
@@ -69,9 +83,13 @@ class GroupWake {
     ts.tv_sec = static_cast<time_t>(secs.count());
     ts.tv_nsec = static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
     for (;;) {
-      const uint32_t seen = word_.load(std::memory_order_acquire);
+      // A waiter alone sleeps on its flag (FUTEX_WAIT_BITSET with every bit
+      // is FUTEX_WAIT with an absolute deadline).
+      const uint32_t seen = w->alone_ ? 0 : word_.load(std::memory_order_acquire);
       if (w->done()) return true;
-      if (::syscall(SYS_futex, &word_, FUTEX_WAIT_BITSET_PRIVATE, seen, &ts, nullptr, w->bit_) != 0 &&
+      std::atomic<uint32_t>* word = w->alone_ ? &w->done_ : &word_;
+      const uint32_t bits = w->alone_ ? FUTEX_BITSET_MATCH_ANY : w->bit_;
+      if (::syscall(SYS_futex, word, FUTEX_WAIT_BITSET_PRIVATE, seen, &ts, nullptr, bits) != 0 &&
           errno == ETIMEDOUT) {
         return w->done();
       }
@@ -81,6 +99,15 @@ class GroupWake {
   // After this the waiter may return and its memory be gone: touch w no
   // more. The waiter is woken by the next Wake whose bits include its bit.
   static void MarkDone(Waiter* w) { w->done_.store(1, std::memory_order_release); }
+
+  // For a waiter alone: marks it done and wakes it. The waiter may return
+  // as soon as the mark is visible, so the wake may land on memory that is
+  // gone, which on Linux is at worst a spurious wakeup of nobody (the
+  // lifetime question of C++ paper P2616).
+  static void MarkDoneAndWake(Waiter* w) {
+    w->done_.store(1, std::memory_order_release);
+    ::syscall(SYS_futex, &w->done_, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+  }
 
   // Wakes every sleeping waiter whose bit is in bits (and returns at once
   // if none sleeps).

@@ -27,9 +27,31 @@ TEST(GroupWakeTest, WaitReturnsAtOnceWhenAlreadyDone) {
 
 TEST(GroupWakeTest, WaitUntilAPassedDeadlineReportsNotDone) {
   GroupWake wake;
-  GroupWake::Waiter w;
-  EXPECT_FALSE(wake.WaitUntil(&w, std::chrono::steady_clock::now() - std::chrono::seconds(1)));
-  EXPECT_FALSE(w.done());
+  for (bool alone : {false, true}) {
+    GroupWake::Waiter w;
+    w.set_wake_alone(alone);
+    EXPECT_FALSE(wake.WaitUntil(&w, std::chrono::steady_clock::now() - std::chrono::seconds(1)));
+    EXPECT_FALSE(w.done());
+  }
+}
+
+TEST(GroupWakeTest, AWaiterAloneIsWokenByItsOwnWakeOnly) {
+  GroupWake wake;
+  GroupWake::Waiter alone, other;
+  alone.set_generation(3);
+  alone.set_wake_alone(true);
+  other.set_generation(3);
+  std::atomic<int> returned{0};
+  std::thread t([&] {
+    wake.Wait(&alone);
+    returned = 1;
+  });
+  GroupWake::MarkDone(&other);
+  for (int i = 0; i < 1000; i++) wake.Wake(other.bit());  // its generation's wake is not its own
+  EXPECT_EQ(returned.load(), 0);
+  GroupWake::MarkDoneAndWake(&alone);
+  t.join();
+  EXPECT_EQ(returned.load(), 1);
 }
 
 // Waiters of generation 1 and 33 share a bit: waking that bit after marking
@@ -74,7 +96,8 @@ TEST(GroupWakeTest, OnlyWaitersMarkedDoneReturn) {
 }
 
 // Group commit's use: threads join numbered generations, a leader marks a
-// whole generation done and wakes it with one call, and each waiter's
+// whole generation done and wakes it with one call (a waiter alone with its
+// own), and each waiter's
 // memory is gone (reused by its next round) as soon as it returns. A lost
 // wakeup hangs the test; a waiter that returns before it is marked done
 // finds its round not yet committed.
@@ -100,8 +123,16 @@ TEST(GroupWakeTest, GenerationsOfWaitersNeverMissTheirWake) {
       if (group.empty()) std::this_thread::yield();
       committed.store(generation);
       uint32_t bits = 0;
-      for (auto& [w, g] : group) bits |= w->bit();
-      for (auto& [w, g] : group) GroupWake::MarkDone(w);
+      std::vector<GroupWake::Waiter*> marked;
+      for (auto& [w, g] : group) {
+        if (w->wake_alone()) {
+          GroupWake::MarkDoneAndWake(w);
+        } else {
+          bits |= w->bit();
+          marked.push_back(w);
+        }
+      }
+      for (GroupWake::Waiter* w : marked) GroupWake::MarkDone(w);
       if (bits != 0) wake.Wake(bits);
     }
   });
@@ -115,6 +146,7 @@ TEST(GroupWakeTest, GenerationsOfWaitersNeverMissTheirWake) {
           std::lock_guard<std::mutex> lock(mu);
           generation = open_generation;
           w->set_generation(generation);
+          w->set_wake_alone(i % 3 == 0);  // the two kinds of waiter side by side
           queue.emplace_back(w.get(), generation);
         }
         wake.Wait(w.get());
