@@ -1,9 +1,5 @@
 #include "engine/db_impl.h"
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <optional>
@@ -61,29 +57,18 @@ struct DBImpl::Writer {
   bool force_rotate = false;  // Flush: rotate the memtable even if not full
   DBSearch::BatchDocs docs;   // what the batch adds to the search indexes
   Status status;
-  // A synchronous writer sleeps on this until its group is done. It is
-  // released after queue_mu_ is dropped, so the writer does not wake up only
-  // to block on the mutex its waker still holds. The writer returns only
-  // after the release has made the flag visible; the futex wake that
-  // release issues next may then land on a stack frame that is gone, which
-  // on Linux is at worst a spurious wakeup of nobody (the lifetime question
-  // of C++ paper P2616).
+  // A synchronous writer sleeps on this until its group is done: marked
+  // done after queue_mu_ is dropped, so that it does not wake up only to
+  // block on the mutex its waker still holds, and woken together with the
+  // rest of its group (engine/sync/group_wake.h). Its generation is the
+  // group it joined the queue for.
   //
-  // A bare futex, not std::binary_semaphore: libstdc++'s acquire spins and
-  // then calls sched_yield before it sleeps. On two cores, eight waiting
-  // writers yielding to each other (4,600 sched_yield calls per writer per
-  // 2,000 writes, seen with perf trace) took the CPU from the thread
-  // committing their group.
-  std::atomic<uint32_t> done{0};
-  void WaitDone() {
-    while (done.load(std::memory_order_acquire) == 0) {
-      ::syscall(SYS_futex, &done, FUTEX_WAIT_PRIVATE, 0, nullptr, nullptr, 0);
-    }
-  }
-  void SignalDone() {
-    done.store(1, std::memory_order_release);
-    ::syscall(SYS_futex, &done, FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
-  }
+  // A futex, not std::binary_semaphore: libstdc++'s acquire spins and then
+  // calls sched_yield before it sleeps. On two cores, eight waiting writers
+  // yielding to each other (4,600 sched_yield calls per writer per 2,000
+  // writes, seen with perf trace) took the CPU from the thread committing
+  // their group.
+  GroupWake::Waiter waiter;
 };
 
 class DBImpl::SnapshotImpl final : public Snapshot {
@@ -403,6 +388,7 @@ Status DBImpl::NewLogSegment(uint64_t number) {
   // half as long for 8 KiB groups (docs/format/wal.md, "Writing").
   wo.prefill_bytes = std::clamp<uint64_t>(options_.memtable_budget / 16, 4096, 1 << 20);
   wo.sync_marks = true;
+  wo.map_unsynced = true;
   Status s = wal::LogWriter::Create(env_, path, wo, &writer);
   if (s.ok()) s = env_->SyncDir(dbname_);
   if (!s.ok()) {
@@ -452,16 +438,63 @@ Status DBImpl::WriteInternal(const WriteOptions& options, WriteBatch* batch, boo
   w.force_rotate = force_rotate;
   if (search_ != nullptr) search_->AnalyzeBatch(*batch, &w.docs);
   MutexLock lock(&queue_mu_);
+  w.waiter.set_generation(open_generation_);
+  // A group is woken at once only when its I/O takes long enough (an
+  // fsync) for its writers to be back before the next group starts.
+  w.waiter.set_wake_alone(group_io_ewma_ns_ <= kGroupWaitMinIoNs);
   writers_.push_back(&w);
-  if (leader_waiting_ && writers_.size() >= last_group_size_) group_cv_.NotifyOne();
+  if (leader_waiting_ && writers_.size() >= last_group_size_) {
+    if (waiting_writer_ != nullptr) {
+      // The writer that would lead is waiting for this group to fill up,
+      // and it has: lead it from here instead of waking that writer, a
+      // wakeup less before the group's write. It stays in the queue and is
+      // acknowledged with the group.
+      waiting_writer_ = nullptr;
+      leader_waiting_ = false;
+      LeadLocked(&w);
+      return w.status;
+    }
+    group_cv_.NotifyOne();  // the committer
+  }
   if (!leader_active_) {
     leader_active_ = true;
-    LeadLocked(&w);  // w is at the front, so in the first group
+    if (ShouldWaitForGroupLocked()) {
+      waiting_writer_ = &w;
+      leader_waiting_ = true;
+      const auto deadline = GroupWaitDeadlineLocked();
+      lock.Unlock();
+      // Waits on its own acknowledgement: a writer that fills the group
+      // leads it, and w is acknowledged with it.
+      if (group_wake_.WaitUntil(&w.waiter, deadline)) return w.status;
+      lock.Lock();
+      if (waiting_writer_ != &w) {
+        // Taken over as the deadline passed.
+        lock.Unlock();
+        group_wake_.Wait(&w.waiter);
+        return w.status;
+      }
+      waiting_writer_ = nullptr;
+      leader_waiting_ = false;
+    }
+    LeadLocked(&w);
   } else {
     lock.Unlock();
-    w.WaitDone();
+    group_wake_.Wait(&w.waiter);
   }
   return w.status;
+}
+
+bool DBImpl::ShouldWaitForGroupLocked() const {
+  // When fsyncs are slow and the last group was larger than what is queued
+  // now, the writers just acknowledged are probably on their way back: wait
+  // a fraction of an fsync for them, rather than paying a whole fsync for a
+  // short group and making them wait for the next one.
+  return writers_.size() < last_group_size_ && group_io_ewma_ns_ > kGroupWaitMinIoNs;
+}
+
+std::chrono::steady_clock::time_point DBImpl::GroupWaitDeadlineLocked() const {
+  return std::chrono::steady_clock::now() +
+         std::chrono::nanoseconds(std::min(group_io_ewma_ns_ / 4, kGroupWaitMaxNs));
 }
 
 void DBImpl::WriteAsync(const WriteOptions& options, WriteBatch batch, WriteCallback callback) {
@@ -480,7 +513,18 @@ void DBImpl::WriteAsync(const WriteOptions& options, WriteBatch batch, WriteCall
   if (search_ != nullptr) search_->AnalyzeBatch(w->owned, &w->docs);
   MutexLock lock(&queue_mu_);
   writers_.push_back(w);
-  if (leader_waiting_ && writers_.size() >= last_group_size_) group_cv_.NotifyOne();
+  if (leader_waiting_ && writers_.size() >= last_group_size_) {
+    if (waiting_writer_ != nullptr) {
+      // A writer waits for this group to fill before it leads, asleep until
+      // its own acknowledgement: the committer leads the group now.
+      waiting_writer_ = nullptr;
+      leader_waiting_ = false;
+      committer_should_lead_ = true;
+      committer_cv_.NotifyOne();
+    } else {
+      group_cv_.NotifyOne();
+    }
+  }
   if (!leader_active_) {
     leader_active_ = true;
     committer_should_lead_ = true;
@@ -504,37 +548,61 @@ void DBImpl::CommitterLoop() {
 // A synchronous writer that finds no leader leads itself (self != nullptr):
 // with one writer at a time it commits its own batch with no thread handoff.
 // When others queued up meanwhile, it hands leadership to the committer
-// thread and returns. The committer (self == nullptr) leads until the queue
+// thread once its own batch is committed, and returns. A writer waiting for
+// its group to fill is replaced by the writer that fills it, which leads
+// from the back of the queue (LeadLocked(self) may then run more than one
+// group before its own). The committer (self == nullptr) leads until the queue
 // is empty: under load one thread runs group after group back to back, and
 // the writers only enqueue and wait, so no leader handoff (a wakeup on the
 // critical path) sits between two fsyncs.
 void DBImpl::LeadLocked(Writer* self) {
   leaders_running_++;
-  std::vector<Writer*> finished;
+  std::vector<Writer*> finished, waiting, callbacks;
+  // A writer that filled a waiting group leads it from the back of the
+  // queue: behind a full group it may not be in the first one, and it leads
+  // on until it is.
+  bool self_done = false;
+  bool first = true;
   for (;;) {
-    CommitGroupLocked(&finished);
-    if (self != nullptr) std::erase(finished, self);  // the leader is not waiting
+    // A writer that leads has already waited for its group to fill.
+    CommitGroupLocked(&finished, /*may_wait=*/self == nullptr || !first);
+    first = false;
+    if (self != nullptr && std::erase(finished, self) > 0) self_done = true;  // the leader is not waiting
     const bool more = !writers_.empty();
     if (!more) {
       leader_active_ = false;
-    } else if (self != nullptr) {
+    } else if (self_done) {
       committer_should_lead_ = true;
       committer_cv_.NotifyOne();
     }
     if (!finished.empty()) {
       queue_mu_.Unlock();
+      // The waiting writers first, with one wakeup for all of them; then the
+      // callbacks, which may take a while. A waiting writer may be gone as
+      // soon as it is marked done, so the callbacks are sorted out before.
+      uint32_t bits = 0;
+      callbacks.clear();
+      waiting.clear();
       for (Writer* w : finished) {
         if (w->callback) {
-          w->callback(w->status);
-          delete w;
+          callbacks.push_back(w);
+        } else if (w->waiter.wake_alone()) {
+          GroupWake::MarkDoneAndWake(&w->waiter);
         } else {
-          w->SignalDone();
+          waiting.push_back(w);
+          bits |= w->waiter.bit();
         }
+      }
+      for (Writer* w : waiting) GroupWake::MarkDone(&w->waiter);
+      if (bits != 0) group_wake_.Wake(bits);
+      for (Writer* w : callbacks) {
+        w->callback(w->status);
+        delete w;
       }
       finished.clear();
       queue_mu_.Lock();
     }
-    if (!more || self != nullptr) {
+    if (!more || self_done) {
       // The destructor waits for this too: a leader may still be running
       // callbacks after it gave up leadership.
       if (--leaders_running_ == 0) idle_cv_.NotifyAll();
@@ -543,18 +611,13 @@ void DBImpl::LeadLocked(Writer* self) {
   }
 }
 
-void DBImpl::CommitGroupLocked(std::vector<Writer*>* finished) {
+void DBImpl::CommitGroupLocked(std::vector<Writer*>* finished, bool may_wait) {
   // Group as many queued batches as fit, but keep a small write from waiting
   // behind a large group (the same bound LevelDB uses).
   constexpr size_t kSmallWrite = 128 << 10;
   constexpr size_t kMaxGroupBytes = 1 << 20;
-  // When fsyncs are slow and the last group was larger than what is queued
-  // now, the writers just acknowledged are probably on their way back: wait
-  // a fraction of an fsync for them, rather than paying a whole fsync for a
-  // short group and making them wait for the next one.
-  if (writers_.size() < last_group_size_ && group_io_ewma_ns_ > kGroupWaitMinIoNs) {
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::nanoseconds(std::min(group_io_ewma_ns_ / 4, kGroupWaitMaxNs));
+  if (may_wait && ShouldWaitForGroupLocked()) {
+    const auto deadline = GroupWaitDeadlineLocked();
     leader_waiting_ = true;
     while (writers_.size() < last_group_size_ && group_cv_.WaitUntil(&queue_mu_, deadline)) {
     }
@@ -572,6 +635,7 @@ void DBImpl::CommitGroupLocked(std::vector<Writer*>* finished) {
     bytes += size;
     sync |= w->sync;
   }
+  open_generation_++;
   queue_mu_.Unlock();
   // Only synced groups are timed: their fsync is what the wait for
   // stragglers above is weighed against.
@@ -610,7 +674,7 @@ Status DBImpl::WriteGroup(const std::vector<Writer*>& group, bool sync) {
     user_bytes += w->batch->ByteSize();
   }
   if (records_.empty()) return Status::OK();
-  s = log_->AddRecords(records_);
+  s = log_->AddRecords(records_, sync);
   if (!s.ok()) {
     // A full disk is survivable when the partial append was cut off again:
     // fail this group and let later writes try. Anything else leaves the

@@ -26,6 +26,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <list>
 #include <map>
@@ -41,6 +42,7 @@
 #include "engine/db_search.h"
 #include "engine/memtable/memtable.h"
 #include "engine/sstable/block_cache.h"
+#include "engine/sync/group_wake.h"
 #include "engine/sync/mutex.h"
 #include "engine/version/table_cache.h"
 #include "engine/version/version_set.h"
@@ -105,12 +107,16 @@ class DBImpl final : public DB {
 
   // force_rotate: the (empty) batch asks the leader to rotate the memtable.
   Status WriteInternal(const WriteOptions& options, WriteBatch* batch, bool force_rotate) EXCLUDES(queue_mu_);
-  // Leads until the queue is empty (committer) or hands off (self); drops
-  // queue_mu_ around the group's I/O and its acknowledgements.
+  // Leads until the queue is empty (committer) or, once its own write is
+  // committed, hands off (self); drops queue_mu_ around the group's I/O and
+  // its acknowledgements.
   void LeadLocked(Writer* self) REQUIRES(queue_mu_);
-  // Commits one group; *finished receives its writers, to be signalled (or
-  // called back) once queue_mu_ is released.
-  void CommitGroupLocked(std::vector<Writer*>* finished) REQUIRES(queue_mu_);
+  // Commits one group (after waiting for it to fill up, if may_wait and
+  // that pays); *finished receives its writers, to be signalled (or called
+  // back) once queue_mu_ is released.
+  void CommitGroupLocked(std::vector<Writer*>* finished, bool may_wait) REQUIRES(queue_mu_);
+  bool ShouldWaitForGroupLocked() const REQUIRES(queue_mu_);
+  std::chrono::steady_clock::time_point GroupWaitDeadlineLocked() const REQUIRES(queue_mu_);
   Status WriteGroup(const std::vector<Writer*>& group, bool sync);  // leader only, no locks
   // force: rotate even an unfilled memtable (Flush).
   Status MakeRoomForWrite(bool force) EXCLUDES(mu_);                  // leader only
@@ -173,9 +179,17 @@ class DBImpl final : public DB {
   CondVar committer_cv_;  // committer waits for leadership
   CondVar idle_cv_;       // shutdown waits for an empty queue
   CondVar group_cv_;      // a leader waits for its group to fill
-  bool leader_waiting_ GUARDED_BY(queue_mu_) = false;
+  bool leader_waiting_ GUARDED_BY(queue_mu_) = false;  // a leader waits for its group to fill
+  // The writer that waits, before it leads, for its group to fill (null if
+  // the waiting leader is the committer): the writer that fills the group
+  // leads it in its place.
+  Writer* waiting_writer_ GUARDED_BY(queue_mu_) = nullptr;
   size_t last_group_size_ GUARDED_BY(queue_mu_) = 0;
   uint64_t group_io_ewma_ns_ GUARDED_BY(queue_mu_) = 0;  // WAL append (+ sync) time
+  // Counts the groups taken from the queue: a writer queued now is in the
+  // group taken next (or, behind a full group, a later one).
+  uint32_t open_generation_ GUARDED_BY(queue_mu_) = 0;
+  GroupWake group_wake_;  // synchronous writers sleep here until their group is done
   std::thread committer_;
 
   // Leader only (and Open, before any writer exists).

@@ -1,13 +1,15 @@
 // The crash loop, embedded: a child process writes batches from many
-// threads, sync and async, and reports each batch on stdout only once the DB
-// acknowledged it. The parent kill -9s the child at a random moment, reopens
+// threads, sync, async and (every fourth thread) without sync, and reports
+// each batch on stdout only once the DB acknowledged it. The parent kill -9s the child at a random moment, reopens
 // the store, and checks that every acknowledged batch is present in full and
 // that no batch, acknowledged or not, is partly visible.
 //
 // With --server, the same through a kvserver child instead
 // (tests/crash_server.cc): --threads client connections.
 //
-//   crash_loop --cycles N [--server] [--dir D] [--threads T] [--seed S] [--keep]
+//   crash_loop --cycles N [--server] [--unsynced] [--dir D] [--threads T] [--seed S] [--keep]
+//
+// --unsynced: every write of the embedded child goes without sync.
 //
 // Prints "crash_loop: cycles=N acknowledged=A lost=L partial=P" (with
 // --server: "crash_loop(server): ...") and exits 1 when anything was lost
@@ -40,6 +42,10 @@ using kvstore::Options;
 using kvstore::Status;
 using kvstore::WriteBatch;
 using kvstore::WriteOptions;
+
+// --unsynced: every write of the child goes without sync (a kill -9 is a
+// crash of the process, which such a write survives once acknowledged).
+bool unsynced_writes = false;
 
 // Keys "b<id>-<j>"; every value is "<id>:<n>" plus padding, so that a key on
 // its own says which batch it came from and how large that batch was.
@@ -89,12 +95,18 @@ int RunChild(const std::string& dir, uint64_t base_id, int threads) {
         if (t % 2 == 1 && in_flight.load() < 16) {
           // Odd threads keep several async writes in flight.
           in_flight++;
-          db->WriteAsync(WriteOptions{}, std::move(batch), [line, &in_flight](Status st) {
+          WriteOptions wo;
+          wo.sync = !unsynced_writes;
+          db->WriteAsync(wo, std::move(batch), [line, &in_flight](Status st) {
             if (st.ok()) WriteLine(line);
             in_flight--;
           });
         } else {
-          if (db->Write(WriteOptions{}, &batch).ok()) WriteLine(line);
+          // Every fourth thread writes without sync, mixed into the groups
+          // of the others.
+          WriteOptions wo;
+          wo.sync = !unsynced_writes && t % 4 != 2;
+          if (db->Write(wo, &batch).ok()) WriteLine(line);
         }
       }
     });
@@ -125,7 +137,7 @@ bool RunCycle(const std::string& self, const std::string& dir, uint64_t base_id,
     ::close(fds[1]);
     std::string id = std::to_string(base_id), th = std::to_string(threads);
     ::execl(self.c_str(), self.c_str(), "--child", dir.c_str(), "--base-id", id.c_str(), "--threads",
-            th.c_str(), static_cast<char*>(nullptr));
+            th.c_str(), unsynced_writes ? "--unsynced" : static_cast<char*>(nullptr), static_cast<char*>(nullptr));
     std::_Exit(127);
   }
   ::close(fds[1]);
@@ -260,8 +272,9 @@ int main(int argc, char** argv) {
     else if (a == "--base-id") base_id = std::stoull(next());
     else if (a == "--keep") keep = true;
     else if (a == "--server") server = true;
+    else if (a == "--unsynced") unsynced_writes = true;
     else {
-      std::fprintf(stderr, "usage: crash_loop --cycles N [--server] [--dir D] [--threads T] [--seed S] [--keep]\n");
+      std::fprintf(stderr, "usage: crash_loop --cycles N [--server] [--unsynced] [--dir D] [--threads T] [--seed S] [--keep]\n");
       return 2;
     }
   }

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -78,6 +79,7 @@ class PosixWritableFile final : public WritableFile {
   PosixWritableFile(std::string path, int fd, uint64_t offset)
       : path_(std::move(path)), fd_(fd), offset_(offset) {}
   ~PosixWritableFile() override {
+    Unmap();
     if (fd_ >= 0) ::close(fd_);
   }
 
@@ -122,12 +124,39 @@ class PosixWritableFile final : public WritableFile {
   }
 
   Status Truncate(uint64_t size) override {
+    // A store into a mapping past the new end would raise SIGBUS.
+    Unmap();
     if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) return PosixError(path_, errno);
     offset_ = size;
     return Status::OK();
   }
 
+  Status MapForWrite(uint64_t offset, uint64_t length, char** data) override {
+    *data = nullptr;
+    Unmap();
+    if (fd_ < 0 || length == 0) return Status::InvalidArgument(path_ + ": nothing to map");
+    static const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    const uint64_t start = offset / page * page;
+    const uint64_t end = offset + length;
+    struct stat st;
+    if (::fstat(fd_, &st) != 0) return PosixError(path_, errno);
+    // Allocated, not written: the blocks read as zeros, and a store into
+    // them neither reads the disk on its page fault nor finds a block
+    // missing (a full disk fails here, not as SIGBUS on the store).
+    if (static_cast<uint64_t>(st.st_size) < end &&
+        ::fallocate(fd_, 0, static_cast<off_t>(start), static_cast<off_t>(end - start)) != 0) {
+      return PosixError(path_ + ": fallocate", errno);
+    }
+    void* p = ::mmap(nullptr, end - start, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, static_cast<off_t>(start));
+    if (p == MAP_FAILED) return PosixError(path_ + ": mmap", errno);
+    map_ = p;
+    map_length_ = end - start;
+    *data = static_cast<char*>(p) + (offset - start);
+    return Status::OK();
+  }
+
   Status Close() override {
+    Unmap();
     if (fd_ < 0) return Status::OK();
     int r = ::close(fd_);
     fd_ = -1;
@@ -136,9 +165,16 @@ class PosixWritableFile final : public WritableFile {
   }
 
  private:
+  void Unmap() {
+    if (map_ != nullptr) ::munmap(map_, map_length_);
+    map_ = nullptr;
+  }
+
   const std::string path_;
   int fd_;
   uint64_t offset_;  // where the next Append goes
+  void* map_ = nullptr;  // MapForWrite's, until the next one, Truncate or Close
+  uint64_t map_length_ = 0;
 };
 
 class PosixFileLock final : public FileLock {
@@ -172,7 +208,8 @@ class PosixEnv final : public Env {
   }
 
   Status NewWritableFile(const std::string& path, std::unique_ptr<WritableFile>* result) override {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    // Read-write, not write-only: MapForWrite's shared mapping needs it.
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return PosixError(path, errno);
     *result = std::make_unique<PosixWritableFile>(path, fd, 0);
     return Status::OK();
@@ -180,7 +217,7 @@ class PosixEnv final : public Env {
 
   Status NewAppendableFile(const std::string& path,
                            std::unique_ptr<WritableFile>* result) override {
-    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return PosixError(path, errno);
     struct stat st;
     if (::fstat(fd, &st) != 0) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <cstring>
+#include <fstream>
 #include <random>
 
 #include "engine/coding/checksum.h"
@@ -346,6 +347,72 @@ TEST_F(LogTest, WriterNeverSyncedWritesNoMoreZeros) {
   EXPECT_EQ(file_size, w->size());
   ASSERT_TRUE(w->Close().ok());
   EXPECT_EQ(ReadAll().records.size(), 1000u);
+}
+
+// With map_unsynced, groups from the first unsynced one on are stored
+// through a mapping of the file instead of appended: the file must hold the
+// very bytes appends would have written (sync marks included), readable as
+// soon as AddRecords returns, without Close (what a killed process leaves),
+// across mapping windows and for a record larger than one window.
+TEST_F(LogTest, MappedGroupsWriteTheSameBytesAsAppends) {
+  std::mt19937_64 rng(7);
+  std::vector<std::vector<std::string>> groups;
+  std::vector<bool> synced;
+  for (int i = 0; i < 20; i++) {  // synced, before anything is mapped
+    groups.push_back({RandomString(rng, 1 + rng() % 300)});
+    synced.push_back(true);
+  }
+  for (int i = 0; i < 12000; i++) {  // about 3 MiB unsynced, a few synced
+    std::vector<std::string> group;
+    for (size_t n = 1 + rng() % 3; n > 0; n--) group.push_back(RandomString(rng, rng() % 200));
+    if (i == 5000) group.push_back(RandomString(rng, 3 << 19));  // 1.5 MiB: more than a window
+    groups.push_back(std::move(group));
+    synced.push_back(i % 1000 == 999);
+  }
+  std::vector<std::string> all;
+  for (const auto& g : groups) all.insert(all.end(), g.begin(), g.end());
+
+  auto write = [&](bool map, std::unique_ptr<LogWriter>* w) {
+    LogWriter::Options o;
+    o.prefill_bytes = 64 << 10;
+    o.sync_marks = true;
+    o.map_unsynced = map;
+    ASSERT_TRUE(LogWriter::Create(Env::Default(), path_, o, w).ok());
+    for (size_t i = 0; i < groups.size(); i++) {
+      std::vector<std::string_view> records(groups[i].begin(), groups[i].end());
+      ASSERT_TRUE((*w)->AddRecords(records, synced[i]).ok()) << i;
+      if (synced[i]) {
+        ASSERT_TRUE((*w)->Sync().ok()) << i;
+      }
+    }
+  };
+  std::unique_ptr<LogWriter> w;
+  write(false, &w);
+  const uint64_t appended_size = w->size();
+  ASSERT_TRUE(w->Close().ok());
+  const std::string appended = FileContents();
+  ASSERT_EQ(appended.size(), appended_size);
+
+  write(true, &w);
+  EXPECT_EQ(w->size(), appended_size);
+  {
+    std::ifstream maps("/proc/self/maps");  // the mapping is in use, not a fallback to appends
+    std::string line;
+    bool found = false;
+    while (std::getline(maps, line)) found |= line.find(path_) != std::string::npos;
+    EXPECT_TRUE(found);
+  }
+  std::string mapped = FileContents();  // still open: the crash of a process leaves this
+  ASSERT_GT(mapped.size(), appended_size);  // the rest of the mapped window
+  EXPECT_EQ(mapped.substr(0, appended_size), appended);
+  auto r = ReadAll(mapped);
+  EXPECT_EQ(r.records, all);
+  EXPECT_TRUE(r.bad_offsets.empty());
+  EXPECT_TRUE(r.zero_tail);
+  EXPECT_EQ(r.last_record_end, appended_size);
+  ASSERT_TRUE(w->Finish().ok());
+  ASSERT_TRUE(w->Close().ok());
+  EXPECT_EQ(FileContents(), appended);
 }
 
 TEST_F(LogTest, SyncMarksSayHowFarTheSegmentWasSynced) {

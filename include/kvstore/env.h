@@ -57,6 +57,20 @@ class WritableFile {
     (void)length;
     return Status::OK();
   }
+  // Maps [offset, offset + length) of the file for writing with plain
+  // stores instead of Append, and sets *data to offset's byte; grows the
+  // file over that range first (with blocks that read as zeros) where it is
+  // shorter. A store there is in the operating system's page cache once it
+  // completes, as an Append's bytes are once it returns: it survives a
+  // crash of the process, and the next Sync makes it durable. The append
+  // position does not move. The mapping lasts until the next MapForWrite,
+  // Truncate or Close. NotSupported (the default): use Append.
+  virtual Status MapForWrite(uint64_t offset, uint64_t length, char** data) {
+    (void)offset;
+    (void)length;
+    *data = nullptr;
+    return Status::NotSupported("MapForWrite");
+  }
   virtual Status Close() = 0;
 };
 
