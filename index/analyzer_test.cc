@@ -234,14 +234,59 @@ TEST(AnalyzerTest, RawTokensMatchTheTwoPlainAnalyzers) {
     for (int i = 0; i < 2000; i++) {
       const std::string text = RandomText(rng, i % 50 == 0 ? 400 : 30);
       std::vector<std::string> raws, terms, want_terms, want_raws;
-      analyzer->ForEachRawToken(text, [&](std::string_view raw, std::string_view term) {
-        raws.emplace_back(raw);
-        if (!term.empty()) terms.emplace_back(term);
+      analyzer->ForEachRawToken(text, [&](const Analyzer::RawToken& t) {
+        raws.emplace_back(t.raw);
+        if (!t.term.empty()) terms.emplace_back(t.term);
+        // Handed on, not recomputed downstream: a wrong one would put a
+        // term in the wrong slot of a term counter or a segment's dictionary.
+        ASSERT_EQ(t.raw_hash, TokenHash(t.raw));
+        ASSERT_EQ(t.term_hash, t.term.empty() ? 0 : TokenHash(t.term));
       });
       analyzer->Tokenize(text, &want_terms);
       bare->Tokenize(text, &want_raws);
       ASSERT_EQ(terms, want_terms) << text;
       ASSERT_EQ(raws, want_raws) << text;
+    }
+  }
+}
+
+// The stem cache answers with what Snowball would: the same stems (and
+// stem hashes) whether a word is stemmed fresh, found in the cache, or
+// found after another word took its slot.
+TEST(AnalyzerTest, StemCacheAgreesWithSnowball) {
+  std::unique_ptr<Analyzer> cached;
+  ASSERT_TRUE(Analyzer::Create(AnalyzerOptions{}, &cached).ok());
+  std::mt19937_64 rng(5);
+  // More words than the cache has slots, each many times, from a small
+  // alphabet so that stems often differ from their words.
+  std::vector<std::string> words;
+  for (int i = 0; i < 9000; i++) {
+    std::string w;
+    for (int n = 3 + static_cast<int>(rng() % 12); n > 0; n--) w += "aeilnorstuy"[rng() % 11];
+    static const char* const kEndings[] = {"", "s", "ing", "ed", "ies", "ational", "ness", "ly"};
+    w += kEndings[rng() % std::size(kEndings)];
+    words.push_back(std::move(w));
+  }
+  std::map<std::string, std::string> want;
+  for (const std::string& w : words) {
+    std::unique_ptr<Analyzer> fresh;  // its cache is empty: Snowball's answer
+    if (want.count(w) != 0) continue;
+    ASSERT_TRUE(Analyzer::Create(AnalyzerOptions{}, &fresh).ok());
+    std::vector<std::string> t;
+    fresh->Tokenize(w, &t);
+    ASSERT_EQ(t.size(), 1u) << w;
+    want[w] = t[0];
+  }
+  for (int round = 0; round < 3; round++) {
+    for (size_t i = 0; i < 4 * words.size(); i++) {
+      const std::string& w = words[round == 0 ? i % words.size() : rng() % words.size()];
+      int seen = 0;
+      cached->ForEachRawToken(w, [&](const Analyzer::RawToken& t) {
+        seen++;
+        ASSERT_EQ(t.term, want[w]) << w;
+        ASSERT_EQ(t.term_hash, TokenHash(want[w])) << w;
+      });
+      ASSERT_EQ(seen, 1) << w;
     }
   }
 }

@@ -23,6 +23,7 @@ constexpr double kBigramWeight = 0.6;
 constexpr double kTrigramWeight = 0.35;
 // A seed per feature kind, so "ab" the word and "ab" the trigram differ.
 constexpr uint64_t kUnigramSeed = 0x756e69;
+static_assert(kUnigramSeed == kTokenHashSeed, "a word's unigram hash is its TokenHash");
 constexpr uint64_t kBigramSeed = 0x6269;
 constexpr uint64_t kTrigramSeed = 0x747269;
 constexpr size_t kFirstTableSlots = 256;
@@ -113,9 +114,8 @@ HashingSketch::HashingSketch()
         return scratch;
       }()) {}
 
-void HashingSketch::Add(std::string_view t) {
+void HashingSketch::Add(std::string_view t, uint64_t h) {
   if (t.empty() || t.size() > kMaxTokenBytes) return;  // an analyzer never emits these
-  const uint64_t h = Checksum64(t, kUnigramSeed);
   Scratch::Entry& w = s_.words.Find(h);
   if (w.count++ == 0) {
     w.offset = static_cast<uint32_t>(s_.bytes.size());

@@ -54,7 +54,7 @@ bool KeyIndexed(const IndexConfig& config, std::string_view key) {
 namespace {
 
 // A document's distinct terms and their counts: an open-addressing table
-// keyed by XXH3 of the term, then the distinct terms sorted by an 8-byte
+// keyed by the term's TokenHash, then the distinct terms sorted by an 8-byte
 // big-endian prefix (one integer compare settles most pairs) and bytewise
 // on ties. Terms hold no NUL bytes, so zero padding keeps the prefix order
 // the bytewise order.
@@ -65,9 +65,9 @@ class TermCounter {
     return counter;
   }
 
-  void Add(std::string_view t) {
+  // h: TokenHash(t).
+  void Add(std::string_view t, uint64_t h) {
     if (2 * (entries_.size() + 1) > slots_.size()) Grow();
-    const uint64_t h = Checksum64(t);
     const size_t mask = slots_.size() - 1;
     for (size_t i = static_cast<size_t>(h) & mask;; i = (i + 1) & mask) {
       const uint32_t slot = slots_[i];
@@ -153,25 +153,30 @@ Status AnalyzeDoc(const Analyzer& analyzer, Embedder* embedder, std::string_view
   // of the analysis.
   TermCounter& counter = TermCounter::ForThread();
   size_t tokens = 0;
-  auto add_term = [&](std::string_view t) {
-    counter.Add(t);
-    tokens++;
-  };
   // The built-in embedder's features are the analyzer's words before stop
-  // words and stemming: one pass over the text gives both.
+  // words and stemming: one pass over the text gives both, each token
+  // hashed once for the stem cache, the sketch and the counter.
   const int sketch_dim = embedder != nullptr && analyzer.options().strip_diacritics ? HashingEmbedderDimension(embedder) : 0;
   if (sketch_dim > 0) {
     HashingSketch sketch;
-    analyzer.ForEachRawToken(text, [&](std::string_view raw, std::string_view term) {
-      sketch.Add(raw);
-      if (!term.empty()) add_term(term);
+    analyzer.ForEachRawToken(text, [&](const Analyzer::RawToken& t) {
+      sketch.Add(t.raw, t.raw_hash);
+      if (!t.term.empty()) {
+        counter.Add(t.term, t.term_hash);
+        tokens++;
+      }
     });
     std::vector<float> vector;
     sketch.Finish(sketch_dim, &vector);
     if (std::any_of(vector.begin(), vector.end(), [](float f) { return f != 0.0f; })) doc->vector = std::move(vector);
     embedder = nullptr;  // done
   } else {
-    analyzer.ForEachToken(text, add_term);
+    analyzer.ForEachRawToken(text, [&](const Analyzer::RawToken& t) {
+      if (!t.term.empty()) {
+        counter.Add(t.term, t.term_hash);
+        tokens++;
+      }
+    });
   }
   doc->length = static_cast<uint32_t>(std::min<size_t>(tokens, UINT32_MAX));
   counter.TakeSorted(&doc->terms, &doc->term_hashes);
@@ -357,7 +362,7 @@ Status SegmentWriter::Finish(std::string* out) {
     const bool hashed = d.term_hashes.size() == d.terms.size();
     for (size_t t = 0; t < d.terms.size(); t++) {
       const auto& [term, tf] = d.terms[t];
-      const uint32_t p = provisional_id(term, hashed ? d.term_hashes[t] : static_cast<uint32_t>(Checksum64(term)));
+      const uint32_t p = provisional_id(term, hashed ? d.term_hashes[t] : static_cast<uint32_t>(TokenHash(term)));
       df[p]++;
       doc_terms.push_back(p);
     }

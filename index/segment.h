@@ -43,7 +43,7 @@ struct AnalyzedDoc {
   uint64_t seq = 0;
   uint64_t value_hash = 0;
   std::vector<std::pair<std::string, uint32_t>> terms;  // distinct term -> term frequency, term ascending
-  // Empty, or the low 32 bits of Checksum64 of each term, parallel to
+  // Empty, or the low 32 bits of TokenHash (analyzer.h) of each term, parallel to
   // terms: the analysis hashes every term to count it, and a segment writer
   // probes its term dictionary with the same hash instead of hashing every
   // occurrence again. 32 bits: a memtable holds these, and its budget pays
