@@ -323,7 +323,10 @@ Status SegmentWriter::Finish(std::string* out) {
   std::vector<Known> known;                   // by provisional id
   std::vector<std::string_view> names;                         // by provisional id
   std::vector<uint32_t> df;                                     // by provisional id
-  std::vector<uint32_t> doc_terms;                              // every doc's provisional ids, in doc order
+  // Every doc's (provisional id, tf), in doc order: the passes below read
+  // these rather than the docs' own term lists again, which are scattered
+  // over the heap (a cache miss a doc, twice more).
+  std::vector<std::pair<uint32_t, uint32_t>> doc_terms;
   auto provisional_id = [&](std::string_view term, uint32_t h) -> uint32_t {
     if (2 * (names.size() + 1) > slots.size()) {
       slots.assign(slots.size() * 2, 0);
@@ -354,9 +357,11 @@ Status SegmentWriter::Finish(std::string* out) {
       }
     }
   };
+  std::vector<size_t> doc_term_start(docs_.size() + 1, 0);  // where each doc's entries of doc_terms begin
   uint64_t doc_count = 0, total_length = 0, max_seq = 0;
   for (uint32_t id = 0; id < docs_.size(); id++) {
     const AnalyzedDoc& d = *docs_[id];
+    doc_term_start[id] = doc_terms.size();
     // The analysis' hashes when it left them (docs carried from a segment
     // by a compaction have none).
     const bool hashed = d.term_hashes.size() == d.terms.size();
@@ -364,7 +369,7 @@ Status SegmentWriter::Finish(std::string* out) {
       const auto& [term, tf] = d.terms[t];
       const uint32_t p = provisional_id(term, hashed ? d.term_hashes[t] : static_cast<uint32_t>(TokenHash(term)));
       df[p]++;
-      doc_terms.push_back(p);
+      doc_terms.emplace_back(p, tf);
     }
     if (d.length > 0) {
       doc_count++;
@@ -372,6 +377,7 @@ Status SegmentWriter::Finish(std::string* out) {
     }
     max_seq = std::max(max_seq, d.seq);
   }
+  doc_term_start[docs_.size()] = doc_terms.size();
   // Postings in one array, each term's (doc id, tf) pairs together in doc
   // order (a counting sort by term): a growing vector per term was a
   // reallocation and a cache miss per posting.
@@ -380,14 +386,23 @@ Status SegmentWriter::Finish(std::string* out) {
   std::vector<std::pair<uint32_t, uint32_t>> postings(doc_terms.size());
   {
     std::vector<size_t> cursor(list_start.begin(), list_start.end() - 1);
-    size_t next = 0;
     for (uint32_t id = 0; id < docs_.size(); id++) {
-      for (const auto& term_tf : docs_[id]->terms) postings[cursor[doc_terms[next++]]++] = {id, term_tf.second};
+      for (size_t i = doc_term_start[id]; i < doc_term_start[id + 1]; i++) {
+        const auto [p, tf] = doc_terms[i];
+        postings[cursor[p]++] = {id, tf};
+      }
     }
   }
   std::vector<uint32_t> order(names.size());  // final id -> provisional id
   for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
-  std::sort(order.begin(), order.end(), [&names](uint32_t a, uint32_t b) { return names[a] < names[b]; });
+  // By the first 8 bytes as a big-endian integer (zero-padded: where two
+  // prefixes differ, the integers order them as the bytes do), the bytes
+  // only on a tie: comparing the terms themselves read them from the docs,
+  // a cache miss each.
+  std::sort(order.begin(), order.end(), [&names, &known](uint32_t a, uint32_t b) {
+    const uint64_t x = __builtin_bswap64(known[a].prefix), y = __builtin_bswap64(known[b].prefix);
+    return x != y ? x < y : names[a] < names[b];
+  });
   std::vector<uint32_t> final_id(names.size());
   for (uint32_t i = 0; i < order.size(); i++) final_id[order[i]] = i;
 
@@ -449,12 +464,11 @@ Status SegmentWriter::Finish(std::string* out) {
 
   std::string forward;
   std::vector<std::pair<uint32_t, uint32_t>> ids;
-  size_t next = 0;
-  for (const AnalyzedDoc* p : docs_) {
-    const AnalyzedDoc& d = *p;
-    // terms are distinct and ascending, so final ids are too
+  for (uint32_t id = 0; id < docs_.size(); id++) {
     ids.clear();
-    for (const auto& [term, tf] : d.terms) ids.emplace_back(final_id[doc_terms[next++]], tf);
+    for (size_t i = doc_term_start[id]; i < doc_term_start[id + 1]; i++) {
+      ids.emplace_back(final_id[doc_terms[i].first], doc_terms[i].second);
+    }
     std::sort(ids.begin(), ids.end());
     PutVarint32(&forward, static_cast<uint32_t>(ids.size()));
     uint32_t prev = 0;
