@@ -454,6 +454,11 @@ class TextCollector {
 }  // namespace
 
 void ExtractText(std::string_view value, std::string* text) {
+  const std::string_view view = ExtractTextView(value, text);
+  if (view.data() != text->data()) text->assign(view);
+}
+
+std::string_view ExtractTextView(std::string_view value, std::string* text) {
   text->clear();
   // Most values kvserver stores are JSON strings of plain text: when there
   // is nothing between the quotes a JSON parser would change or reject
@@ -491,16 +496,10 @@ void ExtractText(std::string_view value, std::string* text) {
         i++;
       }
     }
-    if (plain) {
-      text->assign(inner);
-      return;
-    }
+    if (plain) return inner;
   }
   size_t i = value.find_first_not_of(" \t\r\n");
-  if (i == std::string_view::npos || (value[i] != '"' && value[i] != '[' && value[i] != '{')) {
-    text->assign(value);
-    return;
-  }
+  if (i == std::string_view::npos || (value[i] != '"' && value[i] != '[' && value[i] != '{')) return value;
   TextCollector collector(text);
   bool ok = false;
   try {
@@ -508,7 +507,8 @@ void ExtractText(std::string_view value, std::string* text) {
   } catch (...) {
     ok = false;
   }
-  if (!ok || collector.scalar()) text->assign(value);
+  if (!ok || collector.scalar()) return value;
+  return *text;
 }
 
 uint64_t ValueHash(std::string_view value) { return Checksum64(value); }

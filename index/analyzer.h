@@ -104,6 +104,10 @@ class Analyzer {
 // null, non-JSON bytes) -> the bytes themselves. Never throws; parsing is
 // iterative, so deep nesting costs memory, not stack.
 void ExtractText(std::string_view value, std::string* text);
+// The same text, as a view of value itself where it is that (a plain JSON
+// string's bytes between the quotes, or the raw bytes), else of *scratch,
+// which holds it: no copy of the common cases.
+std::string_view ExtractTextView(std::string_view value, std::string* scratch);
 
 // XXH3-64 of the raw value bytes: the exact-value index key.
 uint64_t ValueHash(std::string_view value);

@@ -160,6 +160,27 @@ TEST(ExtractTextTest, Json) {
   EXPECT_EQ(t, "");
 }
 
+// The view gives ExtractText's text, and points into the value itself for
+// a plain JSON string and for bytes that are not JSON (nothing copied).
+TEST(ExtractTextTest, ViewIsTheTextAndAvoidsCopies) {
+  const std::vector<std::string> values = {
+      "\"plain words\"", "\"esc\\naped\"", "\"caf\xc3\xa9\"", "\"bad \xc3\"", R"({"a":"x","b":["y"]})",
+      "[1, \"x\"]", "42", "not json", "", "\"\"", "{}", "\"a\" trailing", "  \"spaced\"  "};
+  for (const std::string& value : values) {
+    std::string want, scratch;
+    ExtractText(value, &want);
+    const std::string_view view = ExtractTextView(value, &scratch);
+    EXPECT_EQ(view, want) << value;
+    const bool inside = view.data() >= value.data() && view.data() + view.size() <= value.data() + value.size();
+    if (value == "\"plain words\"" || value == "\"caf\xc3\xa9\"" || value == "42" || value == "not json") {
+      EXPECT_TRUE(inside) << value;
+    }
+    if (!inside && !view.empty()) {
+      EXPECT_EQ(view.data(), scratch.data()) << value;
+    }
+  }
+}
+
 TEST(ExtractTextTest, DeepNestingDoesNotCrash) {
   std::string deep(100000, '[');
   std::string t;

@@ -146,8 +146,8 @@ Status AnalyzeDoc(const Analyzer& analyzer, Embedder* embedder, std::string_view
   doc->terms.clear();
   doc->term_hashes.clear();
   doc->vector.clear();
-  std::string text;
-  ExtractText(value, &text);
+  std::string scratch;  // only for text a JSON parser had to build
+  const std::string_view text = ExtractTextView(value, &scratch);
   // Terms are counted as they come (a thread's table, reused), and only the
   // distinct ones are sorted: sorting every token by memcmp was a quarter
   // of the analysis.
