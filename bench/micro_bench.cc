@@ -340,7 +340,7 @@ void BM_AnalyzeDocZipf(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }
-BENCHMARK(BM_AnalyzeDocZipf);
+BENCHMARK(BM_AnalyzeDocZipf)->Threads(1)->Threads(2);
 
 // Writing a segment from analysed docs, HNSW graph included (>= 1000 vectors).
 void BM_SegmentBuild(benchmark::State& state) {

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "engine/coding/checksum.h"
@@ -105,6 +106,7 @@ struct StemCache {
 struct PooledStemmer {
   sb_stemmer* stemmer = nullptr;
   std::unique_ptr<StemCache> cache;
+  std::thread::id last_user;  // the thread that released it last
 };
 
 struct Analyzer::StemmerPool {
@@ -115,11 +117,21 @@ struct Analyzer::StemmerPool {
   ~StemmerPool() {
     for (PooledStemmer& s : idle) sb_stemmer_delete(s.stemmer);
   }
+  // The stemmer this thread used last when it is idle: its cache's lines
+  // are then in this core's caches. Handing threads each other's stemmers
+  // (a plain stack does, with two analysing threads) made nearly every
+  // cache lookup a transfer from the other core: a fifth of the analysis.
   PooledStemmer Acquire() {
     {
       std::lock_guard<std::mutex> lock(mu);
       if (!idle.empty()) {
-        PooledStemmer s = std::move(idle.back());
+        const std::thread::id me = std::this_thread::get_id();
+        size_t pick = idle.size() - 1;
+        for (size_t i = 0; i < idle.size(); i++) {
+          if (idle[i].last_user == me) pick = i;
+        }
+        PooledStemmer s = std::move(idle[pick]);
+        idle[pick] = std::move(idle.back());
         idle.pop_back();
         return s;
       }
@@ -131,6 +143,7 @@ struct Analyzer::StemmerPool {
   }
   void Release(PooledStemmer s) {
     if (s.stemmer == nullptr) return;
+    s.last_user = std::this_thread::get_id();
     std::lock_guard<std::mutex> lock(mu);
     idle.push_back(std::move(s));
   }
