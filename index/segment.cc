@@ -530,7 +530,9 @@ Status SegmentWriter::Finish(std::string* out) {
       for (size_t i = doc_term_start[id]; i < doc_term_start[id + 1]; i++) {
         ids.emplace_back(final_id[doc_terms[i].first], doc_terms[i].second);
       }
-      std::sort(ids.begin(), ids.end());
+      // Ascending already when the doc's terms are (as the analysis and
+      // Segment::FindDoc leave them): final ids are in term order.
+      if (!std::is_sorted(ids.begin(), ids.end())) std::sort(ids.begin(), ids.end());
       e.Reserve(5 + 10 * ids.size());
       e.Varint32(static_cast<uint32_t>(ids.size()));
       uint32_t prev = 0;
@@ -1355,7 +1357,7 @@ void Segment::BuildScanCodes() {
   if (num == 0 || dim == 0) return;
   const size_t blocks = (num + kScanBlock - 1) / kScanBlock;
   const size_t stride = blocks * kScanBlock;
-  codes_.reset(new int8_t[stride * dim]());
+  codes_.reset(new int8_t[stride * dim]);  // every byte is written below
   scales_.assign(stride, 0.0f);
   std::vector<float> floats(dim);
   std::vector<int8_t> codes(dim);
