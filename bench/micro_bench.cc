@@ -342,6 +342,32 @@ void BM_AnalyzeDocZipf(benchmark::State& state) {
 }
 BENCHMARK(BM_AnalyzeDocZipf)->Threads(1)->Threads(2);
 
+// A flush's segment of kvbench search's documents: 20000 docs borrowed from
+// the memtable's index, as many as one memtable holds there, with a
+// dictionary of ~15000 terms that no longer sits in the L1 cache.
+void BM_SegmentBuildZipf(benchmark::State& state) {
+  IndexCorpus& c = IndexCorpus::Get();
+  static const std::vector<kvstore::index::AnalyzedDoc> docs = [&c] {
+    const std::vector<std::string> values = ZipfValues(20000);
+    std::vector<kvstore::index::AnalyzedDoc> out(values.size());
+    for (size_t i = 0; i < values.size(); i++) {
+      char key[32];
+      std::snprintf(key, sizeof(key), "doc:%010zu", i);
+      (void)kvstore::index::AnalyzeDoc(*c.analyzer, c.embedder.get(), key, i + 1, values[i], &out[i]);
+    }
+    return out;
+  }();
+  for (auto _ : state) {
+    kvstore::index::SegmentWriter writer(c.config);
+    for (const auto& d : docs) writer.AddBorrowed(&d);
+    std::string contents;
+    if (!writer.Finish(&contents).ok()) state.SkipWithError("finish");
+    benchmark::DoNotOptimize(contents.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * docs.size()));
+}
+BENCHMARK(BM_SegmentBuildZipf)->Unit(benchmark::kMillisecond);
+
 // Writing a segment from analysed docs, HNSW graph included (>= 1000 vectors).
 void BM_SegmentBuild(benchmark::State& state) {
   IndexCorpus& c = IndexCorpus::Get();
