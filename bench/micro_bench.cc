@@ -345,9 +345,9 @@ BENCHMARK(BM_AnalyzeDocZipf)->Threads(1)->Threads(2);
 // A flush's segment of kvbench search's documents: 20000 docs borrowed from
 // the memtable's index, as many as one memtable holds there, with a
 // dictionary of ~15000 terms that no longer sits in the L1 cache.
-void BM_SegmentBuildZipf(benchmark::State& state) {
-  IndexCorpus& c = IndexCorpus::Get();
-  static const std::vector<kvstore::index::AnalyzedDoc> docs = [&c] {
+const std::vector<kvstore::index::AnalyzedDoc>& ZipfDocs() {
+  static const std::vector<kvstore::index::AnalyzedDoc> docs = [] {
+    IndexCorpus& c = IndexCorpus::Get();
     const std::vector<std::string> values = ZipfValues(20000);
     std::vector<kvstore::index::AnalyzedDoc> out(values.size());
     for (size_t i = 0; i < values.size(); i++) {
@@ -357,6 +357,12 @@ void BM_SegmentBuildZipf(benchmark::State& state) {
     }
     return out;
   }();
+  return docs;
+}
+
+void BM_SegmentBuildZipf(benchmark::State& state) {
+  IndexCorpus& c = IndexCorpus::Get();
+  const std::vector<kvstore::index::AnalyzedDoc>& docs = ZipfDocs();
   for (auto _ : state) {
     kvstore::index::SegmentWriter writer(c.config);
     for (const auto& d : docs) writer.AddBorrowed(&d);
@@ -367,6 +373,34 @@ void BM_SegmentBuildZipf(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * docs.size()));
 }
 BENCHMARK(BM_SegmentBuildZipf)->Unit(benchmark::kMillisecond);
+
+// A compaction's segment: the same docs carried from a segment
+// (Segment::FindDoc) into a new one.
+void BM_SegmentRewriteZipf(benchmark::State& state) {
+  IndexCorpus& c = IndexCorpus::Get();
+  const std::vector<kvstore::index::AnalyzedDoc>& docs = ZipfDocs();
+  std::shared_ptr<kvstore::index::Segment> input;
+  {
+    kvstore::index::SegmentWriter writer(c.config);
+    for (const auto& d : docs) writer.AddBorrowed(&d);
+    std::string contents;
+    (void)writer.Finish(&contents);
+    (void)kvstore::index::Segment::OpenContents(std::move(contents), "input.idx", &input);
+  }
+  for (auto _ : state) {
+    kvstore::index::SegmentWriter writer(c.config);
+    for (const auto& d : docs) {
+      kvstore::index::AnalyzedDoc carried;
+      if (!input->FindDoc(d.key, d.seq, &carried)) state.SkipWithError("find");
+      writer.Add(std::move(carried));
+    }
+    std::string contents;
+    if (!writer.Finish(&contents).ok()) state.SkipWithError("finish");
+    benchmark::DoNotOptimize(contents.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * docs.size()));
+}
+BENCHMARK(BM_SegmentRewriteZipf)->Unit(benchmark::kMillisecond);
 
 // Writing a segment from analysed docs, HNSW graph included (>= 1000 vectors).
 void BM_SegmentBuild(benchmark::State& state) {

@@ -428,8 +428,7 @@ Status SegmentWriter::Finish(std::string* out) {
       __builtin_prefetch(next.term_hashes.data());
     }
     doc_term_start[id] = doc_terms.size();
-    // The analysis' hashes when it left them (docs carried from a segment
-    // by a compaction have none).
+    // The analysis' (or Segment::FindDoc's) hashes when the doc has them.
     const bool hashed = d.term_hashes.size() == d.terms.size();
     for (size_t t = 0; t < d.terms.size(); t++) {
       const auto& [term, tf] = d.terms[t];
@@ -777,6 +776,7 @@ Status Segment::Parse(const std::string& name) {
       if (id >= num_docs) return corrupt("posting names a missing doc");
     }
     if (!list.empty()) return corrupt("bad postings");
+    term.hash = static_cast<uint32_t>(TokenHash(term.term));
     terms_.push_back(term);
   }
   if (!terms.empty()) return corrupt("bad term dictionary");
@@ -983,16 +983,19 @@ bool Segment::FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) cons
   doc->value_hash = it->value_hash;
   doc->length = it->length;
   doc->terms.clear();
-  doc->term_hashes.clear();  // Finish hashes the terms itself
+  doc->term_hashes.clear();
   Reader forward(forward_.substr(it->forward_offset));
   uint32_t n = 0, id = 0;
   (void)forward.U32(&n);  // validated at open
+  doc->terms.reserve(n);
+  doc->term_hashes.reserve(n);
   for (uint32_t j = 0; j < n; j++) {
     uint32_t delta = 0, tf = 0;
     (void)forward.U32(&delta);
     (void)forward.U32(&tf);
     id += delta;
     doc->terms.emplace_back(std::string(terms_[id].term), tf);
+    doc->term_hashes.push_back(terms_[id].hash);
   }
   doc->vector.clear();
   if (it->vector_id >= 0) {

@@ -203,6 +203,9 @@ class Segment final : public IndexSource {
   struct Term {
     std::string_view term;
     uint32_t df;
+    // TokenHash's low 32 bits, for FindDoc's term_hashes: hashed once per
+    // segment here, not once per occurrence by every compaction's writer.
+    uint32_t hash;
     std::string_view postings;  // validated (doc id delta, tf) varint pairs
   };
 

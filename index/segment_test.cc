@@ -153,6 +153,8 @@ void ExpectSameDoc(const AnalyzedDoc& a, const AnalyzedDoc& b) {
   EXPECT_EQ(a.seq, b.seq);
   EXPECT_EQ(a.value_hash, b.value_hash);
   EXPECT_EQ(a.terms, b.terms);
+  // The segment writer trusts these to find a term in its dictionary.
+  EXPECT_EQ(a.term_hashes, b.term_hashes);
   EXPECT_EQ(a.length, b.length);
   EXPECT_EQ(a.vector, b.vector);
 }
@@ -181,6 +183,10 @@ TEST(SegmentTest, RoundTripMatchesReference) {
     AnalyzedDoc got;
     ASSERT_TRUE(segment->FindDoc(d.key, d.seq, &got));
     ExpectSameDoc(got, d);
+    ASSERT_EQ(got.term_hashes.size(), got.terms.size());
+    for (size_t t = 0; t < got.terms.size(); t++) {
+      EXPECT_EQ(got.term_hashes[t], static_cast<uint32_t>(TokenHash(got.terms[t].first)));
+    }
   }
   AnalyzedDoc none;
   EXPECT_FALSE(segment->FindDoc("nope", 1, &none));
