@@ -375,7 +375,7 @@ void BM_SegmentBuildZipf(benchmark::State& state) {
 BENCHMARK(BM_SegmentBuildZipf)->Unit(benchmark::kMillisecond);
 
 // A compaction's segment: the same docs carried from a segment
-// (Segment::FindDoc) into a new one.
+// (Segment::FindDocFrom, in table order) into a new one.
 void BM_SegmentRewriteZipf(benchmark::State& state) {
   IndexCorpus& c = IndexCorpus::Get();
   const std::vector<kvstore::index::AnalyzedDoc>& docs = ZipfDocs();
@@ -389,9 +389,10 @@ void BM_SegmentRewriteZipf(benchmark::State& state) {
   }
   for (auto _ : state) {
     kvstore::index::SegmentWriter writer(c.config);
+    size_t cursor = 0;
     for (const auto& d : docs) {
       kvstore::index::AnalyzedDoc carried;
-      if (!input->FindDoc(d.key, d.seq, &carried)) state.SkipWithError("find");
+      if (!input->FindDocFrom(d.key, d.seq, &cursor, &carried)) state.SkipWithError("find");
       writer.Add(std::move(carried));
     }
     std::string contents;

@@ -971,13 +971,41 @@ void Segment::CopyVector(uint32_t vector_id, float* out) const {
   }
 }
 
+namespace {
+
+// Table order: key ascending, then seq descending.
+bool DocBefore(std::string_view a_key, uint64_t a_seq, std::string_view b_key, uint64_t b_seq) {
+  const int c = a_key.compare(b_key);
+  return c != 0 ? c < 0 : a_seq > b_seq;
+}
+
+}  // namespace
+
 bool Segment::FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) const {
-  auto it = std::lower_bound(docs_.begin(), docs_.end(), std::make_pair(key, seq),
-                             [](const Doc& d, const std::pair<std::string_view, uint64_t>& k) {
-                               int c = d.key.compare(k.first);
-                               return c != 0 ? c < 0 : d.seq > k.second;
-                             });
+  size_t cursor = 0;
+  return FindDocFrom(key, seq, &cursor, doc);
+}
+
+bool Segment::FindDocFrom(std::string_view key, uint64_t seq, size_t* cursor, AnalyzedDoc* doc) const {
+  auto before = [&](const Doc& d) { return DocBefore(d.key, d.seq, key, seq); };
+  const size_t n = docs_.size();
+  size_t lo = std::min(*cursor, n);
+  if (lo > 0 && !before(docs_[lo - 1])) lo = 0;  // behind the cursor: search everything
+  // Gallop: the first doc not before (key, seq) is in (lo + step / 2, lo + step].
+  size_t step = 1;
+  while (lo + step <= n && before(docs_[lo + step - 1])) step *= 2;
+  const auto first = docs_.begin() + static_cast<ptrdiff_t>(lo + step / 2);
+  const auto last = docs_.begin() + static_cast<ptrdiff_t>(std::min(lo + step, n));
+  const auto it = std::partition_point(first, last, before);
+  const auto i = static_cast<size_t>(it - docs_.begin());
+  *cursor = i;
   if (it == docs_.end() || it->key != key || it->seq != seq) return false;
+  CopyDoc(i, doc);
+  return true;
+}
+
+void Segment::CopyDoc(size_t i, AnalyzedDoc* doc) const {
+  const auto it = docs_.begin() + static_cast<ptrdiff_t>(i);
   doc->key.assign(it->key);
   doc->seq = it->seq;
   doc->value_hash = it->value_hash;
@@ -1002,13 +1030,13 @@ bool Segment::FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) cons
     doc->vector.resize(static_cast<size_t>(dimension_));
     CopyVector(static_cast<uint32_t>(it->vector_id), doc->vector.data());
   }
-  return true;
 }
 
 void Segment::ForEachDoc(const std::function<void(const AnalyzedDoc&)>& fn) const {
   AnalyzedDoc doc;
-  for (const Doc& d : docs_) {
-    if (FindDoc(d.key, d.seq, &doc)) fn(doc);
+  for (size_t i = 0; i < docs_.size(); i++) {
+    CopyDoc(i, &doc);
+    fn(doc);
   }
 }
 

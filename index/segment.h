@@ -169,6 +169,12 @@ class Segment final : public IndexSource {
   // The analysed doc for (key, seq), to carry it through a compaction
   // without analysing the value again; false when absent.
   bool FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) const;
+  // The same for lookups in table order (a compaction's, whose entries come
+  // key ascending, seq descending): *cursor, 0 at first, remembers where
+  // the last one ended, and the search gallops forward from there instead
+  // of bisecting all docs for each. Any order still finds every doc (one
+  // behind the cursor costs a full search).
+  bool FindDocFrom(std::string_view key, uint64_t seq, size_t* cursor, AnalyzedDoc* doc) const;
   // Every doc in table order (key ascending, seq descending).
   void ForEachDoc(const std::function<void(const AnalyzedDoc&)>& fn) const;
   size_t MemoryUsage() const;
@@ -191,6 +197,8 @@ class Segment final : public IndexSource {
   // Vector vector_id as dimension_ floats.
   void CopyVector(uint32_t vector_id, float* out) const;
   void ReleaseCopiedSections(ptrdiff_t keep);
+  // docs_[i] as an AnalyzedDoc (FindDoc's answer).
+  void CopyDoc(size_t i, AnalyzedDoc* doc) const;
 
   struct Doc {
     std::string_view key;
