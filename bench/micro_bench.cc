@@ -293,6 +293,116 @@ void BM_AnalyzeDoc(benchmark::State& state) {
 }
 BENCHMARK(BM_AnalyzeDoc);
 
+// As kvbench search writes them: 20-49 made-up ASCII words from a
+// 20000-word vocabulary, Zipf-distributed. BM_AnalyzeDoc's 45 words,
+// cycled through 64 docs, stay in every cache and let the branch predictor
+// learn the docs; these do not.
+std::vector<std::string> ZipfValues(size_t n) {
+  std::mt19937_64 rng(42);
+  static const char* const kOnsets[] = {"b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t",
+                                        "v", "br", "cl", "dr", "st", "tr", "sh", "ch", "pl", "gr"};
+  static const char* const kVowels[] = {"a", "e", "i", "o", "u", "ai", "ea", "ou"};
+  std::vector<std::string> words;
+  while (words.size() < 20000) {
+    std::string w;
+    for (int i = 0, syllables = 1 + static_cast<int>(rng() % 3); i < syllables; i++) {
+      w += kOnsets[rng() % std::size(kOnsets)];
+      w += kVowels[rng() % std::size(kVowels)];
+    }
+    if (rng() % 3 == 0) w += "s";
+    words.push_back(std::move(w));
+  }
+  std::vector<double> cdf(words.size());
+  double sum = 0;
+  for (size_t i = 0; i < cdf.size(); i++) cdf[i] = (sum += 1.0 / static_cast<double>(i + 1));
+  std::vector<std::string> values;
+  for (size_t d = 0; d < n; d++) {
+    std::string v = "\"";
+    for (int i = 0, words_in_doc = 20 + static_cast<int>(rng() % 30); i < words_in_doc; i++) {
+      const double u = std::uniform_real_distribution<double>(0, sum)(rng);
+      const size_t w = std::min<size_t>(std::lower_bound(cdf.begin(), cdf.end(), u) - cdf.begin(), words.size() - 1);
+      if (i > 0) v += ' ';
+      v += words[w];
+    }
+    values.push_back(v + "\"");
+  }
+  return values;
+}
+
+void BM_AnalyzeDocZipf(benchmark::State& state) {
+  IndexCorpus& c = IndexCorpus::Get();
+  static const std::vector<std::string> values = ZipfValues(4096);
+  kvstore::index::AnalyzedDoc d;
+  size_t i = 0;
+  for (auto _ : state) {
+    (void)kvstore::index::AnalyzeDoc(*c.analyzer, c.embedder.get(), "key", 1, values[i++ % values.size()], &d);
+    benchmark::DoNotOptimize(d.terms.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+BENCHMARK(BM_AnalyzeDocZipf)->Threads(1)->Threads(2);
+
+// A flush's segment of kvbench search's documents: 20000 docs borrowed from
+// the memtable's index, as many as one memtable holds there, with a
+// dictionary of ~15000 terms that no longer sits in the L1 cache.
+const std::vector<kvstore::index::AnalyzedDoc>& ZipfDocs() {
+  static const std::vector<kvstore::index::AnalyzedDoc> docs = [] {
+    IndexCorpus& c = IndexCorpus::Get();
+    const std::vector<std::string> values = ZipfValues(20000);
+    std::vector<kvstore::index::AnalyzedDoc> out(values.size());
+    for (size_t i = 0; i < values.size(); i++) {
+      char key[32];
+      std::snprintf(key, sizeof(key), "doc:%010zu", i);
+      (void)kvstore::index::AnalyzeDoc(*c.analyzer, c.embedder.get(), key, i + 1, values[i], &out[i]);
+    }
+    return out;
+  }();
+  return docs;
+}
+
+void BM_SegmentBuildZipf(benchmark::State& state) {
+  IndexCorpus& c = IndexCorpus::Get();
+  const std::vector<kvstore::index::AnalyzedDoc>& docs = ZipfDocs();
+  for (auto _ : state) {
+    kvstore::index::SegmentWriter writer(c.config);
+    for (const auto& d : docs) writer.AddBorrowed(&d);
+    std::string contents;
+    if (!writer.Finish(&contents).ok()) state.SkipWithError("finish");
+    benchmark::DoNotOptimize(contents.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * docs.size()));
+}
+BENCHMARK(BM_SegmentBuildZipf)->Unit(benchmark::kMillisecond);
+
+// A compaction's segment: the same docs carried from a segment
+// (Segment::FindDocFrom, in table order) into a new one.
+void BM_SegmentRewriteZipf(benchmark::State& state) {
+  IndexCorpus& c = IndexCorpus::Get();
+  const std::vector<kvstore::index::AnalyzedDoc>& docs = ZipfDocs();
+  std::shared_ptr<kvstore::index::Segment> input;
+  {
+    kvstore::index::SegmentWriter writer(c.config);
+    for (const auto& d : docs) writer.AddBorrowed(&d);
+    std::string contents;
+    (void)writer.Finish(&contents);
+    (void)kvstore::index::Segment::OpenContents(std::move(contents), "input.idx", &input);
+  }
+  for (auto _ : state) {
+    kvstore::index::SegmentWriter writer(c.config);
+    size_t cursor = 0;
+    for (const auto& d : docs) {
+      kvstore::index::AnalyzedDoc carried;
+      if (!input->FindDocFrom(d.key, d.seq, &cursor, &carried)) state.SkipWithError("find");
+      writer.Add(std::move(carried));
+    }
+    std::string contents;
+    if (!writer.Finish(&contents).ok()) state.SkipWithError("finish");
+    benchmark::DoNotOptimize(contents.data());
+  }
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * docs.size()));
+}
+BENCHMARK(BM_SegmentRewriteZipf)->Unit(benchmark::kMillisecond);
+
 // Writing a segment from analysed docs, HNSW graph included (>= 1000 vectors).
 void BM_SegmentBuild(benchmark::State& state) {
   IndexCorpus& c = IndexCorpus::Get();

@@ -392,9 +392,13 @@ SidecarFactory DBSearch::ForCompaction(const Compaction& c) {
     }
   }
   return [this, inputs] {
-    auto finder = [inputs](std::string_view key, uint64_t seq, index::AnalyzedDoc* doc) {
-      for (const auto& segment : *inputs) {
-        if (segment->FindDoc(key, seq, doc)) return true;
+    // An output table receives its entries in table order: each input's
+    // search goes on from where its last one ended (bisecting every input
+    // for every entry was most of a compaction's lookups).
+    auto cursors = std::make_shared<std::vector<size_t>>(inputs->size(), 0);
+    auto finder = [inputs, cursors](std::string_view key, uint64_t seq, index::AnalyzedDoc* doc) {
+      for (size_t i = 0; i < inputs->size(); i++) {
+        if ((*inputs)[i]->FindDocFrom(key, seq, &(*cursors)[i], doc)) return true;
       }
       return false;
     };

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "engine/coding/checksum.h"
 #include "kvstore/status.h"
 
 namespace kvstore::index {
@@ -25,6 +26,16 @@ struct AnalyzerOptions {
 // or before it: such "words" are mostly hashes and base64, and a bound keeps
 // the term dictionary sane.
 inline constexpr size_t kMaxTokenBytes = 64;
+
+// The hash of a token (a raw word or a term) that the analysis computes
+// once and hands on with it (Analyzer::RawToken), so that the stem cache,
+// the hashing embedder and the term counting do not each hash it again.
+// The seed is the hashing embedder's unigram seed: its unigram feature is
+// exactly this hash of the raw word. Segment writers key their term
+// dictionaries by its low 32 bits (AnalyzedDoc::term_hashes); it is never
+// stored on disk.
+inline constexpr uint64_t kTokenHashSeed = 0x756e69;
+inline uint64_t TokenHash(std::string_view token) { return Checksum64(token, kTokenHashSeed); }
 
 // Thread-safe: Snowball stemmers are not, so each call borrows one from a
 // small pool.
@@ -58,17 +69,22 @@ class Analyzer {
   }
 
   // The same tokens, each with the word it came from before stop words and
-  // stemming: fn(arg, raw, term), where term is empty for a stop word. One
-  // pass then feeds both the full-text index and the hashing embedder, whose
-  // features are unstemmed words (an analyzer without stemming or stop words
-  // and with the same strip_diacritics emits exactly the raw words).
-  using RawTokenFn = void (*)(void* arg, std::string_view raw, std::string_view term);
+  // stemming, and both hashed: fn(arg, token). One pass then feeds both the
+  // full-text index and the hashing embedder, whose features are unstemmed
+  // words (an analyzer without stemming or stop words and with the same
+  // strip_diacritics emits exactly the raw words).
+  struct RawToken {
+    std::string_view raw;
+    std::string_view term;  // empty for a stop word
+    uint64_t raw_hash;      // TokenHash(raw)
+    uint64_t term_hash;     // TokenHash(term); 0 for a stop word
+  };
+  using RawTokenFn = void (*)(void* arg, const RawToken& token);
   void TokenizeRaw(std::string_view text, RawTokenFn fn, void* arg) const;
   template <typename F>
   void ForEachRawToken(std::string_view text, F&& f) const {
     TokenizeRaw(
-        text,
-        [](void* a, std::string_view raw, std::string_view t) { (*static_cast<std::remove_reference_t<F>*>(a))(raw, t); },
+        text, [](void* a, const RawToken& t) { (*static_cast<std::remove_reference_t<F>*>(a))(t); },
         const_cast<void*>(static_cast<const void*>(&f)));
   }
 
@@ -88,6 +104,10 @@ class Analyzer {
 // null, non-JSON bytes) -> the bytes themselves. Never throws; parsing is
 // iterative, so deep nesting costs memory, not stack.
 void ExtractText(std::string_view value, std::string* text);
+// The same text, as a view of value itself where it is that (a plain JSON
+// string's bytes between the quotes, or the raw bytes), else of *scratch,
+// which holds it: no copy of the common cases.
+std::string_view ExtractTextView(std::string_view value, std::string* scratch);
 
 // XXH3-64 of the raw value bytes: the exact-value index key.
 uint64_t ValueHash(std::string_view value);

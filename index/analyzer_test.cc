@@ -1,6 +1,7 @@
 #include "index/analyzer.h"
 
 #include <gtest/gtest.h>
+#include <libstemmer.h>
 
 #include <cmath>
 #include <cstring>
@@ -160,6 +161,27 @@ TEST(ExtractTextTest, Json) {
   EXPECT_EQ(t, "");
 }
 
+// The view gives ExtractText's text, and points into the value itself for
+// a plain JSON string and for bytes that are not JSON (nothing copied).
+TEST(ExtractTextTest, ViewIsTheTextAndAvoidsCopies) {
+  const std::vector<std::string> values = {
+      "\"plain words\"", "\"esc\\naped\"", "\"caf\xc3\xa9\"", "\"bad \xc3\"", R"({"a":"x","b":["y"]})",
+      "[1, \"x\"]", "42", "not json", "", "\"\"", "{}", "\"a\" trailing", "  \"spaced\"  "};
+  for (const std::string& value : values) {
+    std::string want, scratch;
+    ExtractText(value, &want);
+    const std::string_view view = ExtractTextView(value, &scratch);
+    EXPECT_EQ(view, want) << value;
+    const bool inside = view.data() >= value.data() && view.data() + view.size() <= value.data() + value.size();
+    if (value == "\"plain words\"" || value == "\"caf\xc3\xa9\"" || value == "42" || value == "not json") {
+      EXPECT_TRUE(inside) << value;
+    }
+    if (!inside && !view.empty()) {
+      EXPECT_EQ(view.data(), scratch.data()) << value;
+    }
+  }
+}
+
 TEST(ExtractTextTest, DeepNestingDoesNotCrash) {
   std::string deep(100000, '[');
   std::string t;
@@ -234,14 +256,60 @@ TEST(AnalyzerTest, RawTokensMatchTheTwoPlainAnalyzers) {
     for (int i = 0; i < 2000; i++) {
       const std::string text = RandomText(rng, i % 50 == 0 ? 400 : 30);
       std::vector<std::string> raws, terms, want_terms, want_raws;
-      analyzer->ForEachRawToken(text, [&](std::string_view raw, std::string_view term) {
-        raws.emplace_back(raw);
-        if (!term.empty()) terms.emplace_back(term);
+      analyzer->ForEachRawToken(text, [&](const Analyzer::RawToken& t) {
+        raws.emplace_back(t.raw);
+        if (!t.term.empty()) terms.emplace_back(t.term);
+        // Handed on, not recomputed downstream: a wrong one would put a
+        // term in the wrong slot of a term counter or a segment's dictionary.
+        ASSERT_EQ(t.raw_hash, TokenHash(t.raw));
+        ASSERT_EQ(t.term_hash, t.term.empty() ? 0 : TokenHash(t.term));
       });
       analyzer->Tokenize(text, &want_terms);
       bare->Tokenize(text, &want_raws);
       ASSERT_EQ(terms, want_terms) << text;
       ASSERT_EQ(raws, want_raws) << text;
+    }
+  }
+}
+
+// The stem cache answers with what Snowball would: the same stems (and
+// stem hashes) whether a word is stemmed fresh, found in the cache, or
+// found after another word took its slot.
+TEST(AnalyzerTest, StemCacheAgreesWithSnowball) {
+  sb_stemmer* snowball = sb_stemmer_new("english", "UTF_8");
+  ASSERT_NE(snowball, nullptr);
+  auto stem = [snowball](const std::string& w) {
+    const sb_symbol* s =
+        sb_stemmer_stem(snowball, reinterpret_cast<const sb_symbol*>(w.data()), static_cast<int>(w.size()));
+    const int len = s != nullptr ? sb_stemmer_length(snowball) : 0;
+    return len > 0 ? std::string(reinterpret_cast<const char*>(s), static_cast<size_t>(len)) : w;
+  };
+  std::unique_ptr<Analyzer> cached;
+  ASSERT_TRUE(Analyzer::Create(AnalyzerOptions{}, &cached).ok());
+  std::mt19937_64 rng(5);
+  // Several times more words than the cache has slots, each many times,
+  // from a small alphabet so that stems often differ from their words.
+  std::vector<std::string> words;
+  std::map<std::string, std::string> want;
+  for (int i = 0; i < 60000; i++) {
+    std::string w;
+    for (int n = 3 + static_cast<int>(rng() % 12); n > 0; n--) w += "aeilnorstuy"[rng() % 11];
+    static const char* const kEndings[] = {"", "s", "ing", "ed", "ies", "ational", "ness", "ly"};
+    w += kEndings[rng() % std::size(kEndings)];
+    want[w] = stem(w);
+    words.push_back(std::move(w));
+  }
+  sb_stemmer_delete(snowball);
+  for (int round = 0; round < 3; round++) {
+    for (size_t i = 0; i < 3 * words.size(); i++) {
+      const std::string& w = words[round == 0 ? i % words.size() : rng() % words.size()];
+      int seen = 0;
+      cached->ForEachRawToken(w, [&](const Analyzer::RawToken& t) {
+        seen++;
+        ASSERT_EQ(t.term, want[w]) << w;
+        ASSERT_EQ(t.term_hash, TokenHash(want[w])) << w;
+      });
+      ASSERT_EQ(seen, 1) << w;
     }
   }
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cmath>
 #include <cstring>
 
@@ -22,6 +23,7 @@ constexpr double kBigramWeight = 0.6;
 constexpr double kTrigramWeight = 0.35;
 // A seed per feature kind, so "ab" the word and "ab" the trigram differ.
 constexpr uint64_t kUnigramSeed = 0x756e69;
+static_assert(kUnigramSeed == kTokenHashSeed, "a word's unigram hash is its TokenHash");
 constexpr uint64_t kBigramSeed = 0x6269;
 constexpr uint64_t kTrigramSeed = 0x747269;
 constexpr size_t kFirstTableSlots = 256;
@@ -112,9 +114,8 @@ HashingSketch::HashingSketch()
         return scratch;
       }()) {}
 
-void HashingSketch::Add(std::string_view t) {
+void HashingSketch::Add(std::string_view t, uint64_t h) {
   if (t.empty() || t.size() > kMaxTokenBytes) return;  // an analyzer never emits these
-  const uint64_t h = Checksum64(t, kUnigramSeed);
   Scratch::Entry& w = s_.words.Find(h);
   if (w.count++ == 0) {
     w.offset = static_cast<uint32_t>(s_.bytes.size());
@@ -140,9 +141,12 @@ void HashingSketch::Finish(int dimension, std::vector<float>* out) {
   double* acc = s.acc.data();
   // The sign from the top bit, the bucket from the other 63 by a multiply
   // (v2's h % dim was a 64-bit division per feature, half of all the time).
+  // The sign goes into w's sign bit, exactly what negating it does: as a
+  // branch on a hash bit it was mispredicted half the time, the largest
+  // cost of this loop.
   auto add = [acc, dim](uint64_t h, double w) {
     const auto bucket = static_cast<size_t>((static_cast<__uint128_t>(h << 1) * dim) >> 64);
-    acc[bucket] += (h >> 63) ? -w : w;
+    acc[bucket] += std::bit_cast<double>(std::bit_cast<uint64_t>(w) ^ (h & (uint64_t{1} << 63)));
   };
   // "^word$", with room for SmallHash's 16-byte reads past its last trigram.
   char marked[kMaxTokenBytes + 2 + 16] = {};

@@ -36,7 +36,9 @@ class HashingSketch {
   HashingSketch();
   HashingSketch(const HashingSketch&) = delete;
   HashingSketch& operator=(const HashingSketch&) = delete;
-  void Add(std::string_view word);
+  void Add(std::string_view word) { Add(word, TokenHash(word)); }
+  // hash: TokenHash(word), which the analysis has already (RawToken).
+  void Add(std::string_view word, uint64_t hash);
   // The L2-normalised vector of `dimension` floats (all zeros without
   // features); resets the sketch for the next text.
   void Finish(int dimension, std::vector<float>* out);

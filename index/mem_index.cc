@@ -19,7 +19,7 @@ MemIndex::RwLock::RwLock() {
 
 MemIndex::RwLock::~RwLock() { pthread_rwlock_destroy(&rw_); }
 
-MemIndex::MemIndex(const IndexConfig& config) : dimension_(config.dimension), slots_(1024, 0) {}
+MemIndex::MemIndex(const IndexConfig& config) : dimension_(config.dimension), slots_(1024, Slot{0, 0}) {}
 
 uint64_t MemIndex::KeyHash(std::string_view key, uint64_t seq) {
   return Checksum64(key) ^ (seq * 0x9E3779B97F4A7C15ull);
@@ -27,11 +27,13 @@ uint64_t MemIndex::KeyHash(std::string_view key, uint64_t seq) {
 
 int64_t MemIndex::FindLocked(std::string_view key, uint64_t seq, uint64_t hash) const {
   const size_t mask = slots_.size() - 1;
-  for (size_t i = static_cast<size_t>(hash) & mask;; i = (i + 1) & mask) {
-    const uint32_t slot = slots_[i];
-    if (slot == 0) return -1;
-    const AnalyzedDoc& d = docs_[slot - 1];
-    if (d.seq == seq && d.key == key) return slot - 1;
+  const auto tag = static_cast<uint32_t>(hash);
+  for (size_t i = tag & mask;; i = (i + 1) & mask) {
+    const Slot slot = slots_[i];
+    if (slot.id_plus_1 == 0) return -1;
+    if (slot.hash != tag) continue;
+    const AnalyzedDoc& d = docs_[slot.id_plus_1 - 1];
+    if (d.seq == seq && d.key == key) return slot.id_plus_1 - 1;
   }
 }
 
@@ -51,21 +53,20 @@ void MemIndex::Add(AnalyzedDoc doc) {
   if (FindLocked(doc.key, doc.seq, hash) >= 0) return;
   const auto id = static_cast<uint32_t>(docs_.size());
   if (2 * (docs_.size() + 1) > slots_.size()) {
-    std::vector<uint32_t> bigger(slots_.size() * 2, 0);
+    std::vector<Slot> bigger(slots_.size() * 2, Slot{0, 0});
     const size_t mask = bigger.size() - 1;
-    for (uint32_t slot : slots_) {
-      if (slot == 0) continue;
-      const AnalyzedDoc& d = docs_[slot - 1];
-      size_t i = static_cast<size_t>(KeyHash(d.key, d.seq)) & mask;
-      while (bigger[i] != 0) i = (i + 1) & mask;
+    for (const Slot& slot : slots_) {
+      if (slot.id_plus_1 == 0) continue;
+      size_t i = slot.hash & mask;
+      while (bigger[i].id_plus_1 != 0) i = (i + 1) & mask;
       bigger[i] = slot;
     }
     slots_.swap(bigger);
   }
   const size_t mask = slots_.size() - 1;
-  size_t i = static_cast<size_t>(hash) & mask;
-  while (slots_[i] != 0) i = (i + 1) & mask;
-  slots_[i] = id + 1;
+  size_t i = static_cast<uint32_t>(hash) & mask;
+  while (slots_[i].id_plus_1 != 0) i = (i + 1) & mask;
+  slots_[i] = Slot{id + 1, static_cast<uint32_t>(hash)};
   if (!doc.vector.empty()) vector_docs_.push_back(id);
   if (doc.length > 0) {
     doc_count_++;

@@ -94,8 +94,14 @@ class MemIndex final : public IndexSource {
   mutable RwLock mu_;
   std::deque<AnalyzedDoc> docs_;  // by doc id (arrival order); a deque: growing never moves a doc
   // (key, seq) -> doc id + 1 (0: empty), open addressing by KeyHash, at
-  // most half full.
-  std::vector<uint32_t> slots_;
+  // most half full. Each slot keeps its doc's hash (the low 32 bits, which
+  // also place it), so that a probe reads a doc only when the hash matches:
+  // reading each probed doc's key was a cache miss on every Add.
+  struct Slot {
+    uint32_t id_plus_1;
+    uint32_t hash;
+  };
+  std::vector<Slot> slots_;
   std::vector<uint32_t> vector_docs_;
   uint64_t doc_count_ = 0;
   uint64_t total_length_ = 0;

@@ -54,7 +54,7 @@ bool KeyIndexed(const IndexConfig& config, std::string_view key) {
 namespace {
 
 // A document's distinct terms and their counts: an open-addressing table
-// keyed by XXH3 of the term, then the distinct terms sorted by an 8-byte
+// keyed by the term's TokenHash, then the distinct terms sorted by an 8-byte
 // big-endian prefix (one integer compare settles most pairs) and bytewise
 // on ties. Terms hold no NUL bytes, so zero padding keeps the prefix order
 // the bytewise order.
@@ -65,9 +65,9 @@ class TermCounter {
     return counter;
   }
 
-  void Add(std::string_view t) {
+  // h: TokenHash(t).
+  void Add(std::string_view t, uint64_t h) {
     if (2 * (entries_.size() + 1) > slots_.size()) Grow();
-    const uint64_t h = Checksum64(t);
     const size_t mask = slots_.size() - 1;
     for (size_t i = static_cast<size_t>(h) & mask;; i = (i + 1) & mask) {
       const uint32_t slot = slots_[i];
@@ -146,32 +146,37 @@ Status AnalyzeDoc(const Analyzer& analyzer, Embedder* embedder, std::string_view
   doc->terms.clear();
   doc->term_hashes.clear();
   doc->vector.clear();
-  std::string text;
-  ExtractText(value, &text);
+  std::string scratch;  // only for text a JSON parser had to build
+  const std::string_view text = ExtractTextView(value, &scratch);
   // Terms are counted as they come (a thread's table, reused), and only the
   // distinct ones are sorted: sorting every token by memcmp was a quarter
   // of the analysis.
   TermCounter& counter = TermCounter::ForThread();
   size_t tokens = 0;
-  auto add_term = [&](std::string_view t) {
-    counter.Add(t);
-    tokens++;
-  };
   // The built-in embedder's features are the analyzer's words before stop
-  // words and stemming: one pass over the text gives both.
+  // words and stemming: one pass over the text gives both, each token
+  // hashed once for the stem cache, the sketch and the counter.
   const int sketch_dim = embedder != nullptr && analyzer.options().strip_diacritics ? HashingEmbedderDimension(embedder) : 0;
   if (sketch_dim > 0) {
     HashingSketch sketch;
-    analyzer.ForEachRawToken(text, [&](std::string_view raw, std::string_view term) {
-      sketch.Add(raw);
-      if (!term.empty()) add_term(term);
+    analyzer.ForEachRawToken(text, [&](const Analyzer::RawToken& t) {
+      sketch.Add(t.raw, t.raw_hash);
+      if (!t.term.empty()) {
+        counter.Add(t.term, t.term_hash);
+        tokens++;
+      }
     });
     std::vector<float> vector;
     sketch.Finish(sketch_dim, &vector);
     if (std::any_of(vector.begin(), vector.end(), [](float f) { return f != 0.0f; })) doc->vector = std::move(vector);
     embedder = nullptr;  // done
   } else {
-    analyzer.ForEachToken(text, add_term);
+    analyzer.ForEachRawToken(text, [&](const Analyzer::RawToken& t) {
+      if (!t.term.empty()) {
+        counter.Add(t.term, t.term_hash);
+        tokens++;
+      }
+    });
   }
   doc->length = static_cast<uint32_t>(std::min<size_t>(tokens, UINT32_MAX));
   counter.TakeSorted(&doc->terms, &doc->term_hashes);
@@ -229,7 +234,16 @@ constexpr uint32_t kMaxDimension = 1 << 16;
 class Reader {
  public:
   explicit Reader(std::string_view in) : in_(in) {}
-  bool U32(uint32_t* v) { return GetVarint32(&in_, v); }
+  // One byte, the common case (small deltas and counts), inline: the
+  // validation at open decodes every posting and forward entry.
+  bool U32(uint32_t* v) {
+    if (!in_.empty() && static_cast<unsigned char>(in_[0]) < 0x80) {
+      *v = static_cast<unsigned char>(in_[0]);
+      in_.remove_prefix(1);
+      return true;
+    }
+    return GetVarint32(&in_, v);
+  }
   bool U64(uint64_t* v) { return GetVarint64(&in_, v); }
   bool Fixed64(uint64_t* v) {
     if (in_.size() < 8) return false;
@@ -249,6 +263,45 @@ class Reader {
 
  private:
   std::string_view in_;
+};
+
+// Encodes into a string through a pointer, room made ahead a record at a
+// time: std::string::append per varint (a memcpy call for a byte or two,
+// behind a capacity check) was about a third of SegmentWriter::Finish.
+class Encoder {
+ public:
+  explicit Encoder(std::string* out) : out_(out), pos_(out->size()) {}
+  Encoder(const Encoder&) = delete;
+  Encoder& operator=(const Encoder&) = delete;
+  ~Encoder() { out_->resize(pos_); }
+  // Room for n more bytes: every write below needs it made first.
+  void Reserve(size_t n) {
+    if (pos_ + n > out_->size()) out_->resize(std::max(pos_ + n, 2 * out_->size()));
+  }
+  void Varint32(uint32_t v) { pos_ = static_cast<size_t>(EncodeVarint32(out_->data() + pos_, v) - out_->data()); }
+  void Varint64(uint64_t v) {
+    auto* p = reinterpret_cast<unsigned char*>(out_->data() + pos_);
+    for (; v >= 0x80; v >>= 7) *p++ = static_cast<unsigned char>(v | 0x80);
+    *p++ = static_cast<unsigned char>(v);
+    pos_ = static_cast<size_t>(reinterpret_cast<char*>(p) - out_->data());
+  }
+  void Fixed64(uint64_t v) {
+    EncodeFixed64(out_->data() + pos_, v);
+    pos_ += 8;
+  }
+  void Bytes(std::string_view b) {
+    std::memcpy(out_->data() + pos_, b.data(), b.size());
+    pos_ += b.size();
+  }
+  void LengthPrefixed(std::string_view b) {
+    Varint32(static_cast<uint32_t>(b.size()));
+    Bytes(b);
+  }
+  size_t size() const { return pos_; }
+
+ private:
+  std::string* const out_;
+  size_t pos_;  // bytes written; the string's size beyond it is room
 };
 
 struct HnswGraph {
@@ -305,61 +358,83 @@ Status SegmentWriter::Finish(std::string* out) {
   // get provisional ids in a flat hash table (an ordered map's string
   // compares, then std::unordered_map's node walks, were most of a flush's
   // cost), then their final ids by sorting the distinct terms once.
-  // Each slot's entry holds the term's hash, length and first 8 bytes, so
-  // that finding a term already seen (nearly every occurrence) compares
-  // those instead of the bytes of the doc that brought it first, a cache
-  // miss each time (memcmp on it was a fifth of Finish).
+  // A slot holds the term's hash beside its id, so that probing past other
+  // terms reads no entry; an entry holds the term's length, first 8 bytes
+  // and df, so that finding a term already seen (nearly every occurrence)
+  // compares those and counts it in one cache line, not in the bytes of
+  // the doc that brought it first (a miss each time: memcmp on them was a
+  // fifth of Finish) nor in arrays of their own.
+  struct Slot {
+    uint32_t hash;
+    uint32_t id_plus_1;  // provisional id + 1; 0: empty
+  };
   struct Known {
     uint64_t prefix;
-    uint32_t hash;
     uint32_t size;
+    uint32_t df;
   };
-  std::vector<uint32_t> slots(1024, 0);       // provisional id + 1; 0: empty
+  std::vector<Slot> slots(1024, Slot{0, 0});
   std::vector<Known> known;                   // by provisional id
-  std::vector<std::string_view> names;                         // by provisional id
-  std::vector<uint32_t> df;                                     // by provisional id
-  std::vector<uint32_t> doc_terms;                              // every doc's provisional ids, in doc order
+  std::vector<std::string_view> names;        // by provisional id
+  // Every doc's (provisional id, tf), in doc order: the passes below read
+  // these rather than the docs' own term lists again, which are scattered
+  // over the heap (a cache miss a doc, twice more).
+  std::vector<std::pair<uint32_t, uint32_t>> doc_terms;
   auto provisional_id = [&](std::string_view term, uint32_t h) -> uint32_t {
     if (2 * (names.size() + 1) > slots.size()) {
-      slots.assign(slots.size() * 2, 0);
-      const size_t mask = slots.size() - 1;
-      for (uint32_t p = 0; p < names.size(); p++) {
-        size_t i = static_cast<size_t>(known[p].hash) & mask;
-        while (slots[i] != 0) i = (i + 1) & mask;
-        slots[i] = p + 1;
+      std::vector<Slot> bigger(slots.size() * 2, Slot{0, 0});
+      const size_t mask = bigger.size() - 1;
+      for (const Slot& slot : slots) {
+        if (slot.id_plus_1 == 0) continue;
+        size_t i = slot.hash & mask;
+        while (bigger[i].id_plus_1 != 0) i = (i + 1) & mask;
+        bigger[i] = slot;
       }
+      slots.swap(bigger);
     }
     uint64_t prefix = 0;
     std::memcpy(&prefix, term.data(), std::min<size_t>(term.size(), 8));
     const size_t mask = slots.size() - 1;
-    for (size_t i = static_cast<size_t>(h) & mask;; i = (i + 1) & mask) {
-      if (slots[i] == 0) {
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+      const Slot slot = slots[i];
+      if (slot.id_plus_1 == 0) {
         const auto p = static_cast<uint32_t>(names.size());
-        slots[i] = p + 1;
-        known.push_back(Known{prefix, h, static_cast<uint32_t>(term.size())});
+        slots[i] = Slot{h, p + 1};
+        known.push_back(Known{prefix, static_cast<uint32_t>(term.size()), 0});
         names.push_back(term);
-        df.push_back(0);
         return p;
       }
-      const uint32_t p = slots[i] - 1;
+      if (slot.hash != h) continue;
+      const uint32_t p = slot.id_plus_1 - 1;
       const Known& k = known[p];
-      if (k.hash == h && k.size == term.size() && k.prefix == prefix &&
-          (term.size() <= 8 || names[p].substr(8) == term.substr(8))) {
+      if (k.size == term.size() && k.prefix == prefix && (term.size() <= 8 || names[p].substr(8) == term.substr(8))) {
         return p;
       }
     }
   };
+  std::vector<size_t> doc_term_start(docs_.size() + 1, 0);  // where each doc's entries of doc_terms begin
   uint64_t doc_count = 0, total_length = 0, max_seq = 0;
   for (uint32_t id = 0; id < docs_.size(); id++) {
     const AnalyzedDoc& d = *docs_[id];
-    // The analysis' hashes when it left them (docs carried from a segment
-    // by a compaction have none).
+    // Each doc's term list is a heap block of its own, ~40 bytes a term,
+    // that the hardware prefetchers find only once it is being read: ask
+    // for the next doc's while this one's terms are looked up.
+    if (id + 2 < docs_.size()) __builtin_prefetch(docs_[id + 2]);
+    if (id + 1 < docs_.size()) {
+      const AnalyzedDoc& next = *docs_[id + 1];
+      const char* t = reinterpret_cast<const char*>(next.terms.data());
+      const size_t bytes = next.terms.size() * sizeof(next.terms[0]);
+      for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch(t + b);
+      __builtin_prefetch(next.term_hashes.data());
+    }
+    doc_term_start[id] = doc_terms.size();
+    // The analysis' (or Segment::FindDoc's) hashes when the doc has them.
     const bool hashed = d.term_hashes.size() == d.terms.size();
     for (size_t t = 0; t < d.terms.size(); t++) {
       const auto& [term, tf] = d.terms[t];
-      const uint32_t p = provisional_id(term, hashed ? d.term_hashes[t] : static_cast<uint32_t>(Checksum64(term)));
-      df[p]++;
-      doc_terms.push_back(p);
+      const uint32_t p = provisional_id(term, hashed ? d.term_hashes[t] : static_cast<uint32_t>(TokenHash(term)));
+      known[p].df++;
+      doc_terms.emplace_back(p, tf);
     }
     if (d.length > 0) {
       doc_count++;
@@ -367,22 +442,32 @@ Status SegmentWriter::Finish(std::string* out) {
     }
     max_seq = std::max(max_seq, d.seq);
   }
+  doc_term_start[docs_.size()] = doc_terms.size();
   // Postings in one array, each term's (doc id, tf) pairs together in doc
   // order (a counting sort by term): a growing vector per term was a
   // reallocation and a cache miss per posting.
   std::vector<size_t> list_start(names.size() + 1, 0);
-  for (uint32_t p = 0; p < names.size(); p++) list_start[p + 1] = list_start[p] + df[p];
+  for (uint32_t p = 0; p < names.size(); p++) list_start[p + 1] = list_start[p] + known[p].df;
   std::vector<std::pair<uint32_t, uint32_t>> postings(doc_terms.size());
   {
     std::vector<size_t> cursor(list_start.begin(), list_start.end() - 1);
-    size_t next = 0;
     for (uint32_t id = 0; id < docs_.size(); id++) {
-      for (const auto& term_tf : docs_[id]->terms) postings[cursor[doc_terms[next++]]++] = {id, term_tf.second};
+      for (size_t i = doc_term_start[id]; i < doc_term_start[id + 1]; i++) {
+        const auto [p, tf] = doc_terms[i];
+        postings[cursor[p]++] = {id, tf};
+      }
     }
   }
   std::vector<uint32_t> order(names.size());  // final id -> provisional id
   for (uint32_t i = 0; i < order.size(); i++) order[i] = i;
-  std::sort(order.begin(), order.end(), [&names](uint32_t a, uint32_t b) { return names[a] < names[b]; });
+  // By the first 8 bytes as a big-endian integer (zero-padded: where two
+  // prefixes differ, the integers order them as the bytes do), the bytes
+  // only on a tie: comparing the terms themselves read them from the docs,
+  // a cache miss each.
+  std::sort(order.begin(), order.end(), [&names, &known](uint32_t a, uint32_t b) {
+    const uint64_t x = __builtin_bswap64(known[a].prefix), y = __builtin_bswap64(known[b].prefix);
+    return x != y ? x < y : names[a] < names[b];
+  });
   std::vector<uint32_t> final_id(names.size());
   for (uint32_t i = 0; i < order.size(); i++) final_id[order[i]] = i;
 
@@ -415,48 +500,64 @@ Status SegmentWriter::Finish(std::string* out) {
 
 
   std::string docs;
-  for (const AnalyzedDoc* p : docs_) {
-    const AnalyzedDoc& d = *p;
-    PutLengthPrefixed(&docs, d.key);
-    PutVarint64(&docs, d.seq);
-    PutVarint32(&docs, d.length);
-    PutFixed64(&docs, d.value_hash);
+  {
+    Encoder e(&docs);
+    for (const AnalyzedDoc* p : docs_) {
+      const AnalyzedDoc& d = *p;
+      e.Reserve(5 + d.key.size() + 10 + 5 + 8);
+      e.LengthPrefixed(d.key);
+      e.Varint64(d.seq);
+      e.Varint32(d.length);
+      e.Fixed64(d.value_hash);
+    }
   }
-
 
   std::string terms;
-  PutVarint32(&terms, static_cast<uint32_t>(names.size()));
-  std::string list_bytes;
-  for (uint32_t p : order) {
-    PutLengthPrefixed(&terms, names[p]);
-    PutVarint32(&terms, df[p]);
-    list_bytes.clear();
-    uint32_t prev = 0;
-    for (size_t i = list_start[p]; i < list_start[p + 1]; i++) {
-      const auto [id, tf] = postings[i];
-      PutVarint32(&list_bytes, id - prev);
-      PutVarint32(&list_bytes, tf);
-      prev = id;
+  {
+    Encoder e(&terms);
+    e.Reserve(5);
+    e.Varint32(static_cast<uint32_t>(names.size()));
+    std::string list_bytes;
+    for (uint32_t p : order) {
+      list_bytes.clear();
+      {
+        Encoder list(&list_bytes);
+        list.Reserve(10 * size_t{known[p].df});
+        uint32_t prev = 0;
+        for (size_t i = list_start[p]; i < list_start[p + 1]; i++) {
+          const auto [id, tf] = postings[i];
+          list.Varint32(id - prev);
+          list.Varint32(tf);
+          prev = id;
+        }
+      }
+      e.Reserve(5 + names[p].size() + 5 + 5 + list_bytes.size());
+      e.LengthPrefixed(names[p]);
+      e.Varint32(known[p].df);
+      e.LengthPrefixed(list_bytes);
     }
-    PutLengthPrefixed(&terms, list_bytes);
   }
 
-
   std::string forward;
-  std::vector<std::pair<uint32_t, uint32_t>> ids;
-  size_t next = 0;
-  for (const AnalyzedDoc* p : docs_) {
-    const AnalyzedDoc& d = *p;
-    // terms are distinct and ascending, so final ids are too
-    ids.clear();
-    for (const auto& [term, tf] : d.terms) ids.emplace_back(final_id[doc_terms[next++]], tf);
-    std::sort(ids.begin(), ids.end());
-    PutVarint32(&forward, static_cast<uint32_t>(ids.size()));
-    uint32_t prev = 0;
-    for (const auto& [id, tf] : ids) {
-      PutVarint32(&forward, id - prev);
-      PutVarint32(&forward, tf);
-      prev = id;
+  {
+    Encoder e(&forward);
+    std::vector<std::pair<uint32_t, uint32_t>> ids;
+    for (uint32_t id = 0; id < docs_.size(); id++) {
+      ids.clear();
+      for (size_t i = doc_term_start[id]; i < doc_term_start[id + 1]; i++) {
+        ids.emplace_back(final_id[doc_terms[i].first], doc_terms[i].second);
+      }
+      // Ascending already when the doc's terms are (as the analysis and
+      // Segment::FindDoc leave them): final ids are in term order.
+      if (!std::is_sorted(ids.begin(), ids.end())) std::sort(ids.begin(), ids.end());
+      e.Reserve(5 + 10 * ids.size());
+      e.Varint32(static_cast<uint32_t>(ids.size()));
+      uint32_t prev = 0;
+      for (const auto& [term_id, tf] : ids) {
+        e.Varint32(term_id - prev);
+        e.Varint32(tf);
+        prev = term_id;
+      }
     }
   }
 
@@ -675,6 +776,7 @@ Status Segment::Parse(const std::string& name) {
       if (id >= num_docs) return corrupt("posting names a missing doc");
     }
     if (!list.empty()) return corrupt("bad postings");
+    term.hash = static_cast<uint32_t>(TokenHash(term.term));
     terms_.push_back(term);
   }
   if (!terms.empty()) return corrupt("bad term dictionary");
@@ -869,41 +971,72 @@ void Segment::CopyVector(uint32_t vector_id, float* out) const {
   }
 }
 
+namespace {
+
+// Table order: key ascending, then seq descending.
+bool DocBefore(std::string_view a_key, uint64_t a_seq, std::string_view b_key, uint64_t b_seq) {
+  const int c = a_key.compare(b_key);
+  return c != 0 ? c < 0 : a_seq > b_seq;
+}
+
+}  // namespace
+
 bool Segment::FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) const {
-  auto it = std::lower_bound(docs_.begin(), docs_.end(), std::make_pair(key, seq),
-                             [](const Doc& d, const std::pair<std::string_view, uint64_t>& k) {
-                               int c = d.key.compare(k.first);
-                               return c != 0 ? c < 0 : d.seq > k.second;
-                             });
+  size_t cursor = 0;
+  return FindDocFrom(key, seq, &cursor, doc);
+}
+
+bool Segment::FindDocFrom(std::string_view key, uint64_t seq, size_t* cursor, AnalyzedDoc* doc) const {
+  auto before = [&](const Doc& d) { return DocBefore(d.key, d.seq, key, seq); };
+  const size_t n = docs_.size();
+  size_t lo = std::min(*cursor, n);
+  if (lo > 0 && !before(docs_[lo - 1])) lo = 0;  // behind the cursor: search everything
+  // Gallop: the first doc not before (key, seq) is in (lo + step / 2, lo + step].
+  size_t step = 1;
+  while (lo + step <= n && before(docs_[lo + step - 1])) step *= 2;
+  const auto first = docs_.begin() + static_cast<ptrdiff_t>(lo + step / 2);
+  const auto last = docs_.begin() + static_cast<ptrdiff_t>(std::min(lo + step, n));
+  const auto it = std::partition_point(first, last, before);
+  const auto i = static_cast<size_t>(it - docs_.begin());
+  *cursor = i;
   if (it == docs_.end() || it->key != key || it->seq != seq) return false;
+  CopyDoc(i, doc);
+  return true;
+}
+
+void Segment::CopyDoc(size_t i, AnalyzedDoc* doc) const {
+  const auto it = docs_.begin() + static_cast<ptrdiff_t>(i);
   doc->key.assign(it->key);
   doc->seq = it->seq;
   doc->value_hash = it->value_hash;
   doc->length = it->length;
   doc->terms.clear();
-  doc->term_hashes.clear();  // Finish hashes the terms itself
+  doc->term_hashes.clear();
   Reader forward(forward_.substr(it->forward_offset));
   uint32_t n = 0, id = 0;
   (void)forward.U32(&n);  // validated at open
+  doc->terms.reserve(n);
+  doc->term_hashes.reserve(n);
   for (uint32_t j = 0; j < n; j++) {
     uint32_t delta = 0, tf = 0;
     (void)forward.U32(&delta);
     (void)forward.U32(&tf);
     id += delta;
     doc->terms.emplace_back(std::string(terms_[id].term), tf);
+    doc->term_hashes.push_back(terms_[id].hash);
   }
   doc->vector.clear();
   if (it->vector_id >= 0) {
     doc->vector.resize(static_cast<size_t>(dimension_));
     CopyVector(static_cast<uint32_t>(it->vector_id), doc->vector.data());
   }
-  return true;
 }
 
 void Segment::ForEachDoc(const std::function<void(const AnalyzedDoc&)>& fn) const {
   AnalyzedDoc doc;
-  for (const Doc& d : docs_) {
-    if (FindDoc(d.key, d.seq, &doc)) fn(doc);
+  for (size_t i = 0; i < docs_.size(); i++) {
+    CopyDoc(i, &doc);
+    fn(doc);
   }
 }
 
@@ -1221,27 +1354,80 @@ float DotProductHalf(const uint16_t* a, const float* b, size_t dim) {
 #endif
 }
 
+namespace {
+
+// The largest magnitude among n binary16 values, as binary16 bits: without
+// the sign bit, halves order as their integers do (NaNs, above infinity,
+// are left out, as std::max over floats leaves them), and an integer
+// maximum vectorises (a float one, serial, was a third of BuildScanCodes).
+uint16_t MaxMagnitudeBits(const uint16_t* h, size_t n) {
+  uint16_t max_bits = 0;
+  size_t d = 0;
+#if defined(__AVX512BW__)
+  const __m512i magnitude = _mm512_set1_epi16(0x7fff), inf = _mm512_set1_epi16(0x7c00);
+  __m512i m = _mm512_setzero_si512();
+  for (; d + 32 <= n; d += 32) {
+    const __m512i bits = _mm512_and_si512(_mm512_loadu_si512(h + d), magnitude);
+    m = _mm512_max_epu16(m, _mm512_maskz_mov_epi16(_mm512_cmple_epu16_mask(bits, inf), bits));
+  }
+  alignas(64) uint16_t lanes[32];
+  _mm512_store_si512(lanes, m);
+  for (uint16_t l : lanes) max_bits = std::max(max_bits, l);
+#endif
+  for (; d < n; d++) {
+    const uint16_t bits = h[d] & 0x7fff;
+    max_bits = std::max<uint16_t>(max_bits, bits > 0x7c00 ? 0 : bits);
+  }
+  return max_bits;
+}
+
+// code = x / scale rounded to nearest (even), clamped to [-127, 127]; the
+// vector loop gives the scalar one's codes exactly (the same IEEE
+// division and rounding).
+void Quantize(const float* x, size_t n, float scale, int8_t* codes) {
+  size_t d = 0;
+#if defined(__AVX512F__)
+  const __m512 vscale = _mm512_set1_ps(scale), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  for (; d + 16 <= n; d += 16) {
+    __m512 c = _mm512_roundscale_ps(_mm512_div_ps(_mm512_loadu_ps(x + d), vscale),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    c = _mm512_min_ps(_mm512_max_ps(c, lo), hi);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(codes + d), _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(c)));
+  }
+#endif
+  for (; d < n; d++) codes[d] = static_cast<int8_t>(std::clamp(std::nearbyint(x[d] / scale), -127.0f, 127.0f));
+}
+
+}  // namespace
+
 void Segment::BuildScanCodes() {
   const size_t num = vector_docs_.size();
   const size_t dim = static_cast<size_t>(dimension_);
   if (num == 0 || dim == 0) return;
   const size_t blocks = (num + kScanBlock - 1) / kScanBlock;
   const size_t stride = blocks * kScanBlock;
-  codes_.reset(new int8_t[stride * dim]());
+  codes_.reset(new int8_t[stride * dim]);  // every byte is written below
   scales_.assign(stride, 0.0f);
   std::vector<float> floats(dim);
-  for (size_t v = 0; v < num; v++) {
-    const float* x = floats.data();
-    CopyVector(static_cast<uint32_t>(v), floats.data());
-    float max_abs = 0;
-    for (size_t d = 0; d < dim; d++) max_abs = std::max(max_abs, std::fabs(x[d]));
-    if (max_abs == 0) continue;
-    const float scale = max_abs / 127.0f;
-    scales_[v] = scale;
-    for (size_t d = 0; d < dim; d++) {
-      const float c = std::nearbyint(x[d] / scale);
-      codes_[d * stride + v] = static_cast<int8_t>(std::clamp(c, -127.0f, 127.0f));
+  std::vector<int8_t> codes(dim);
+  // A block's codes, dimension-major, copied into the rows a row at a
+  // time: storing each vector's codes straight into the rows (a row apart,
+  // more than a page) was a TLB miss a byte. Zeros for vectors without a
+  // scale and for the padding after the last vector.
+  std::vector<int8_t> tile(dim * kScanBlock);
+  for (size_t first = 0; first < num; first += kScanBlock) {
+    std::fill(tile.begin(), tile.end(), int8_t{0});
+    for (size_t v = first; v < std::min(num, first + kScanBlock); v++) {
+      const uint16_t* h = vectors_ + v * dim;
+      const float max_abs = HalfToFloat(MaxMagnitudeBits(h, dim));
+      if (max_abs == 0) continue;
+      const float scale = max_abs / 127.0f;
+      scales_[v] = scale;
+      HalvesToFloats(h, dim, floats.data());
+      Quantize(floats.data(), dim, scale, codes.data());
+      for (size_t d = 0; d < dim; d++) tile[d * kScanBlock + (v - first)] = codes[d];
     }
+    for (size_t d = 0; d < dim; d++) std::memcpy(&codes_[d * stride + first], &tile[d * kScanBlock], kScanBlock);
   }
 }
 

@@ -43,7 +43,7 @@ struct AnalyzedDoc {
   uint64_t seq = 0;
   uint64_t value_hash = 0;
   std::vector<std::pair<std::string, uint32_t>> terms;  // distinct term -> term frequency, term ascending
-  // Empty, or the low 32 bits of Checksum64 of each term, parallel to
+  // Empty, or the low 32 bits of TokenHash (analyzer.h) of each term, parallel to
   // terms: the analysis hashes every term to count it, and a segment writer
   // probes its term dictionary with the same hash instead of hashing every
   // occurrence again. 32 bits: a memtable holds these, and its budget pays
@@ -169,6 +169,12 @@ class Segment final : public IndexSource {
   // The analysed doc for (key, seq), to carry it through a compaction
   // without analysing the value again; false when absent.
   bool FindDoc(std::string_view key, uint64_t seq, AnalyzedDoc* doc) const;
+  // The same for lookups in table order (a compaction's, whose entries come
+  // key ascending, seq descending): *cursor, 0 at first, remembers where
+  // the last one ended, and the search gallops forward from there instead
+  // of bisecting all docs for each. Any order still finds every doc (one
+  // behind the cursor costs a full search).
+  bool FindDocFrom(std::string_view key, uint64_t seq, size_t* cursor, AnalyzedDoc* doc) const;
   // Every doc in table order (key ascending, seq descending).
   void ForEachDoc(const std::function<void(const AnalyzedDoc&)>& fn) const;
   size_t MemoryUsage() const;
@@ -191,6 +197,8 @@ class Segment final : public IndexSource {
   // Vector vector_id as dimension_ floats.
   void CopyVector(uint32_t vector_id, float* out) const;
   void ReleaseCopiedSections(ptrdiff_t keep);
+  // docs_[i] as an AnalyzedDoc (FindDoc's answer).
+  void CopyDoc(size_t i, AnalyzedDoc* doc) const;
 
   struct Doc {
     std::string_view key;
@@ -203,6 +211,9 @@ class Segment final : public IndexSource {
   struct Term {
     std::string_view term;
     uint32_t df;
+    // TokenHash's low 32 bits, for FindDoc's term_hashes: hashed once per
+    // segment here, not once per occurrence by every compaction's writer.
+    uint32_t hash;
     std::string_view postings;  // validated (doc id delta, tf) varint pairs
   };
 

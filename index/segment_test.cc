@@ -153,8 +153,41 @@ void ExpectSameDoc(const AnalyzedDoc& a, const AnalyzedDoc& b) {
   EXPECT_EQ(a.seq, b.seq);
   EXPECT_EQ(a.value_hash, b.value_hash);
   EXPECT_EQ(a.terms, b.terms);
+  // The segment writer trusts these to find a term in its dictionary.
+  EXPECT_EQ(a.term_hashes, b.term_hashes);
   EXPECT_EQ(a.length, b.length);
   EXPECT_EQ(a.vector, b.vector);
+}
+
+// A cursor's lookups find what FindDoc finds, in table order (with absent
+// docs in between, as a compaction's other inputs bring), in reverse and
+// in random order.
+TEST(SegmentTest, FindDocFromMatchesFindDoc) {
+  Fixture f(64);
+  f.MakeDocs(700, 31);
+  auto segment = WriteAndOpen(f, "000031.idx");
+  ASSERT_TRUE(segment);
+  std::vector<std::pair<std::string, uint64_t>> present;
+  segment->ForEachDoc([&](const AnalyzedDoc& d) { present.emplace_back(d.key, d.seq); });
+  ASSERT_EQ(present.size(), f.ref.docs.size());
+  std::vector<std::pair<std::string, uint64_t>> in_order;
+  for (const auto& [key, seq] : present) {
+    in_order.emplace_back(key, seq + 1000000);  // absent: newer than any
+    in_order.emplace_back(key, seq);
+    in_order.emplace_back(key + "~", seq);  // absent: between keys
+  }
+  std::vector<std::pair<std::string, uint64_t>> reversed(in_order.rbegin(), in_order.rend());
+  std::vector<std::pair<std::string, uint64_t>> shuffled = in_order;
+  std::shuffle(shuffled.begin(), shuffled.end(), std::mt19937_64(32));
+  for (const auto* lookups : {&in_order, &reversed, &shuffled}) {
+    size_t cursor = 0;
+    for (const auto& [key, seq] : *lookups) {
+      AnalyzedDoc want, got;
+      const bool found = segment->FindDoc(key, seq, &want);
+      ASSERT_EQ(segment->FindDocFrom(key, seq, &cursor, &got), found) << key << " " << seq;
+      if (found) ExpectSameDoc(got, want);
+    }
+  }
 }
 
 TEST(SegmentTest, EmptySegment) {
@@ -181,6 +214,10 @@ TEST(SegmentTest, RoundTripMatchesReference) {
     AnalyzedDoc got;
     ASSERT_TRUE(segment->FindDoc(d.key, d.seq, &got));
     ExpectSameDoc(got, d);
+    ASSERT_EQ(got.term_hashes.size(), got.terms.size());
+    for (size_t t = 0; t < got.terms.size(); t++) {
+      EXPECT_EQ(got.term_hashes[t], static_cast<uint32_t>(TokenHash(got.terms[t].first)));
+    }
   }
   AnalyzedDoc none;
   EXPECT_FALSE(segment->FindDoc("nope", 1, &none));
