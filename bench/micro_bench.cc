@@ -360,14 +360,21 @@ const std::vector<kvstore::index::AnalyzedDoc>& ZipfDocs() {
   return docs;
 }
 
+// A flush's segment: the docs borrowed from the memtable's index. Empty
+// when the writer fails.
+std::string BorrowedSegment(const std::vector<kvstore::index::AnalyzedDoc>& docs) {
+  kvstore::index::SegmentWriter writer(IndexCorpus::Get().config);
+  for (const auto& d : docs) writer.AddBorrowed(&d);
+  std::string contents;
+  if (!writer.Finish(&contents).ok()) contents.clear();
+  return contents;
+}
+
 void BM_SegmentBuildZipf(benchmark::State& state) {
-  IndexCorpus& c = IndexCorpus::Get();
   const std::vector<kvstore::index::AnalyzedDoc>& docs = ZipfDocs();
   for (auto _ : state) {
-    kvstore::index::SegmentWriter writer(c.config);
-    for (const auto& d : docs) writer.AddBorrowed(&d);
-    std::string contents;
-    if (!writer.Finish(&contents).ok()) state.SkipWithError("finish");
+    std::string contents = BorrowedSegment(docs);
+    if (contents.empty()) state.SkipWithError("finish");
     benchmark::DoNotOptimize(contents.data());
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations() * docs.size()));
@@ -380,12 +387,9 @@ void BM_SegmentRewriteZipf(benchmark::State& state) {
   IndexCorpus& c = IndexCorpus::Get();
   const std::vector<kvstore::index::AnalyzedDoc>& docs = ZipfDocs();
   std::shared_ptr<kvstore::index::Segment> input;
-  {
-    kvstore::index::SegmentWriter writer(c.config);
-    for (const auto& d : docs) writer.AddBorrowed(&d);
-    std::string contents;
-    (void)writer.Finish(&contents);
-    (void)kvstore::index::Segment::OpenContents(std::move(contents), "input.idx", &input);
+  if (!kvstore::index::Segment::OpenContents(BorrowedSegment(docs), "input.idx", &input).ok()) {
+    state.SkipWithError("input segment");
+    return;
   }
   for (auto _ : state) {
     kvstore::index::SegmentWriter writer(c.config);
