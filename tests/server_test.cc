@@ -309,6 +309,27 @@ TEST_F(ServerTest, PipelinedThousandRequestsAnswerInOrder) {
   EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
 }
 
+// More answered responses than one send takes (a megabyte at a time) from
+// one read of pipelined gets: every one arrives, in order, however much
+// of it each send gets into the socket.
+TEST_F(ServerTest, PipelinedResponsesPastAMegabyteAllArrive) {
+  ServerProcess server(data());
+  Client c(server.port());
+  const std::string value(64 * 1024, 'v');
+  ASSERT_EQ(Code(c.Call({{"op", "set"}, {"key", "big"}, {"value", value}})), "");
+  std::string batch;
+  constexpr int kGets = 80;  // about 5 MiB of responses
+  for (int i = 0; i < kGets; ++i) batch += json{{"id", i}, {"op", "get"}, {"key", "big"}}.dump() + "\n";
+  ASSERT_TRUE(c.Send(batch));
+  for (int i = 0; i < kGets; ++i) {
+    json r = json::parse(c.ReadLine(), nullptr, false);
+    ASSERT_FALSE(r.is_discarded()) << i;
+    ASSERT_EQ(r["id"], i);
+    ASSERT_EQ(r["result"], value) << i;
+  }
+  EXPECT_EQ(WEXITSTATUS(server.Stop(SIGTERM)), 0);
+}
+
 TEST_F(ServerTest, TwoHundredConcurrentConnections) {
   ServerProcess server(data());
   std::vector<std::unique_ptr<Client>> clients;
