@@ -14,7 +14,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <mutex>
 #include <random>
 #include <set>
