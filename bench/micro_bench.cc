@@ -279,10 +279,9 @@ struct IndexCorpus {
   }
 };
 
-void BM_AnalyzeDoc(benchmark::State& state) {
+// Analyses values (JSON strings) in turn, one per iteration.
+void AnalyzeInTurn(benchmark::State& state, const std::vector<std::string>& values) {
   IndexCorpus& c = IndexCorpus::Get();
-  std::vector<std::string> values;
-  for (uint64_t i = 0; i < 64; i++) values.push_back("\"" + IndexDoc(i) + "\"");
   kvstore::index::AnalyzedDoc d;
   size_t i = 0;
   for (auto _ : state) {
@@ -290,6 +289,12 @@ void BM_AnalyzeDoc(benchmark::State& state) {
     benchmark::DoNotOptimize(d.terms.data());
   }
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+}
+
+void BM_AnalyzeDoc(benchmark::State& state) {
+  std::vector<std::string> values;
+  for (uint64_t i = 0; i < 64; i++) values.push_back("\"" + IndexDoc(i) + "\"");
+  AnalyzeInTurn(state, values);
 }
 BENCHMARK(BM_AnalyzeDoc);
 
@@ -330,15 +335,8 @@ std::vector<std::string> ZipfValues(size_t n) {
 }
 
 void BM_AnalyzeDocZipf(benchmark::State& state) {
-  IndexCorpus& c = IndexCorpus::Get();
   static const std::vector<std::string> values = ZipfValues(4096);
-  kvstore::index::AnalyzedDoc d;
-  size_t i = 0;
-  for (auto _ : state) {
-    (void)kvstore::index::AnalyzeDoc(*c.analyzer, c.embedder.get(), "key", 1, values[i++ % values.size()], &d);
-    benchmark::DoNotOptimize(d.terms.data());
-  }
-  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
+  AnalyzeInTurn(state, values);
 }
 BENCHMARK(BM_AnalyzeDocZipf)->Threads(1)->Threads(2);
 
