@@ -48,6 +48,12 @@ struct Fixture {
       ref.docs.push_back(std::move(d));
     }
   }
+  // The segment of ref.docs, as a flush writes it.
+  Status WriteSegment(std::string* contents) const {
+    SegmentWriter writer(config);
+    for (const auto& d : ref.docs) writer.Add(d);
+    return writer.Finish(contents);
+  }
 };
 
 std::string TempDir() {
@@ -433,10 +439,8 @@ void ExpectSameNearest(const Fixture& f, const Segment& a, const Segment& b, uin
 TEST(SegmentTest, VectorsAreAlignedAndUnalignedOnesStillRead) {
   Fixture f(64);
   f.MakeDocs(500, 21);
-  SegmentWriter writer(f.config);
-  for (const auto& d : f.ref.docs) writer.Add(d);
   std::string padded;
-  ASSERT_TRUE(writer.Finish(&padded).ok());
+  ASSERT_TRUE(f.WriteSegment(&padded).ok());
   const std::vector<SectionEntry> sections = Sections(padded);
   auto vectors = std::find_if(sections.begin(), sections.end(), [](const SectionEntry& e) { return e.kind == 5; });
   ASSERT_NE(vectors, sections.end());
@@ -590,10 +594,8 @@ TEST(SegmentTest, CorruptionIsDetected) {
     Fixture f(16);
     f.config.hnsw_min_vectors = 1000;
     f.MakeDocs(docs, 10 + docs);
-    SegmentWriter writer(f.config);
-    for (const auto& d : f.ref.docs) writer.Add(d);
     std::string good;
-    ASSERT_TRUE(writer.Finish(&good).ok());
+    ASSERT_TRUE(f.WriteSegment(&good).ok());
     std::shared_ptr<Segment> segment;
     ASSERT_TRUE(Segment::OpenContents(good, "good.idx", &segment).ok());
     EXPECT_EQ(segment->has_hnsw(), docs > 1000);
@@ -668,10 +670,8 @@ TEST(SegmentTest, Version1SegmentsStillRead) {
     Fixture f(64);
     f.config.hnsw_min_vectors = 1000;  // the second round has a graph
     f.MakeDocs(docs, 23);
-    SegmentWriter writer(f.config);
-    for (const auto& d : f.ref.docs) writer.Add(d);
     std::string v2;
-    ASSERT_TRUE(writer.Finish(&v2).ok());
+    ASSERT_TRUE(f.WriteSegment(&v2).ok());
     EXPECT_EQ(DecodeFixed32(v2.data() + v2.size() - 16), 2u);
     const std::string v1 = WithPadding(v2, 0, /*version1=*/true);
     EXPECT_EQ(DecodeFixed32(v1.data() + v1.size() - 16), 1u);
@@ -692,10 +692,8 @@ TEST(SegmentTest, Version1SegmentsStillRead) {
   // A version from the future is corruption (the engine rebuilds the segment).
   Fixture f(16);
   f.MakeDocs(50, 25);
-  SegmentWriter writer(f.config);
-  for (const auto& d : f.ref.docs) writer.Add(d);
   std::string contents;
-  ASSERT_TRUE(writer.Finish(&contents).ok());
+  ASSERT_TRUE(f.WriteSegment(&contents).ok());
   char* footer = contents.data() + contents.size() - 40;
   EncodeFixed32(footer + 24, 3);
   EncodeFixed32(footer + 28, Checksum32(std::string_view(footer, 28)));
